@@ -1,0 +1,384 @@
+"""The master: accepts workers, runs jobs through the scheduler, lands results in the output array.
+
+Threads: one accepts connections; each worker gets a *writer* (pulls strips from the scheduler,
+sends tasks and idle heartbeats) and a *reader* (receives results with ``recv_into`` straight into
+their rows of the job's output array). A worker's trouble (disconnect, silence, a bad frame, a
+wrong-sized result) ends that worker only: its in-flight strips are requeued *before* its socket
+is closed, so no strip is ever owned by a connection that can no longer deliver it.
+
+State shared between threads is guarded by one lock (``self._lock``) with one condition that
+writers wait on for work; payload bytes are never moved while holding it.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from distgray import protocol as P
+from distgray.errors import DistgrayError, PeerDisconnected, ProtocolError, RemoteError
+from distgray.imaging import U8Array
+from distgray.scheduler import DEFAULT_STRIP_BYTES, MAX_ATTEMPTS, Scheduler, plan_strips
+from distgray.transport import HANDSHAKE_TIMEOUT_S, Channel, listen, server_handshake
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL_S = 2.0
+HEARTBEAT_TIMEOUT_S = 20.0
+PREFETCH = 2
+
+
+@dataclass(frozen=True)
+class MasterConfig:
+    host: str = "0.0.0.0"
+    port: int = 5003
+    token: bytes | None = None  # None: --no-auth
+    heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
+    heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S
+    prefetch: int = PREFETCH
+    strip_rows: int | None = None
+    strip_bytes: int = DEFAULT_STRIP_BYTES
+    max_attempts: int = MAX_ATTEMPTS
+
+
+class WorkerState(str, enum.Enum):
+    IDLE = "idle"
+    BUSY = "busy"
+    LOST = "lost"  # went silent or broke the protocol
+    GONE = "gone"  # left cleanly or was sent away
+
+
+@dataclass
+class WorkerStats:
+    strips: int = 0
+    rows: int = 0
+    busy_s: float = 0.0
+    failures: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"strips": self.strips, "rows": self.rows, "busy_s": round(self.busy_s, 4),
+                "failures": self.failures,
+                "rows_per_s": round(self.rows / self.busy_s, 1) if self.busy_s else None}  # fmt: skip
+
+
+@dataclass
+class WorkerConn:
+    id: str
+    address: str
+    channel: Channel
+    capabilities: tuple[str, ...]
+    state: WorkerState = WorkerState.IDLE
+    in_flight: dict[tuple[int, int], float] = field(default_factory=dict)  # (job, strip) -> sent at
+    stats: WorkerStats = field(default_factory=WorkerStats)
+    reason: str = ""
+
+
+@dataclass
+class StripRecord:
+    strip: int
+    worker: str
+    row_start: int
+    row_stop: int
+    bytes_out: int
+    bytes_in: int
+    sent_s: float
+    done_s: float
+    recv_us: int
+    compute_us: int
+    send_us: int
+    counted: bool
+
+
+class Job:
+    """One image's conversion: source pixels in, gray output array filled by the workers."""
+
+    def __init__(self, job_id: int, name: str, pixels: U8Array, config: MasterConfig) -> None:
+        if pixels.ndim != 3 or pixels.shape[2] not in (3, 4) or not pixels.flags.c_contiguous:
+            raise ValueError("pixels must be a C-contiguous (height, width, 3|4) uint8 array")
+        self.id = job_id
+        self.name = name
+        self.pixels = pixels
+        self.height, self.width, self.channels = pixels.shape
+        self.output: U8Array = np.empty((self.height, self.width), dtype=np.uint8)
+        ranges = plan_strips(self.height, self.width * self.channels,
+                             strip_rows=config.strip_rows, target_bytes=config.strip_bytes)  # fmt: skip
+        self.scheduler = Scheduler(ranges, max_attempts=config.max_attempts)
+        self.created = time.monotonic()
+        self.started: float | None = None
+        self.finished_at: float | None = None
+        self.records: list[StripRecord] = []
+        self.worker_bytes: dict[str, list[int]] = {}  # worker -> [bytes_out, bytes_in]
+        self._done = threading.Event()
+
+    @property
+    def rows_done(self) -> int:
+        return self.scheduler.rows_done
+
+    @property
+    def failure(self) -> str | None:
+        return self.scheduler.failure
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    def _finish(self) -> None:
+        self.finished_at = time.monotonic()
+        self._done.set()
+
+
+class Master:
+    """Accepts workers and converts arrays with them. ``start()``, ``run``/``submit``, ``close()``."""
+
+    def __init__(self, config: MasterConfig) -> None:
+        self.config = config
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self.workers: dict[str, WorkerConn] = {}  # every worker of this run, including departed
+        self._taken_ids: set[str] = set()
+        self.job: Job | None = None
+        self._job_ids = itertools.count(1)
+        self._listener: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+        self._closing = False
+        self.address: tuple[str, int] = (config.host, config.port)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> tuple[str, int]:
+        """Bind and start accepting workers. Returns the bound (host, port)."""
+        self._listener = listen(self.config.host, self.config.port)
+        self._listener.settimeout(0.5)
+        self.address = self._listener.getsockname()[:2]
+        self._spawn(self._accept_loop, "distgray-accept")
+        return self.address
+
+    def close(self, reason: str = "master shutting down") -> None:
+        """Tell every worker BYE, close every connection and stop accepting."""
+        with self._lock:
+            self._closing = True
+            live = [w for w in self.workers.values() if w.state in (WorkerState.IDLE, WorkerState.BUSY)]
+            self._work.notify_all()
+        for w in live:
+            try:
+                w.channel.settimeout(2.0)
+                w.channel.send(P.Bye(reason))
+            except DistgrayError:
+                pass
+            self._drop(w, WorkerState.GONE, reason)
+        if self._listener is not None:
+            self._listener.close()
+        for t in self._threads:
+            t.join(timeout=5.0)
+
+    def __enter__(self) -> Master:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _spawn(self, target: Any, name: str, *args: Any) -> None:
+        t = threading.Thread(target=target, args=args, name=name, daemon=True)
+        t.start()
+        self._threads = [x for x in self._threads if x.is_alive()] + [t]
+
+    # ------------------------------------------------------------------ queries
+    def live_workers(self) -> list[WorkerConn]:
+        with self._lock:
+            return [w for w in self.workers.values() if w.state in (WorkerState.IDLE, WorkerState.BUSY)]
+
+    def wait_for_workers(self, n: int, timeout: float | None = None) -> bool:
+        """Block until at least ``n`` workers are connected (or the timeout passes)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._work:
+            while sum(w.state in (WorkerState.IDLE, WorkerState.BUSY) for w in self.workers.values()) < n:
+                left = None if deadline is None else deadline - time.monotonic()
+                if (left is not None and left <= 0) or self._closing:
+                    return False
+                self._work.wait(timeout=0.5 if left is None else min(left, 0.5))
+            return True
+
+    # ------------------------------------------------------------------ jobs
+    def submit(self, pixels: U8Array, name: str = "image") -> Job:
+        """Start converting ``pixels``; returns at once. One job runs at a time."""
+        with self._lock:
+            if self.job is not None and not self.job.wait(0):
+                raise RuntimeError("a job is already running")
+            job = Job(next(self._job_ids), name, pixels, self.config)
+            job.started = time.monotonic()
+            self.job = job
+            self._work.notify_all()
+        log.info("job %d: %s, %dx%d, %d strips", job.id, name, job.width, job.height,
+                 len(job.scheduler.strips))  # fmt: skip
+        return job
+
+    def run(self, pixels: U8Array, name: str = "image", timeout: float | None = None) -> Job:
+        """Convert ``pixels`` and wait for the job to finish (done or failed)."""
+        job = self.submit(pixels, name)
+        job.wait(timeout)
+        return job
+
+    # ------------------------------------------------------------------ accepting
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._closing:
+            try:
+                sock, addr = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if not self._closing:
+                    log.exception("accept failed")
+                return
+            self._spawn(self._serve_worker, f"distgray-conn-{addr[1]}", sock, f"{addr[0]}:{addr[1]}")
+
+    def _serve_worker(self, sock: socket.socket, address: str) -> None:
+        channel = Channel(sock, peer=address, timeout=HANDSHAKE_TIMEOUT_S)
+        try:
+            hello, welcome = server_handshake(channel, self.config.token, self._welcome)
+        except (DistgrayError, ValueError) as exc:
+            log.warning("connection %s: refused: %s", address, exc)
+            channel.close()
+            return
+        channel.peer = f"worker {welcome.worker_id}"
+        channel.settimeout(self.config.heartbeat_timeout_s)
+        w = WorkerConn(welcome.worker_id, address, channel, hello.capabilities)
+        with self._lock:
+            self.workers[w.id] = w
+            self._work.notify_all()
+        log.info("worker %s: joined from %s", w.id, address)
+        self._spawn(self._reader, f"distgray-read-{w.id}", w)
+        self._writer(w)
+
+    def _welcome(self, hello: P.Hello, proof: bytes) -> P.Welcome:
+        with self._lock:
+            wid = hello.worker_id
+            for n in itertools.count(2):
+                if wid not in self._taken_ids:
+                    break
+                wid = f"{hello.worker_id}#{n}"
+            self._taken_ids.add(wid)  # ids stay unique for the master's whole run
+        cfg = self.config
+        return P.Welcome(proof, int(cfg.heartbeat_interval_s * 1000), int(cfg.heartbeat_timeout_s * 1000),
+                         cfg.prefetch, wid)  # fmt: skip
+
+    # ------------------------------------------------------------------ per worker
+    def _writer(self, w: WorkerConn) -> None:
+        interval = self.config.heartbeat_interval_s
+        while True:
+            with self._work:
+                job, strip = None, None
+                while w.state in (WorkerState.IDLE, WorkerState.BUSY) and not self._closing:
+                    job = self.job
+                    if job is not None and not job.scheduler.finished and len(w.in_flight) < self.config.prefetch:
+                        strip = job.scheduler.next_strip(w.id, time.monotonic())
+                        if strip is not None:
+                            w.in_flight[(job.id, strip.id)] = time.monotonic()
+                            w.state = WorkerState.BUSY
+                            break
+                    if time.monotonic() - w.channel.last_send >= interval:
+                        break
+                    self._work.wait(timeout=interval)
+                else:
+                    return
+            try:
+                if strip is None or job is None:
+                    w.channel.send(P.Heartbeat())
+                    continue
+                task = P.Task(job.id, strip.id, strip.row_start, strip.row_stop, job.width, job.channels)
+                rows = job.pixels[strip.row_start : strip.row_stop]
+                job_bytes = job.worker_bytes.setdefault(w.id, [0, 0])
+                job_bytes[0] += w.channel.send(task, memoryview(rows))  # type: ignore[arg-type]
+            except DistgrayError as exc:
+                self._drop(w, WorkerState.LOST, str(exc))
+                return
+
+    def _reader(self, w: WorkerConn) -> None:
+        try:
+            while True:
+                message, _ = w.channel.recv(lambda m: self._result_sink(w, m))
+                if isinstance(message, P.Result):
+                    self._complete(w, message)
+                elif isinstance(message, P.Heartbeat):
+                    continue
+                elif isinstance(message, P.Bye):
+                    self._drop(w, WorkerState.GONE, f"left: {message.reason or 'bye'}")
+                    return
+                elif isinstance(message, P.Error):
+                    raise RemoteError(f"worker reported error {message.code}: {message.message}", message.code)
+                else:
+                    raise ProtocolError(f"unexpected {type(message).__name__} from a worker")
+        except PeerDisconnected as exc:
+            self._drop(w, WorkerState.LOST if exc.mid_frame else WorkerState.GONE, str(exc))
+        except DistgrayError as exc:
+            self._drop(w, WorkerState.LOST, str(exc))
+
+    def _result_sink(self, w: WorkerConn, message: P.Message) -> memoryview | None:
+        """Where a result's pixels land: their rows of the output, or scratch if already done."""
+        if not isinstance(message, P.Result):
+            raise ProtocolError(f"unexpected payload on {type(message).__name__}")
+        with self._lock:
+            job = self.job
+            if job is None or job.id != message.job_id or (job.id, message.strip_id) not in w.in_flight:
+                raise ProtocolError(f"result for job {message.job_id} strip {message.strip_id}, not assigned to it")
+            strip = job.scheduler.strips[message.strip_id]
+            if (message.row_start, message.row_stop, message.width) != (strip.row_start, strip.row_stop, job.width):
+                raise ProtocolError(
+                    f"result shape rows [{message.row_start}, {message.row_stop}) x {message.width}"
+                    f" does not match task rows [{strip.row_start}, {strip.row_stop}) x {job.width}"
+                )
+            if strip.done_by is not None:
+                return None  # another copy already won; read and discard
+            return memoryview(job.output[strip.row_start : strip.row_stop]).cast("B")  # type: ignore[arg-type]
+
+    def _complete(self, w: WorkerConn, result: P.Result) -> None:
+        now = time.monotonic()
+        with self._work:
+            job = self.job
+            sent_at = w.in_flight.pop((result.job_id, result.strip_id), None)
+            if job is None or job.started is None or job.id != result.job_id or sent_at is None:
+                return  # the worker was dropped while its result was arriving: ignore it
+            counted = job.scheduler.complete(result.strip_id, w.id, now)
+            rows = result.row_stop - result.row_start
+            busy = (result.recv_us + result.compute_us) / 1e6
+            w.stats.strips += 1
+            w.stats.rows += rows
+            w.stats.busy_s += busy
+            job_bytes = job.worker_bytes.setdefault(w.id, [0, 0])
+            job_bytes[1] += P.PREFIX_BYTES + len(result.encode()) + result.payload_len
+            job.records.append(StripRecord(
+                result.strip_id, w.id, result.row_start, result.row_stop,
+                rows * job.width * job.channels, result.payload_len,
+                round(sent_at - job.started, 6), round(now - job.started, 6),
+                result.recv_us, result.compute_us, result.send_us, counted))  # fmt: skip
+            if not w.in_flight:
+                w.state = WorkerState.IDLE
+            if job.scheduler.finished:
+                job._finish()
+            self._work.notify_all()
+
+    def _drop(self, w: WorkerConn, state: WorkerState, reason: str) -> None:
+        """End one worker: requeue its strips first, then close its socket. Idempotent."""
+        with self._work:
+            if w.state in (WorkerState.LOST, WorkerState.GONE):
+                return
+            w.state, w.reason = state, reason
+            job = self.job
+            if job is not None and w.in_flight:
+                lost = job.scheduler.worker_lost(w.id, time.monotonic(), reason)
+                w.stats.failures += len(lost)
+                log.warning("worker %s: %s; requeued strips %s", w.id, reason, lost)
+                if job.scheduler.finished:
+                    job._finish()
+            elif not self._closing:
+                log.info("worker %s: %s", w.id, reason)
+            w.in_flight.clear()
+            self._work.notify_all()
+        w.channel.close()

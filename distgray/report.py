@@ -1,0 +1,94 @@
+"""What a finished job did, as a JSON-ready dict (``--report``) and as the terminal summary.
+
+Both come from the same dict, so the table a person reads and the file a script reads agree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from distgray.master import Job, Master
+
+
+def job_report(job: Job, master: Master, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Figures of one job: image, strips (with per-strip times), per worker, requeues."""
+    assert job.started is not None
+    wall = (job.finished_at or job.started) - job.started
+    per_worker: dict[str, dict[str, Any]] = {}
+    for r in job.records:
+        w = per_worker.setdefault(r.worker, {"strips": 0, "rows": 0, "busy_s": 0.0, "discarded": 0})
+        if not r.counted:
+            w["discarded"] += 1
+        w["strips"] += 1
+        w["rows"] += r.row_stop - r.row_start
+        w["busy_s"] += (r.recv_us + r.compute_us) / 1e6
+    for wid, (sent, received) in job.worker_bytes.items():
+        w = per_worker.setdefault(wid, {"strips": 0, "rows": 0, "busy_s": 0.0, "discarded": 0})
+        w["bytes_in"] = sent  # bytes into the worker: its tasks
+        w["bytes_out"] = received  # bytes out of the worker: its results
+    for wid, w in per_worker.items():
+        conn = master.workers.get(wid)
+        w["address"] = conn.address if conn else ""
+        w["state"] = conn.state.value if conn else "unknown"
+        w["busy_s"] = round(w["busy_s"], 4)
+        w["rows_per_s"] = round(w["rows"] / w["busy_s"], 1) if w["busy_s"] else None
+        w.setdefault("bytes_in", 0)
+        w.setdefault("bytes_out", 0)
+    report: dict[str, Any] = {
+        "job": job.id,
+        "name": job.name,
+        "width": job.width,
+        "height": job.height,
+        "channels": job.channels,
+        "status": "failed" if job.failure else ("done" if job.scheduler.finished else "unfinished"),
+        "failure": job.failure,
+        "strips": len(job.scheduler.strips),
+        "wall_s": round(wall, 4),
+        "megapixels_per_s": round(job.width * job.height / 1e6 / wall, 2) if wall > 0 else None,
+        "workers": per_worker,
+        "requeued": job.scheduler.requeued,
+        "strip_log": [vars(r) for r in job.records],
+    }
+    if extra:
+        report.update(extra)
+    return report
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    lines = [
+        f"image      {report['name']}: {report['width']}x{report['height']}"
+        f" ({report['width'] * report['height'] / 1e6:.1f} MP)",
+        f"strips     {report['strips']}, {len(report['requeued'])} requeued",
+        f"wall time  {report['wall_s']:.3f} s distributed"
+        + (f", {report['total_s']:.3f} s end to end" if "total_s" in report else ""),
+    ]
+    if report.get("output"):
+        lines.append(f"output     {report['output']}")
+    header = f"{'worker':<24} {'strips':>6} {'rows':>7} {'MB in':>8} {'MB out':>8} {'busy s':>8} {'rows/s':>9}"
+    lines += ["", header, "-" * len(header)]
+    for wid, w in sorted(report["workers"].items()):
+        rate = f"{w['rows_per_s']:.0f}" if w["rows_per_s"] else "-"
+        lines.append(
+            f"{wid[:24]:<24} {w['strips']:>6} {w['rows']:>7} {w['bytes_in'] / 1e6:>8.1f}"
+            f" {w['bytes_out'] / 1e6:>8.1f} {w['busy_s']:>8.3f} {rate:>9}"
+        )
+    lines.append("(MB in: task bytes sent to the worker; MB out: result bytes it returned;"
+                 " busy s: its receive + compute time)")  # fmt: skip
+    return "\n".join(lines)
+
+
+def write_json_atomic(data: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,196 @@
+"""The worker: connect, authenticate, then task -> grayscale -> result until the master says BYE.
+
+Three threads per session: a *reader* that drains TASK frames into fresh buffers (so the master's
+sends never block behind our compute, which would deadlock two full socket buffers), the *main*
+loop that converts and sends results, and a *heartbeat* that speaks when we have been quiet.
+
+When the master cannot be reached, or goes away without BYE, the worker reconnects with
+exponential backoff and jitter for up to ``retry_for_s``. A wrong token or protocol version ends
+the worker at once: retrying cannot fix it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import random
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from distgray import protocol as P
+from distgray.errors import (
+    AuthenticationError,
+    DistgrayError,
+    PeerDisconnected,
+    ProtocolError,
+    RemoteError,
+    VersionMismatch,
+)
+from distgray.imaging import to_grayscale
+from distgray.transport import Channel, client_handshake, connect
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE_S = 0.2
+BACKOFF_CAP_S = 10.0
+CONNECT_TIMEOUT_S = 10.0
+#: A worker refuses any single task bigger than this (an 8K RGB image whole is ~100 MB).
+MAX_STRIP_BYTES = 512 << 20
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    host: str = "127.0.0.1"
+    port: int = 5003
+    token: bytes | None = None
+    worker_id: str = ""
+    retry_for_s: float = 60.0  # keep trying to reach the master this long; then give up
+    max_tasks: int | None = None  # leave after this many strips (burst mode, for tests and demos)
+    max_strip_bytes: int = MAX_STRIP_BYTES
+
+
+class _Leave(Exception):
+    """The session ended in a way that means: do not reconnect."""
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.worker_id = config.worker_id or default_worker_id()
+        self.tasks_done = 0
+        self._stop = threading.Event()
+        self._last_send_done_us = 0
+
+    def stop(self) -> None:
+        """Finish the strip in hand, tell the master BYE and return from ``run``."""
+        self._stop.set()
+
+    def run(self) -> int:
+        """Work until told BYE, stopped, or the master stays unreachable. Returns an exit code."""
+        attempt = 0
+        unreachable_since = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                channel = connect(self.config.host, self.config.port, timeout=CONNECT_TIMEOUT_S)
+            except PeerDisconnected as exc:
+                waited = time.monotonic() - unreachable_since
+                if waited >= self.config.retry_for_s:
+                    log.error("worker %s: giving up after %.0f s: %s", self.worker_id, waited, exc)
+                    return 1
+                delay = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt) * random.uniform(0.5, 1.0)
+                attempt += 1
+                log.info("worker %s: %s; retrying in %.1f s", self.worker_id, exc, delay)
+                self._stop.wait(delay)
+                continue
+            try:
+                self._session(channel)
+            except _Leave:
+                return 0
+            except (AuthenticationError, VersionMismatch) as exc:
+                log.error("worker %s: %s", self.worker_id, exc)
+                return 1
+            except DistgrayError as exc:
+                log.warning("worker %s: connection lost: %s; reconnecting", self.worker_id, exc)
+            finally:
+                channel.close()
+            attempt = 0
+            unreachable_since = time.monotonic()
+        return 0
+
+    # ------------------------------------------------------------------ one connection
+    def _session(self, channel: Channel) -> None:
+        welcome = client_handshake(channel, self.worker_id, self.config.token)
+        self.worker_id = welcome.worker_id
+        channel.peer = f"master {self.config.host}:{self.config.port}"
+        channel.settimeout(welcome.heartbeat_timeout_ms / 1000)
+        channel.max_payload = self.config.max_strip_bytes
+        log.info("worker %s: connected to %s:%d", self.worker_id, self.config.host, self.config.port)
+        inbox: queue.Queue[tuple[P.Task, np.ndarray, int] | BaseException | P.Bye] = queue.Queue()
+        ended = threading.Event()
+        threading.Thread(target=self._read, args=(channel, inbox), daemon=True,
+                         name="distgray-worker-read").start()  # fmt: skip
+        threading.Thread(target=self._heartbeat, args=(channel, welcome, ended), daemon=True,
+                         name="distgray-worker-heartbeat").start()  # fmt: skip
+        try:
+            self._work(channel, inbox)
+        finally:
+            ended.set()
+
+    def _work(self, channel: Channel, inbox: queue.Queue[tuple[P.Task, np.ndarray, int] | BaseException | P.Bye]) -> None:
+        while True:
+            if self._stop.is_set() or (self.config.max_tasks is not None and self.tasks_done >= self.config.max_tasks):
+                reason = "stopped" if self._stop.is_set() else f"done {self.tasks_done} tasks"
+                try:
+                    channel.send(P.Bye(reason))
+                except DistgrayError:
+                    pass
+                log.info("worker %s: leaving (%s)", self.worker_id, reason)
+                raise _Leave
+            try:
+                item = inbox.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if isinstance(item, P.Bye):
+                log.info("worker %s: master said bye: %s", self.worker_id, item.reason)
+                raise _Leave
+            if isinstance(item, BaseException):
+                raise item
+            task, pixels, recv_us = item
+            started = time.perf_counter()
+            src = pixels.reshape(task.rows, task.width, task.channels)
+            out = np.empty((task.rows, task.width), dtype=np.uint8)
+            to_grayscale(src, out)
+            compute_us = int((time.perf_counter() - started) * 1e6)
+            result = P.Result(task.job_id, task.strip_id, task.row_start, task.row_stop, task.width,
+                              recv_us, compute_us, self._last_send_done_us)  # fmt: skip
+            sent = time.perf_counter()
+            channel.send(result, memoryview(out))
+            self._last_send_done_us = int((time.perf_counter() - sent) * 1e6)
+            self.tasks_done += 1
+
+    def _read(self, channel: Channel, inbox: queue.Queue[tuple[P.Task, np.ndarray, int] | BaseException | P.Bye]) -> None:
+        marks: list[float] = []
+
+        def sink(message: P.Message) -> memoryview:
+            if not isinstance(message, P.Task):
+                raise ProtocolError("only TASK frames carry a payload to a worker")
+            marks.append(time.perf_counter())
+            return memoryview(np.empty(message.payload_len, dtype=np.uint8))
+
+        try:
+            while True:
+                marks.clear()
+                message, payload = channel.recv(sink)
+                if isinstance(message, P.Task):
+                    assert payload is not None
+                    recv_us = int((time.perf_counter() - marks[0]) * 1e6)
+                    inbox.put((message, np.frombuffer(payload, dtype=np.uint8), recv_us))
+                elif isinstance(message, P.Bye):
+                    inbox.put(message)
+                    return
+                elif isinstance(message, P.Error):
+                    inbox.put(RemoteError(f"master reported: {message.message}", message.code))
+                    return
+                elif not isinstance(message, P.Heartbeat):
+                    inbox.put(DistgrayError(f"unexpected {type(message).__name__} from the master"))
+                    return
+        except BaseException as exc:  # handed to the main loop, which decides
+            inbox.put(exc)
+
+    def _heartbeat(self, channel: Channel, welcome: P.Welcome, ended: threading.Event) -> None:
+        interval = welcome.heartbeat_interval_ms / 1000
+        while not ended.wait(interval / 2):
+            if time.monotonic() - channel.last_send >= interval:
+                try:
+                    channel.send(P.Heartbeat())
+                except DistgrayError:
+                    return
