@@ -84,15 +84,15 @@ class Scheduler:
         """The next pending strip this worker may take, now marked running on it; else None."""
         if self.finished:
             return None
-        for _ in range(len(self._pending)):
-            sid = self._pending.popleft()
+        # Scan in queue order without reordering: strips this worker already failed stay where
+        # they are (at the front, if requeued) for the next worker that may take them.
+        for index, sid in enumerate(self._pending):
             strip = self.strips[sid]
-            if strip.state is StripState.PENDING and worker_id not in strip.failed_on:
+            if worker_id not in strip.failed_on:
+                del self._pending[index]
                 strip.state = StripState.RUNNING
                 strip.running_on.add(worker_id)
                 return strip
-            if strip.state is StripState.PENDING:
-                self._pending.append(sid)  # someone else may take it
         return None
 
     def complete(self, strip_id: int, worker_id: str, now: float) -> bool:

@@ -1,0 +1,203 @@
+"""The sans-IO protocol: round trips, byte-at-a-time decoding, every malformed frame, auth proofs."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from distgray import protocol as P
+from distgray.errors import ProtocolError, VersionMismatch
+
+MESSAGES: list[P.Message] = [
+    P.Hello("host-1234", ("luma-u8", "future-thing")),
+    P.Challenge(True, bytes(range(32))),
+    P.Challenge(False, b"\x00" * 32),
+    P.Auth(b"\x11" * 32, b"\x22" * 32),
+    P.Welcome(b"\x33" * 32, 2000, 20000, 2, "host-1234#2"),
+    P.Heartbeat(),
+    P.Error(P.ErrorCode.AUTH_FAILED, "authentication failed: wrong token"),
+    P.Error(P.ErrorCode.BAD_TASK, "bad strip", strip_id=7),
+    P.Bye("job finished"),
+    P.Bye(""),
+]
+
+
+def frame(message: P.Message, payload: bytes = b"") -> bytes:
+    return P.encode_frame(message, len(payload)) + payload
+
+
+def decode_all(data: bytes, chunk: int = 1, **kw: int) -> list[tuple[P.Message, bytes]]:
+    decoder = P.FrameDecoder(**kw)
+    out: list[tuple[P.Message, bytes]] = []
+    for i in range(0, len(data), chunk):
+        out += decoder.feed(data[i : i + chunk])
+    assert not decoder.mid_frame
+    return out
+
+
+@pytest.mark.parametrize("message", MESSAGES, ids=lambda m: type(m).__name__)
+def test_round_trip_byte_at_a_time(message: P.Message) -> None:
+    assert decode_all(frame(message)) == [(message, b"")]
+
+
+def test_task_and_result_carry_exact_payloads() -> None:
+    task = P.Task(job_id=3, strip_id=9, row_start=10, row_stop=13, width=5, channels=3)
+    result = P.Result(3, 9, 10, 13, 5, recv_us=11, compute_us=22, send_us=33)
+    rgb = bytes(range(45))
+    gray = bytes(range(15))
+    stream = frame(task, rgb) + frame(result, gray) + frame(P.Heartbeat())
+    for chunk in (1, 7, 64, len(stream)):
+        assert decode_all(stream, chunk) == [(task, rgb), (result, gray), (P.Heartbeat(), b"")]
+
+
+def test_prefix_layout_is_big_endian_and_20_bytes() -> None:
+    raw = P.encode_frame(P.Task(1, 2, 0, 1, 4), 12)
+    assert len(raw) == P.PREFIX_BYTES + 24
+    assert raw[:4] == b"DGRY" and raw[4] == 1 and raw[5] == 0x10 and raw[6:8] == b"\0\0"
+    assert struct.unpack(">I", raw[8:12]) == (24,)
+    assert struct.unpack(">Q", raw[12:20]) == (12,)
+
+
+def test_partial_frame_is_reported_mid_frame() -> None:
+    decoder = P.FrameDecoder()
+    data = frame(P.Bye("x"))
+    assert decoder.feed(data[:-1]) == []
+    assert decoder.mid_frame
+    assert decoder.feed(data[-1:]) == [(P.Bye("x"), b"")]
+    assert not decoder.mid_frame
+
+
+def _prefix(magic: bytes = b"DGRY", version: int = 1, mtype: int = 0x20, flags: int = 0,
+            header_len: int = 0, payload_len: int = 0) -> bytes:  # fmt: skip
+    return struct.pack(">4sBBHIQ", magic, version, mtype, flags, header_len, payload_len)
+
+
+@pytest.mark.parametrize(
+    ("raw", "match"),
+    [
+        (_prefix(magic=b"GET "), "bad magic"),
+        (_prefix(mtype=0x55), "unknown message type"),
+        (_prefix(flags=1), "reserved flags"),
+        (_prefix(header_len=P.MAX_HEADER_BYTES + 1), "header_len"),
+        (_prefix(mtype=0x20, payload_len=1), "carries no payload"),
+        (_prefix(mtype=0x10, header_len=24, payload_len=P.MAX_PAYLOAD_BYTES + 1), "exceeds limit"),
+        (_prefix(mtype=0x11, header_len=32, payload_len=2**64 - 1), "exceeds limit"),
+    ],
+)
+def test_bad_prefixes_fail_before_anything_is_allocated(raw: bytes, match: str) -> None:
+    with pytest.raises(ProtocolError, match=match):
+        P.FrameDecoder().feed(raw)
+
+
+def test_receiver_limit_is_tighter_than_the_protocol_limit() -> None:
+    raw = _prefix(mtype=0x10, header_len=24, payload_len=1001)
+    with pytest.raises(ProtocolError, match="exceeds limit 1000"):
+        P.decode_prefix(raw, max_payload=1000)
+
+
+def test_wrong_version_is_its_own_error() -> None:
+    with pytest.raises(VersionMismatch) as info:
+        P.decode_prefix(_prefix(version=2))
+    assert info.value.version == 2
+    assert "version 2" in str(info.value)
+
+
+def _with_header(mtype: P.MessageType, header: bytes, payload_len: int = 0) -> bytes:
+    return _prefix(mtype=mtype, header_len=len(header), payload_len=payload_len) + header
+
+
+TASK_FMT = struct.Struct(">IIIIIBBBB")
+RESULT_FMT = struct.Struct(">IIIIIBBHIII")
+
+
+@pytest.mark.parametrize(
+    ("raw", "match"),
+    [
+        (_with_header(P.MessageType.TASK, TASK_FMT.pack(1, 1, 0, 2, 4, 3, 1, 1, 0), 23), "needs 24 bytes"),
+        (_with_header(P.MessageType.TASK, TASK_FMT.pack(1, 1, 5, 5, 4, 3, 1, 1, 0), 0), "empty or reversed"),
+        (_with_header(P.MessageType.TASK, TASK_FMT.pack(1, 1, 0, 1, 4, 2, 1, 1, 0), 8), "unsupported"),
+        (_with_header(P.MessageType.TASK, TASK_FMT.pack(1, 1, 0, 1, 4, 3, 2, 1, 0), 12), "unsupported"),
+        (_with_header(P.MessageType.TASK, TASK_FMT.pack(1, 1, 0, 1, 0, 3, 1, 1, 0), 0), "out of range"),
+        (_with_header(P.MessageType.TASK, TASK_FMT.pack(1, 1, 0, 1, 4, 3, 1, 1, 0)[:-1], 12), "too short"),
+        (_with_header(P.MessageType.TASK, TASK_FMT.pack(1, 1, 0, 1, 4, 3, 1, 1, 0) + b"x", 12), "trailing"),
+        (_with_header(P.MessageType.RESULT, RESULT_FMT.pack(1, 1, 0, 2, 4, 1, 1, 0, 0, 0, 0), 9), "needs 8"),
+        (_with_header(P.MessageType.RESULT, RESULT_FMT.pack(1, 1, 0, 2, 4, 3, 1, 0, 0, 0, 0), 8), "unsupported"),
+        (_with_header(P.MessageType.HELLO, b"\x00\x00\x00\x00"), "empty worker id"),
+        (_with_header(P.MessageType.HELLO, b"\x00\x02\xff\xfe\x00\x00"), "not UTF-8"),
+        (_with_header(P.MessageType.HELLO, b"\x01\x00" + b"a" * 256 + b"\x00\x00"), "exceeds limit 128"),
+        (_with_header(P.MessageType.HELLO, b"\x00\x01a\x00\x21"), "capabilities exceeds"),
+        (_with_header(P.MessageType.CHALLENGE, b"\x02" + b"n" * 32), "auth_required"),
+        (_with_header(P.MessageType.AUTH, b"p" * 63), "too short"),
+        (_with_header(P.MessageType.WELCOME, b"p" * 32 + struct.pack(">IIH", 0, 1, 1) + b"\0\1w"), "heartbeat"),
+        (_with_header(P.MessageType.HEARTBEAT, b"?"), "trailing"),
+        (_with_header(P.MessageType.ERROR, b"\x00\x01"), "too short"),
+        (_with_header(P.MessageType.BYE, b"\x00\x05abc"), "too short"),
+    ],
+)
+def test_malformed_headers(raw: bytes, match: str) -> None:
+    decoder = P.FrameDecoder()
+    with pytest.raises(ProtocolError, match=match):
+        for byte in raw:
+            decoder.feed(bytes([byte]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_bytes_only_raise_protocol_errors(data: bytes) -> None:
+    decoder = P.FrameDecoder(max_payload=1 << 16)
+    try:
+        decoder.feed(data)
+    except ProtocolError:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=1, max_size=60), st.integers(0, 400))
+def test_mutated_valid_frames_only_raise_protocol_errors(junk: bytes, pos: int) -> None:
+    good = frame(P.Task(1, 2, 0, 2, 3), bytes(18)) + frame(P.Hello("w", ("luma-u8",)))
+    pos %= len(good)
+    data = good[:pos] + junk + good[pos + len(junk) :]
+    try:
+        P.FrameDecoder(max_payload=1 << 16).feed(data)
+    except ProtocolError:
+        pass
+
+
+@given(st.text(min_size=1, max_size=40), st.lists(st.text(max_size=20), max_size=5))
+def test_hello_round_trips_any_text(worker_id: str, caps: list[str]) -> None:
+    hello = P.Hello(worker_id, tuple(caps))
+    if len(worker_id.encode()) > 128 or any(len(c.encode()) > 64 for c in caps):
+        with pytest.raises(ValueError):
+            hello.encode()
+    else:
+        assert decode_all(frame(hello), chunk=3) == [(hello, b"")]
+
+
+def test_auth_proofs() -> None:
+    token, nonce_m, nonce_w = b"s3cret", b"m" * 32, b"w" * 32
+    proof = P.worker_proof(token, nonce_m, "w1")
+    assert len(proof) == 32
+    assert P.proofs_match(P.worker_proof(token, nonce_m, "w1"), proof)
+    assert not P.proofs_match(P.worker_proof(b"wrong", nonce_m, "w1"), proof)
+    assert not P.proofs_match(P.worker_proof(token, b"x" * 32, "w1"), proof)
+    assert not P.proofs_match(P.worker_proof(token, nonce_m, "w2"), proof)
+    # The two directions are domain-separated: a reflected proof never verifies.
+    assert P.master_proof(token, nonce_m) != P.worker_proof(token, nonce_m, "")
+
+
+def test_documented_example_bytes() -> None:
+    """The worked example in docs/PROTOCOL.md, byte for byte."""
+    task = P.Task(job_id=1, strip_id=0, row_start=0, row_stop=2, width=3, channels=3)
+    assert P.encode_frame(task, task.payload_len).hex(" ") == (
+        "44 47 52 59 01 10 00 00 00 00 00 18 00 00 00 00 00 00 00 12 "
+        "00 00 00 01 00 00 00 00 00 00 00 00 00 00 00 02 00 00 00 03 03 01 01 00"
+    )
+    result = P.Result(1, 0, 0, 2, 3, recv_us=250, compute_us=40, send_us=0)
+    assert P.encode_frame(result, result.payload_len).hex(" ") == (
+        "44 47 52 59 01 11 00 00 00 00 00 24 00 00 00 00 00 00 00 06 "
+        "00 00 00 01 00 00 00 00 00 00 00 00 00 00 00 02 00 00 00 03 01 01 00 00 "
+        "00 00 00 fa 00 00 00 28 00 00 00 00"
+    )

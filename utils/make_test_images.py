@@ -1,0 +1,53 @@
+#!/usr/bin/env python3
+"""Derive the larger and odd-sized test images from the bundled 4K photo, deterministically.
+
+    python utils/make_test_images.py              # writes test_images/sample_8k.png and sample_8k_odd.png
+
+The 8K image is the 4K photo (test_images/sample_4k.jpg, CC-BY-4.0, Aitzol Berasategi, see
+test_images/ATTRIBUTION.md) upscaled 2x with Lanczos; the odd-sized one is the same photo resized
+to 7679x4321 (odd width and height, so strips and rows never divide evenly) with a little seeded
+noise, so that no two neighbouring rows are alike. Same Pillow + NumPy, same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = ROOT / "test_images" / "sample_4k.jpg"
+SIZE_8K = (7680, 4320)
+SIZE_ODD = (7679, 4321)
+
+
+def make_8k(source: Path = SOURCE) -> Image.Image:
+    with Image.open(source) as im:
+        return im.convert("RGB").resize(SIZE_8K, Image.Resampling.LANCZOS)
+
+
+def make_odd(source: Path = SOURCE, seed: int = 20261122) -> Image.Image:
+    with Image.open(source) as im:
+        base = np.asarray(im.convert("RGB").resize(SIZE_ODD, Image.Resampling.BILINEAR), dtype=np.int16)
+    noise = np.random.default_rng(seed).integers(-3, 4, size=base.shape, dtype=np.int16)
+    return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8), "RGB")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "test_images")
+    parser.add_argument("--png-level", type=int, default=1, help="zlib level for the PNGs (default 1: fast)")
+    args = parser.parse_args(argv)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    for name, make in (("sample_8k.png", make_8k), ("sample_8k_odd.png", make_odd)):
+        path = args.out_dir / name
+        make().save(path, compress_level=args.png_level)
+        print(f"{path}: {path.stat().st_size / 1e6:.1f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
