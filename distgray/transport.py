@@ -182,6 +182,12 @@ def client_handshake(channel: Channel, worker_id: str, token: bytes | None,
     nonce = os.urandom(P.NONCE_BYTES)
     if challenge.auth_required and token is None:
         raise AuthenticationError("master requires a token: pass --token or set DISTGRAY_TOKEN")
+    if token is not None and not challenge.auth_required:
+        # A worker given a token works only for a master that can prove it knows the token.
+        raise AuthenticationError(
+            f"{channel.peer} has authentication off (--no-auth) and cannot prove the token;"
+            " refusing it (run this worker without --token to work for it)"
+        )
     proof = P.worker_proof(token, challenge.nonce, worker_id) if token else bytes(P.DIGEST_BYTES)
     channel.send(P.Auth(proof, nonce))
     try:
@@ -194,8 +200,6 @@ def client_handshake(channel: Channel, worker_id: str, token: bytes | None,
         assert token is not None
         if not P.proofs_match(P.master_proof(token, nonce), welcome.proof):
             raise AuthenticationError(f"{channel.peer} does not know the token: refusing it")
-    elif token is not None:
-        log.warning("%s has authentication turned off (--no-auth); it was not verified", channel.peer)
     return welcome
 
 

@@ -1,0 +1,46 @@
+"""Shared fixtures: the real photo, derived test images, Pillow's reference output."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+ROOT = Path(__file__).resolve().parent.parent
+PHOTO = ROOT / "test_images" / "sample_4k.jpg"
+
+
+def _load_utils(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "utils" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def pillow_reference(path: Path) -> np.ndarray:
+    """What single-process Pillow makes of ``path``: EXIF-oriented, convert("L")."""
+    with Image.open(path) as im:
+        return np.asarray(ImageOps.exif_transpose(im).convert("L"))
+
+
+def decoded(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im)
+
+
+@pytest.fixture(scope="session")
+def photo() -> Path:
+    return PHOTO
+
+
+@pytest.fixture(scope="session")
+def odd_8k(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 7679x4321 photo-derived PNG (odd width and height), made by utils/make_test_images.py."""
+    path = tmp_path_factory.mktemp("images") / "sample_8k_odd.png"
+    _load_utils("make_test_images").make_odd().save(path, compress_level=1)
+    return path

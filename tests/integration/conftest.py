@@ -1,0 +1,153 @@
+"""Real sockets on 127.0.0.1 (port 0), an in-process master, real worker subprocesses."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distgray import protocol as P
+from distgray.imaging import to_grayscale
+from distgray.master import Master, MasterConfig
+from distgray.transport import Channel, client_handshake, connect
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "integration-token"
+WAIT_S = 60.0  # generous: the machines are shared and noisy
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = WAIT_S, what: str = "condition") -> None:
+    """Poll ``predicate`` until true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+@dataclass
+class Workers:
+    """Starts ``worker_client.py`` subprocesses; kills leftovers at teardown."""
+
+    tmp: Path
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+
+    def start(self, port: int, *, token: str | None = TOKEN, worker_id: str = "", extra: tuple[str, ...] = ()
+              ) -> subprocess.Popen[bytes]:  # fmt: skip
+        log = self.tmp / f"worker-{len(self.procs)}.log"
+        env = {k: v for k, v in os.environ.items() if k != "DISTGRAY_TOKEN"}
+        args = [sys.executable, str(ROOT / "worker_client.py"), "--host", "127.0.0.1", "--port", str(port),
+                "--retry-for", "30", "--log-level", "info", *extra]  # fmt: skip
+        if token is not None:
+            args += ["--token", token]
+        if worker_id:
+            args += ["--id", worker_id]
+        with open(log, "wb") as fh:
+            proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        self.procs.append(proc)
+        self.logs.append(log)
+        return proc
+
+    def log_of(self, proc: subprocess.Popen[bytes]) -> str:
+        return self.logs[self.procs.index(proc)].read_text()
+
+    def stop_all(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait(timeout=30)
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    w = Workers(tmp_path)
+    yield w
+    w.stop_all()
+
+
+@pytest.fixture
+def make_master() -> Iterator[Callable[..., Master]]:
+    masters: list[Master] = []
+
+    def make(**overrides: object) -> Master:
+        cfg = {"host": "127.0.0.1", "port": 0, "token": TOKEN.encode(), **overrides}
+        m = Master(MasterConfig(**cfg))  # type: ignore[arg-type]
+        m.start()
+        masters.append(m)
+        return m
+
+    yield make
+    for m in masters:
+        m.close("test over")
+
+
+@pytest.fixture
+def master(make_master: Callable[..., Master]) -> Master:
+    return make_master()
+
+
+class FakeWorker:
+    """A worker written in the test, over a real socket: it can hold tasks, or misbehave."""
+
+    def __init__(self, port: int, token: bytes | None = TOKEN.encode(), worker_id: str = "fake") -> None:
+        self.channel: Channel = connect("127.0.0.1", port, timeout=WAIT_S)
+        self.welcome = client_handshake(self.channel, worker_id, token)
+        self.id = self.welcome.worker_id
+
+    def recv_task(self) -> tuple[P.Task, np.ndarray]:
+        while True:
+            message, payload = self.channel.recv()
+            if isinstance(message, P.Task):
+                assert payload is not None
+                pixels = np.frombuffer(payload, np.uint8).reshape(message.rows, message.width, message.channels)
+                return message, pixels
+            assert isinstance(message, P.Heartbeat), message
+
+    def send_result(self, task: P.Task, pixels: np.ndarray) -> None:
+        out = np.empty((task.rows, task.width), np.uint8)
+        to_grayscale(np.ascontiguousarray(pixels), out)
+        self.channel.send(P.Result(task.job_id, task.strip_id, task.row_start, task.row_stop, task.width), out)
+
+    def serve_until_bye(self) -> threading.Thread:
+        """Work like a real worker in a background thread until the master says BYE."""
+
+        def loop() -> None:
+            try:
+                while True:
+                    message, payload = self.channel.recv()
+                    if isinstance(message, P.Task):
+                        assert payload is not None
+                        shape = (message.rows, message.width, message.channels)
+                        self.send_result(message, np.frombuffer(payload, np.uint8).reshape(shape))
+                    elif isinstance(message, P.Bye):
+                        return
+            except Exception:
+                return
+
+        t = threading.Thread(target=loop, daemon=True)
+        t.start()
+        return t
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def closed_by_peer(sock: socket.socket, timeout: float = WAIT_S) -> bool:
+    """True once the other end has closed ``sock`` (EOF or reset), reading and discarding data."""
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    return True

@@ -1,0 +1,194 @@
+"""Whole jobs with real worker subprocesses: output bit-identical to single-process Pillow."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distgray.imaging import load_image
+from distgray.master import Master, WorkerState
+from tests.conftest import decoded, pillow_reference
+from tests.integration.conftest import ROOT, WAIT_S, Workers, wait_until
+
+
+def _coverage(master: Master) -> list[int]:
+    """How many counted results landed on each row of the job's image."""
+    job = master.job
+    assert job is not None
+    hits = np.zeros(job.height, dtype=np.int64)
+    for r in job.records:
+        if r.counted:
+            hits[r.row_start : r.row_stop] += 1
+    return sorted(set(hits.tolist()))
+
+
+@pytest.mark.parametrize("n_workers", [1, 2, 3])
+def test_real_photo_with_n_workers(n_workers: int, photo: Path, make_master: Callable[..., Master],
+                                   workers: Workers) -> None:  # fmt: skip
+    master = make_master(strip_rows=97)  # 23 strips that do not divide 2160 rows
+    for i in range(n_workers):
+        workers.start(master.address[1], worker_id=f"w{i}")
+    assert master.wait_for_workers(n_workers, timeout=WAIT_S)
+    loaded = load_image(photo)
+    assert loaded.pixels is not None
+    job = master.run(loaded.pixels, photo.name, timeout=WAIT_S * 2)
+    assert job.failure is None and job.scheduler.finished
+    assert np.array_equal(job.output, pillow_reference(photo))
+    assert _coverage(master) == [1], "every row comes from exactly one counted result"
+    assert {w.id for w in master.live_workers()} == {f"w{i}" for i in range(n_workers)}
+
+
+def test_one_row_strips(make_master: Callable[..., Master], workers: Workers) -> None:
+    rgb = np.random.default_rng(7).integers(0, 256, (37, 1001, 3), dtype=np.uint8)
+    master = make_master(strip_rows=1)
+    workers.start(master.address[1])
+    workers.start(master.address[1])
+    job = master.run(rgb, "random", timeout=WAIT_S * 2)
+    from PIL import Image
+
+    assert np.array_equal(job.output, np.asarray(Image.fromarray(rgb).convert("L")))
+    assert len(job.scheduler.strips) == 37
+
+
+@pytest.mark.slow
+def test_odd_sized_8k_through_the_cli(odd_8k: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out" / "odd_gray.png"
+    report = tmp_path / "report.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "master_server.py"), "--image", str(odd_8k), "--output", str(out),
+         "--png-level", "1", "--local-workers", "3", "--min-workers", "3", "--host", "127.0.0.1",
+         "--port", "0", "--report", str(report)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert np.array_equal(decoded(out), pillow_reference(odd_8k))
+    data = json.loads(report.read_text())
+    assert (data["width"], data["height"], data["status"]) == (7679, 4321, "done")
+    counted = sorted((s["row_start"], s["row_stop"]) for s in data["strip_log"] if s["counted"])
+    assert counted[0][0] == 0 and counted[-1][1] == 4321
+    assert all(a[1] == b[0] for a, b in zip(counted, counted[1:], strict=False))
+    assert sum(w["rows"] for w in data["workers"].values()) >= 4321
+    # the terminal summary shows the same figures
+    assert "7679x4321" in proc.stdout and "rows/s" in proc.stdout
+    for wid, w in data["workers"].items():
+        assert re.search(rf"^{re.escape(wid)}\s+{w['strips']}\s+{w['rows']}\s", proc.stdout, re.M)
+
+
+class MasterProcess:
+    """``master_server.py`` as a user runs it in a terminal; stderr read in a thread."""
+
+    def __init__(self, args: list[str], cwd: Path) -> None:
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "master_server.py"), *args], cwd=cwd,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        self.err_lines: list[str] = []
+        self.out_lines: list[str] = []
+        self._readers = [threading.Thread(target=self._read, args=(s, lines), daemon=True)
+                         for s, lines in ((self.proc.stderr, self.err_lines), (self.proc.stdout, self.out_lines))]
+        for t in self._readers:
+            t.start()
+
+    @staticmethod
+    def _read(stream: object, lines: list[str]) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            lines.append(line)
+
+    def finish(self, timeout: float) -> str:
+        """Wait for the master to exit; returns its stdout."""
+        self.proc.wait(timeout=timeout)
+        for t in self._readers:
+            t.join(timeout=timeout)
+        return "".join(self.out_lines)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.err_lines)
+
+    def worker_command(self) -> list[str]:
+        wait_until(lambda: "start workers with:" in self.stderr and "worker_client.py" in self.stderr.split(
+            "start workers with:")[1], what="the master to print the worker command")  # fmt: skip
+        line = next(ln for ln in self.err_lines if "worker_client.py" in ln)
+        return line.split()
+
+
+def test_multi_terminal_flow_as_in_the_readme(photo: Path, tmp_path: Path) -> None:
+    master = MasterProcess(["--image", str(photo), "--host", "127.0.0.1", "--port", "0", "--min-workers", "2"],
+                           cwd=tmp_path)  # fmt: skip
+    cmd = master.worker_command()
+    assert cmd[:2] == ["python", "worker_client.py"] and "--token" in cmd
+    port, token = cmd[cmd.index("--port") + 1], cmd[cmd.index("--token") + 1]
+    assert int(port) > 0
+    procs = [
+        subprocess.Popen([sys.executable, str(ROOT / "worker_client.py"), "--host", "127.0.0.1", "--port", port,
+                          "--token", token], stderr=subprocess.PIPE, text=True)  # fmt: skip
+        for _ in range(2)
+    ]
+    out = master.finish(timeout=WAIT_S * 2)
+    assert master.proc.returncode == 0, master.stderr
+    for p in procs:
+        _, err = p.communicate(timeout=WAIT_S)
+        assert p.returncode == 0, err  # the master said BYE; the workers left cleanly
+    result = tmp_path / "results" / "sample_4k_gray.jpg"
+    assert result.exists() and "sample_4k.jpg: 3840x2160" in out
+    assert np.array_equal(decoded(result), decoded_jpeg_of_reference(photo))
+
+
+def decoded_jpeg_of_reference(photo: Path) -> np.ndarray:
+    """Pillow's gray image encoded as the master encodes JPEG (quality 95), then decoded."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pillow_reference(photo)).save(buf, format="JPEG", quality=95)
+    buf.seek(0)
+    return np.asarray(Image.open(buf))
+
+
+def test_master_ctrl_c_while_waiting_writes_nothing(photo: Path, tmp_path: Path) -> None:
+    master = MasterProcess(["--image", str(photo), "--host", "127.0.0.1", "--port", "0"], cwd=tmp_path)
+    master.worker_command()
+    master.proc.send_signal(signal.SIGINT)
+    master.finish(timeout=WAIT_S)
+    assert master.proc.returncode == 130
+    assert "interrupted" in master.stderr and "Traceback" not in master.stderr
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+
+
+def test_worker_leaving_mid_job_loses_nothing(photo: Path, make_master: Callable[..., Master],
+                                              workers: Workers) -> None:  # fmt: skip
+    master = make_master(strip_rows=60)
+    loaded = load_image(photo)
+    assert loaded.pixels is not None
+    leaver = workers.start(master.address[1], worker_id="leaver", extra=("--max-tasks", "1"))
+    assert master.wait_for_workers(1, timeout=WAIT_S)
+    job = master.submit(loaded.pixels, photo.name)
+    assert leaver.wait(timeout=WAIT_S) == 0
+    wait_until(lambda: master.workers["leaver"].state is WorkerState.GONE, what="the master to see it leave")
+    assert not job.wait(0) and job.rows_done == 60, "one strip done, the job waits for a worker"
+    # the strips it had prefetched (one or two, depending on timing) were requeued, none lost
+    assert {r["worker"] for r in job.scheduler.requeued} == {"leaver"}
+    assert 1 <= len(job.scheduler.requeued) <= 2
+    workers.start(master.address[1], worker_id="stayer")
+    assert job.wait(WAIT_S * 2)
+    assert job.failure is None
+    assert np.array_equal(job.output, pillow_reference(photo))
+
+
+def test_console_scripts_are_installed() -> None:
+    bindir = Path(sys.executable).parent
+    for name in ("distgray-master", "distgray-worker"):
+        script = bindir / name
+        assert script.exists(), f"{name} not installed next to {sys.executable}: run pip install -e ."
+        proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=WAIT_S,
+                              env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+        assert proc.returncode == 0 and "environment:" in proc.stdout
