@@ -42,8 +42,12 @@ def _env(env: Mapping[str, str], *names: str) -> str | None:
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S")  # fmt: skip
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(message)s",
+        datefmt="%H:%M:%S",
+    )
 
 
 def _positive(text: str) -> int:
@@ -67,8 +71,9 @@ def _port(text: str) -> int:
     return value
 
 
-def _env_default(parser: argparse.ArgumentParser, env: Mapping[str, str], names: tuple[str, ...],
-                 convert: Any, fallback: Any) -> Any:  # fmt: skip
+def _env_default(
+    parser: argparse.ArgumentParser, env: Mapping[str, str], names: tuple[str, ...], convert: Any, fallback: Any
+) -> Any:
     raw = _env(env, *names)
     if raw is None:
         return fallback
@@ -98,39 +103,95 @@ def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         prog="distgray-master",
         description="Convert a colour image to grayscale (Pillow's convert('L'), bit for bit) by "
         "splitting it into strips and sending them to worker processes on this or other machines.",
-        epilog=MASTER_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+        epilog=MASTER_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     io = p.add_argument_group("input and output")
     io.add_argument("--image", type=Path, required=True, help="the image to convert")
     io.add_argument("--output", type=Path, help="output file (default: results/<stem>_gray.<input extension>)")
-    io.add_argument("--format", help="output format, e.g. png, jpeg, webp, tiff (default: from --output, else the input's)")
-    io.add_argument("--quality", type=int, choices=range(1, 101), metavar="1-100",
-                    help=f"JPEG/WebP quality (JPEG default {imaging.DEFAULT_JPEG_QUALITY}; WebP is lossless unless given)")
-    io.add_argument("--png-level", type=int, choices=range(10), metavar="0-9", default=imaging.DEFAULT_PNG_LEVEL,
-                    help="PNG zlib compression level (default %(default)s, Pillow's)")
-    io.add_argument("--max-pixels", type=_positive, default=imaging.DEFAULT_MAX_PIXELS,
-                    help="refuse larger images, a guard against decompression bombs (default %(default)s)")
-    io.add_argument("--report", type=Path, metavar="FILE.json", help="write the job's figures, per strip and per worker, as JSON")
+    io.add_argument(
+        "--format", help="output format, e.g. png, jpeg, webp, tiff (default: from --output, else the input's)"
+    )
+    io.add_argument(
+        "--quality",
+        type=int,
+        choices=range(1, 101),
+        metavar="1-100",
+        help=f"JPEG/WebP quality (JPEG default {imaging.DEFAULT_JPEG_QUALITY}; WebP is lossless unless given)",
+    )
+    io.add_argument(
+        "--png-level",
+        type=int,
+        choices=range(10),
+        metavar="0-9",
+        default=imaging.DEFAULT_PNG_LEVEL,
+        help="PNG zlib compression level (default %(default)s, Pillow's)",
+    )
+    io.add_argument(
+        "--max-pixels",
+        type=_positive,
+        default=imaging.DEFAULT_MAX_PIXELS,
+        help="refuse larger images, a guard against decompression bombs (default %(default)s)",
+    )
+    io.add_argument(
+        "--report", type=Path, metavar="FILE.json", help="write the job's figures, per strip and per worker, as JSON"
+    )
     net = p.add_argument_group("workers and network")
-    net.add_argument("--host", default=_env(env, "MASTER_HOST") or "0.0.0.0",
-                     help="address to listen on (env MASTER_HOST; default %(default)s = all interfaces)")
-    net.add_argument("--port", type=_port, default=_env_default(p, env, ("MASTER_PORT",), _port, DEFAULT_PORT),
-                     help="port to listen on; 0 picks a free one (env MASTER_PORT; default %(default)s)")
-    net.add_argument("--local-workers", type=_nonnegative, metavar="N",
-                     default=_env_default(p, env, ("NUM_WORKERS",), _nonnegative, 0),
-                     help="start N worker processes on this machine (env NUM_WORKERS; default %(default)s)")
-    net.add_argument("--min-workers", type=_positive, default=1, metavar="N",
-                     help="wait for N workers before starting (default %(default)s); later ones join the running job")
-    net.add_argument("--token", default=_env(env, "DISTGRAY_TOKEN"),
-                     help="shared secret workers must prove (env DISTGRAY_TOKEN; default: a random one, printed)")
+    net.add_argument(
+        "--host",
+        default=_env(env, "MASTER_HOST") or "0.0.0.0",
+        help="address to listen on (env MASTER_HOST; default %(default)s = all interfaces)",
+    )
+    net.add_argument(
+        "--port",
+        type=_port,
+        default=_env_default(p, env, ("MASTER_PORT",), _port, DEFAULT_PORT),
+        help="port to listen on; 0 picks a free one (env MASTER_PORT; default %(default)s)",
+    )
+    net.add_argument(
+        "--local-workers",
+        type=_nonnegative,
+        metavar="N",
+        default=_env_default(p, env, ("NUM_WORKERS",), _nonnegative, 0),
+        help="start N worker processes on this machine (env NUM_WORKERS; default %(default)s)",
+    )
+    net.add_argument(
+        "--min-workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="wait for N workers before starting (default %(default)s); later ones join the running job",
+    )
+    net.add_argument(
+        "--token",
+        default=_env(env, "DISTGRAY_TOKEN"),
+        help="shared secret workers must prove (env DISTGRAY_TOKEN; default: a random one, printed)",
+    )
     net.add_argument("--no-auth", action="store_true", help="accept workers without a token: ONLY on a closed network")
     net.add_argument("--strip-rows", type=_positive, help="rows per strip (default: about 4 MiB of pixels per strip)")
-    net.add_argument("--heartbeat", type=float, default=HEARTBEAT_INTERVAL_S, metavar="SECONDS",
-                     help="heartbeat interval (default %(default)s)")
-    net.add_argument("--heartbeat-timeout", type=float, default=HEARTBEAT_TIMEOUT_S, metavar="SECONDS",
-                     help="a worker silent this long is lost and its strips requeued (default %(default)s)")
-    net.add_argument("--timeout", type=float, metavar="SECONDS", help="give up if the job has not finished in this time")
-    p.add_argument("--log-level", choices=LOG_LEVELS, default=(_env(env, "DISTGRAY_LOG_LEVEL") or "info").lower(),
-                   help="debug also shows tracebacks (default %(default)s)")
+    net.add_argument(
+        "--heartbeat",
+        type=float,
+        default=HEARTBEAT_INTERVAL_S,
+        metavar="SECONDS",
+        help="heartbeat interval (default %(default)s)",
+    )
+    net.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=HEARTBEAT_TIMEOUT_S,
+        metavar="SECONDS",
+        help="a worker silent this long is lost and its strips requeued (default %(default)s)",
+    )
+    net.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="give up if the job has not finished in this time"
+    )
+    p.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default=(_env(env, "DISTGRAY_LOG_LEVEL") or "info").lower(),
+        help="debug also shows tracebacks (default %(default)s)",
+    )
     return p
 
 
@@ -153,7 +214,7 @@ def master_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     except KeyboardInterrupt:
         print("distgray-master: interrupted; no output written", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback only in debug
+    except Exception as exc:
         _fail(args, exc, internal=True)
         return 1
 
@@ -185,9 +246,14 @@ def _run_master(args: argparse.Namespace, output: Path, fmt: str) -> int:
     for note in loaded.notes:
         log.info("%s: %s", args.image, note)
     token = None if args.no_auth else (args.token or secrets.token_urlsafe(18))
-    config = MasterConfig(host=args.host, port=args.port, token=token.encode() if token else None,
-                          heartbeat_interval_s=args.heartbeat, heartbeat_timeout_s=args.heartbeat_timeout,
-                          strip_rows=args.strip_rows)  # fmt: skip
+    config = MasterConfig(
+        host=args.host,
+        port=args.port,
+        token=token.encode() if token else None,
+        heartbeat_interval_s=args.heartbeat,
+        heartbeat_timeout_s=args.heartbeat_timeout,
+        strip_rows=args.strip_rows,
+    )
     gray = None
     report: dict[str, Any] | None = None
     if loaded.kind is imaging.Kind.GRAY:
@@ -235,16 +301,20 @@ def _announce(host: str, port: int, token: str | None) -> None:
             shown = "<this-machine's-address>"
     print(f"distgray-master: listening on {host}:{port}", file=sys.stderr)
     if token is None:
-        print("distgray-master: WARNING: authentication is OFF (--no-auth): any program that can reach "
-              f"port {port} can join. Use this only on a closed network.", file=sys.stderr)  # fmt: skip
+        print(
+            "distgray-master: WARNING: authentication is OFF (--no-auth): any program that can reach "
+            f"port {port} can join. Use this only on a closed network.",
+            file=sys.stderr,
+        )
         cmd = f"python worker_client.py --host {shown} --port {port}"
     else:
         cmd = f"python worker_client.py --host {shown} --port {port} --token {token}"
     print(f"distgray-master: start workers with:\n    {cmd}", file=sys.stderr)
 
 
-def _run_job(master: Master, loaded: imaging.LoadedImage, args: argparse.Namespace,
-             procs: list[subprocess.Popen[bytes]]) -> Any:  # fmt: skip
+def _run_job(
+    master: Master, loaded: imaging.LoadedImage, args: argparse.Namespace, procs: list[subprocess.Popen[bytes]]
+) -> Any:
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -258,8 +328,10 @@ def _run_job(master: Master, loaded: imaging.LoadedImage, args: argparse.Namespa
         if deadline is not None and time.monotonic() > deadline:
             raise DistgrayError(f"timed out after {args.timeout:g} s waiting for {args.min_workers} worker(s)")
     job = master.submit(loaded.pixels, loaded.path.name)
-    with logging_redirect_tqdm(), tqdm(total=job.height, unit="rows", desc=loaded.path.name,
-                                       disable=None, leave=False) as bar:  # fmt: skip
+    with (
+        logging_redirect_tqdm(),
+        tqdm(total=job.height, unit="rows", desc=loaded.path.name, disable=None, leave=False) as bar,
+    ):
         while not job.wait(0.2):
             bar.update(job.rows_done - bar.n)
             if deadline is not None and time.monotonic() > deadline:
@@ -276,8 +348,25 @@ def spawn_local_workers(n: int, port: int, token: str | None, log_level: str) ->
         env["DISTGRAY_TOKEN"] = token
     level = "debug" if log_level == "debug" else "warning"
     return [
-        subprocess.Popen([sys.executable, "-m", "distgray", "worker", "--host", "127.0.0.1", "--port", str(port),
-                          "--id", f"local-{i + 1}", "--retry-for", "10", "--log-level", level], env=env)  # fmt: skip
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "distgray",
+                "worker",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--id",
+                f"local-{i + 1}",
+                "--retry-for",
+                "10",
+                "--log-level",
+                level,
+            ],
+            env=env,
+        )
         for i in range(n)
     ]
 
@@ -308,22 +397,45 @@ exit codes: 0 left cleanly, 1 could not connect or was refused, 2 usage error.
 
 
 def build_worker_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="distgray-worker", description="A distgray worker: converts strips "
-                                "of images to grayscale for a distgray master.", epilog=WORKER_EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--host", default=_env(env, "MASTER_HOST") or "127.0.0.1",
-                   help="the master's address (env MASTER_HOST; default %(default)s)")
-    p.add_argument("--port", type=_port, default=_env_default(p, env, ("MASTER_PORT",), _port, DEFAULT_PORT),
-                   help="the master's port (env MASTER_PORT; default %(default)s)")
-    p.add_argument("--token", default=_env(env, "DISTGRAY_TOKEN"),
-                   help="the shared secret the master printed (env DISTGRAY_TOKEN)")
-    p.add_argument("--id", default=_env(env, "DISTGRAY_WORKER_ID") or "",
-                   help="a name for this worker (env DISTGRAY_WORKER_ID; default <hostname>-<pid>)")
-    p.add_argument("--retry-for", type=float, default=60.0, metavar="SECONDS",
-                   help="keep trying to reach the master this long before giving up (default %(default)s)")
+    p = argparse.ArgumentParser(
+        prog="distgray-worker",
+        description="A distgray worker: converts strips of images to grayscale for a distgray master.",
+        epilog=WORKER_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--host",
+        default=_env(env, "MASTER_HOST") or "127.0.0.1",
+        help="the master's address (env MASTER_HOST; default %(default)s)",
+    )
+    p.add_argument(
+        "--port",
+        type=_port,
+        default=_env_default(p, env, ("MASTER_PORT",), _port, DEFAULT_PORT),
+        help="the master's port (env MASTER_PORT; default %(default)s)",
+    )
+    p.add_argument(
+        "--token", default=_env(env, "DISTGRAY_TOKEN"), help="the shared secret the master printed (env DISTGRAY_TOKEN)"
+    )
+    p.add_argument(
+        "--id",
+        default=_env(env, "DISTGRAY_WORKER_ID") or "",
+        help="a name for this worker (env DISTGRAY_WORKER_ID; default <hostname>-<pid>)",
+    )
+    p.add_argument(
+        "--retry-for",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="keep trying to reach the master this long before giving up (default %(default)s)",
+    )
     p.add_argument("--max-tasks", type=_positive, metavar="N", help="leave after N strips (for tests and demos)")
-    p.add_argument("--log-level", choices=LOG_LEVELS, default=(_env(env, "DISTGRAY_LOG_LEVEL") or "info").lower(),
-                   help="default %(default)s")
+    p.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default=(_env(env, "DISTGRAY_LOG_LEVEL") or "info").lower(),
+        help="default %(default)s",
+    )
     return p
 
 
@@ -331,8 +443,16 @@ def worker_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     env = os.environ if env is None else env
     args = build_worker_parser(env).parse_args(argv)
     _setup_logging(args.log_level)
-    worker = Worker(WorkerConfig(host=args.host, port=args.port, token=args.token.encode() if args.token else None,
-                                 worker_id=args.id, retry_for_s=args.retry_for, max_tasks=args.max_tasks))  # fmt: skip
+    worker = Worker(
+        WorkerConfig(
+            host=args.host,
+            port=args.port,
+            token=args.token.encode() if args.token else None,
+            worker_id=args.id,
+            retry_for_s=args.retry_for,
+            max_tasks=args.max_tasks,
+        )
+    )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if worker._stop.is_set():

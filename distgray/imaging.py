@@ -47,7 +47,7 @@ _ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF"})
 _GRAY_MODES = frozenset({"L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N"})
 
 
-class Kind(str, enum.Enum):
+class Kind(enum.StrEnum):
     """How an input becomes gray."""
 
     COLOR = "color"  # RGB(A) pixels go to the workers
@@ -102,7 +102,7 @@ def to_grayscale(src: U8Array, out: U8Array) -> U8Array:
     for y in range(0, rows, step):
         block = src[y : y + step]
         n = block.shape[0]
-        image = Image.frombuffer(mode, (width, n), block, "raw", mode, 0, 1)  # type: ignore[arg-type]
+        image = Image.frombuffer(mode, (width, n), block, "raw", mode, 0, 1)
         out[y : y + n] = np.asarray(image.convert("L"))
     return out
 
@@ -209,7 +209,7 @@ def compose_output(loaded: LoadedImage, gray: U8Array | None, fmt: str) -> tuple
             out = out.getchannel("L")
         return out, notes
     assert gray is not None and loaded.pixels is not None
-    lum = Image.frombuffer("L", (loaded.width, loaded.height), gray, "raw", "L", 0, 1)  # type: ignore[arg-type]
+    lum = Image.frombuffer("L", (loaded.width, loaded.height), gray, "raw", "L", 0, 1)
     if not loaded.has_alpha:
         return lum, notes
     if fmt not in _ALPHA_FORMATS:

@@ -49,7 +49,7 @@ class MasterConfig:
     max_attempts: int = MAX_ATTEMPTS
 
 
-class WorkerState(str, enum.Enum):
+class WorkerState(enum.StrEnum):
     IDLE = "idle"
     BUSY = "busy"
     LOST = "lost"  # went silent or broke the protocol
@@ -64,9 +64,13 @@ class WorkerStats:
     failures: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"strips": self.strips, "rows": self.rows, "busy_s": round(self.busy_s, 4),
-                "failures": self.failures,
-                "rows_per_s": round(self.rows / self.busy_s, 1) if self.busy_s else None}  # fmt: skip
+        return {
+            "strips": self.strips,
+            "rows": self.rows,
+            "busy_s": round(self.busy_s, 4),
+            "failures": self.failures,
+            "rows_per_s": round(self.rows / self.busy_s, 1) if self.busy_s else None,
+        }
 
 
 @dataclass
@@ -108,8 +112,9 @@ class Job:
         self.pixels = pixels
         self.height, self.width, self.channels = pixels.shape
         self.output: U8Array = np.empty((self.height, self.width), dtype=np.uint8)
-        ranges = plan_strips(self.height, self.width * self.channels,
-                             strip_rows=config.strip_rows, target_bytes=config.strip_bytes)  # fmt: skip
+        ranges = plan_strips(
+            self.height, self.width * self.channels, strip_rows=config.strip_rows, target_bytes=config.strip_bytes
+        )
         self.scheduler = Scheduler(ranges, max_attempts=config.max_attempts)
         self.created = time.monotonic()
         self.started: float | None = None
@@ -215,8 +220,7 @@ class Master:
             job.started = time.monotonic()
             self.job = job
             self._work.notify_all()
-        log.info("job %d: %s, %dx%d, %d strips", job.id, name, job.width, job.height,
-                 len(job.scheduler.strips))  # fmt: skip
+        log.info("job %d: %s, %dx%d, %d strips", job.id, name, job.width, job.height, len(job.scheduler.strips))
         return job
 
     def run(self, pixels: U8Array, name: str = "image", timeout: float | None = None) -> Job:
@@ -266,8 +270,9 @@ class Master:
                 wid = f"{hello.worker_id}#{n}"
             self._taken_ids.add(wid)  # ids stay unique for the master's whole run
         cfg = self.config
-        return P.Welcome(proof, int(cfg.heartbeat_interval_s * 1000), int(cfg.heartbeat_timeout_s * 1000),
-                         cfg.prefetch, wid)  # fmt: skip
+        return P.Welcome(
+            proof, int(cfg.heartbeat_interval_s * 1000), int(cfg.heartbeat_timeout_s * 1000), cfg.prefetch, wid
+        )
 
     # ------------------------------------------------------------------ per worker
     def _writer(self, w: WorkerConn) -> None:
@@ -295,7 +300,7 @@ class Master:
                 task = P.Task(job.id, strip.id, strip.row_start, strip.row_stop, job.width, job.channels)
                 rows = job.pixels[strip.row_start : strip.row_stop]
                 job_bytes = job.worker_bytes.setdefault(w.id, [0, 0])
-                job_bytes[0] += w.channel.send(task, memoryview(rows))  # type: ignore[arg-type]
+                job_bytes[0] += w.channel.send(task, rows.data)
             except DistgrayError as exc:
                 self._drop(w, WorkerState.LOST, str(exc))
                 return
@@ -336,7 +341,7 @@ class Master:
                 )
             if strip.done_by is not None:
                 return None  # another copy already won; read and discard
-            return memoryview(job.output[strip.row_start : strip.row_stop]).cast("B")  # type: ignore[arg-type]
+            return job.output[strip.row_start : strip.row_stop].data.cast("B")
 
     def _complete(self, w: WorkerConn, result: P.Result) -> None:
         now = time.monotonic()
@@ -353,11 +358,22 @@ class Master:
             w.stats.busy_s += busy
             job_bytes = job.worker_bytes.setdefault(w.id, [0, 0])
             job_bytes[1] += P.PREFIX_BYTES + len(result.encode()) + result.payload_len
-            job.records.append(StripRecord(
-                result.strip_id, w.id, result.row_start, result.row_stop,
-                rows * job.width * job.channels, result.payload_len,
-                round(sent_at - job.started, 6), round(now - job.started, 6),
-                result.recv_us, result.compute_us, result.send_us, counted))  # fmt: skip
+            job.records.append(
+                StripRecord(
+                    result.strip_id,
+                    w.id,
+                    result.row_start,
+                    result.row_stop,
+                    rows * job.width * job.channels,
+                    result.payload_len,
+                    round(sent_at - job.started, 6),
+                    round(now - job.started, 6),
+                    result.recv_us,
+                    result.compute_us,
+                    result.send_us,
+                    counted,
+                )
+            )
             if not w.in_flight:
                 w.state = WorkerState.IDLE
             if job.scheduler.finished:

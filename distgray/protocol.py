@@ -210,7 +210,7 @@ class Challenge:
     def decode(cls, buf: bytes, payload_len: int) -> Challenge:
         _no_payload("CHALLENGE", payload_len)
         r = _Reader(buf, "CHALLENGE")
-        flag, nonce = r.unpack(_CHALLENGE)  # type: ignore[misc]
+        flag, nonce = r.unpack(_CHALLENGE)
         r.end()
         if flag not in (0, 1):
             raise ProtocolError(f"CHALLENGE: auth_required must be 0 or 1, got {flag}")
@@ -233,7 +233,7 @@ class Auth:
     def decode(cls, buf: bytes, payload_len: int) -> Auth:
         _no_payload("AUTH", payload_len)
         r = _Reader(buf, "AUTH")
-        proof, nonce = r.unpack(_AUTH)  # type: ignore[misc]
+        proof, nonce = r.unpack(_AUTH)
         r.end()
         return cls(bytes(proof), bytes(nonce))
 
@@ -251,16 +251,14 @@ class Welcome:
     worker_id: str
 
     def encode(self) -> bytes:
-        fixed = _WELCOME.pack(
-            self.proof, self.heartbeat_interval_ms, self.heartbeat_timeout_ms, self.prefetch
-        )
+        fixed = _WELCOME.pack(self.proof, self.heartbeat_interval_ms, self.heartbeat_timeout_ms, self.prefetch)
         return fixed + _string(self.worker_id, 128)
 
     @classmethod
     def decode(cls, buf: bytes, payload_len: int) -> Welcome:
         _no_payload("WELCOME", payload_len)
         r = _Reader(buf, "WELCOME")
-        proof, interval, timeout, prefetch = r.unpack(_WELCOME)  # type: ignore[misc]
+        proof, interval, timeout, prefetch = r.unpack(_WELCOME)
         worker_id = r.string(128)
         r.end()
         if not (0 < interval <= timeout) or not 0 < prefetch <= 64:
@@ -297,9 +295,16 @@ class Task:
 
     def encode(self) -> bytes:
         return _TASK.pack(
-            self.job_id, self.strip_id, self.row_start, self.row_stop, self.width,
-            self.channels, DTYPE_UINT8, OP_LUMA, 0,
-        )  # fmt: skip
+            self.job_id,
+            self.strip_id,
+            self.row_start,
+            self.row_stop,
+            self.width,
+            self.channels,
+            DTYPE_UINT8,
+            OP_LUMA,
+            0,
+        )
 
     @classmethod
     def decode(cls, buf: bytes, payload_len: int) -> Task:
@@ -307,9 +312,7 @@ class Task:
         job, strip, start, stop, width, channels, dtype, op, reserved = r.unpack(_TASK)
         r.end()
         if channels not in (3, 4) or dtype != DTYPE_UINT8 or op != OP_LUMA or reserved:
-            raise ProtocolError(
-                f"TASK: unsupported channels={channels} dtype={dtype} op={op} reserved={reserved}"
-            )
+            raise ProtocolError(f"TASK: unsupported channels={channels} dtype={dtype} op={op} reserved={reserved}")
         if stop <= start:
             raise ProtocolError(f"TASK: empty or reversed row range [{start}, {stop})")
         _strip_bytes("TASK", stop - start, width, channels, payload_len)
@@ -344,10 +347,18 @@ class Result:
     def encode(self) -> bytes:
         clamp = 0xFFFFFFFF
         return _RESULT.pack(
-            self.job_id, self.strip_id, self.row_start, self.row_stop, self.width, 1,
-            DTYPE_UINT8, 0, min(self.recv_us, clamp), min(self.compute_us, clamp),
+            self.job_id,
+            self.strip_id,
+            self.row_start,
+            self.row_stop,
+            self.width,
+            1,
+            DTYPE_UINT8,
+            0,
+            min(self.recv_us, clamp),
+            min(self.compute_us, clamp),
             min(self.send_us, clamp),
-        )  # fmt: skip
+        )
 
     @classmethod
     def decode(cls, buf: bytes, payload_len: int) -> Result:
@@ -448,9 +459,7 @@ def decode_prefix(buf: bytes, max_payload: int = MAX_PAYLOAD_BYTES) -> Prefix:
     if magic != MAGIC:
         raise ProtocolError(f"bad magic {bytes(buf[:8])!r}: not a distgray peer")
     if version != PROTOCOL_VERSION:
-        raise VersionMismatch(
-            f"peer speaks protocol version {version}, this side speaks {PROTOCOL_VERSION}", version
-        )
+        raise VersionMismatch(f"peer speaks protocol version {version}, this side speaks {PROTOCOL_VERSION}", version)
     try:
         kind = MessageType(mtype)
     except ValueError as exc:

@@ -76,8 +76,9 @@ def format_summary(report: dict[str, Any]) -> str:
             f"{wid[:24]:<24} {w['strips']:>6} {w['rows']:>7} {w['bytes_in'] / 1e6:>8.1f}"
             f" {w['bytes_out'] / 1e6:>8.1f} {w['busy_s']:>8.3f} {rate:>9}"
         )
-    lines.append("(MB in: task bytes sent to the worker; MB out: result bytes it returned;"
-                 " busy s: its receive + compute time)")  # fmt: skip
+    lines.append(
+        "(MB in: task bytes sent to the worker; MB out: result bytes it returned; busy s: its receive + compute time)"
+    )
     return "\n".join(lines)
 
 

@@ -22,7 +22,7 @@ DEFAULT_STRIP_BYTES = 4 << 20
 MAX_ATTEMPTS = 3
 
 
-class StripState(str, enum.Enum):
+class StripState(enum.StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     DONE = "done"
@@ -43,8 +43,9 @@ class Strip:
         return self.row_stop - self.row_start
 
 
-def plan_strips(height: int, row_bytes: int, *, strip_rows: int | None = None,
-                target_bytes: int = DEFAULT_STRIP_BYTES) -> list[tuple[int, int]]:
+def plan_strips(
+    height: int, row_bytes: int, *, strip_rows: int | None = None, target_bytes: int = DEFAULT_STRIP_BYTES
+) -> list[tuple[int, int]]:
     """Split ``height`` rows into consecutive [start, stop) ranges that tile them exactly.
 
     ``strip_rows`` fixes the strip height; otherwise strips hold about ``target_bytes``.

@@ -12,6 +12,7 @@ connection only.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -45,8 +46,9 @@ PayloadSink = Callable[[P.Message], memoryview | None]
 class Channel:
     """One framed, bidirectional connection. Sends are serialized by a lock; receive from one thread."""
 
-    def __init__(self, sock: socket.socket, *, peer: str, timeout: float,
-                 max_payload: int = P.MAX_PAYLOAD_BYTES) -> None:  # fmt: skip
+    def __init__(
+        self, sock: socket.socket, *, peer: str, timeout: float, max_payload: int = P.MAX_PAYLOAD_BYTES
+    ) -> None:
         self.sock = sock
         self.peer = peer
         self.max_payload = max_payload
@@ -82,7 +84,7 @@ class Channel:
         try:
             while pos < len(view):
                 pos += self.sock.send(view[pos : pos + SEND_CHUNK_BYTES])
-        except (TimeoutError, socket.timeout) as exc:
+        except TimeoutError as exc:
             raise PeerDisconnected(f"{self.peer}: send stalled (timeout)", mid_frame=True) from exc
         except OSError as exc:
             raise PeerDisconnected(f"{self.peer}: send failed: {exc}", mid_frame=pos > 0) from exc
@@ -118,9 +120,10 @@ class Channel:
                     where = "inside a frame" if inside else "between frames"
                     raise PeerDisconnected(f"{self.peer}: connection closed {where}", mid_frame=inside)
                 pos += n
-        except (TimeoutError, socket.timeout) as exc:
-            raise PeerDisconnected(f"{self.peer}: silent for {self.sock.gettimeout()} s",
-                                   mid_frame=pos > 0 or not first) from exc  # fmt: skip
+        except TimeoutError as exc:
+            raise PeerDisconnected(
+                f"{self.peer}: silent for {self.sock.gettimeout()} s", mid_frame=pos > 0 or not first
+            ) from exc
         except OSError as exc:
             raise PeerDisconnected(f"{self.peer}: receive failed: {exc}", mid_frame=True) from exc
 
@@ -138,10 +141,8 @@ class Channel:
         if self.closed:
             return
         self.closed = True
-        try:
+        with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self.sock.close()
 
 
@@ -169,8 +170,9 @@ def listen(host: str, port: int, backlog: int = 64) -> socket.socket:
 
 
 # ------------------------------------------------------------------ handshake (see protocol.py)
-def client_handshake(channel: Channel, worker_id: str, token: bytes | None,
-                     capabilities: tuple[str, ...] = (P.CAPABILITY_LUMA_U8,)) -> P.Welcome:  # fmt: skip
+def client_handshake(
+    channel: Channel, worker_id: str, token: bytes | None, capabilities: tuple[str, ...] = (P.CAPABILITY_LUMA_U8,)
+) -> P.Welcome:
     """Worker side: HELLO, answer the challenge, check the master's proof. Returns its WELCOME."""
     channel.send(P.Hello(worker_id, capabilities))
     try:
@@ -203,8 +205,9 @@ def client_handshake(channel: Channel, worker_id: str, token: bytes | None,
     return welcome
 
 
-def server_handshake(channel: Channel, token: bytes | None,
-                     make_welcome: Callable[[P.Hello, bytes], P.Welcome]) -> tuple[P.Hello, P.Welcome]:  # fmt: skip
+def server_handshake(
+    channel: Channel, token: bytes | None, make_welcome: Callable[[P.Hello, bytes], P.Welcome]
+) -> tuple[P.Hello, P.Welcome]:
     """Master side. ``make_welcome(hello, proof)`` names the worker and sets session parameters.
 
     Raises AuthenticationError (after telling the worker why) or ProtocolError/VersionMismatch
@@ -230,7 +233,5 @@ def server_handshake(channel: Channel, token: bytes | None,
 
 
 def _refuse(channel: Channel, code: P.ErrorCode, message: str) -> None:
-    try:
+    with contextlib.suppress(PeerDisconnected):
         channel.send(P.Error(code, message))
-    except PeerDisconnected:
-        pass

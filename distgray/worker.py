@@ -11,6 +11,7 @@ the worker at once: retrying cannot fix it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -116,23 +117,23 @@ class Worker:
         log.info("worker %s: connected to %s:%d", self.worker_id, self.config.host, self.config.port)
         inbox: queue.Queue[tuple[P.Task, np.ndarray, int] | BaseException | P.Bye] = queue.Queue()
         ended = threading.Event()
-        threading.Thread(target=self._read, args=(channel, inbox), daemon=True,
-                         name="distgray-worker-read").start()  # fmt: skip
-        threading.Thread(target=self._heartbeat, args=(channel, welcome, ended), daemon=True,
-                         name="distgray-worker-heartbeat").start()  # fmt: skip
+        threading.Thread(target=self._read, args=(channel, inbox), daemon=True, name="distgray-worker-read").start()
+        threading.Thread(
+            target=self._heartbeat, args=(channel, welcome, ended), daemon=True, name="distgray-worker-heartbeat"
+        ).start()
         try:
             self._work(channel, inbox)
         finally:
             ended.set()
 
-    def _work(self, channel: Channel, inbox: queue.Queue[tuple[P.Task, np.ndarray, int] | BaseException | P.Bye]) -> None:
+    def _work(
+        self, channel: Channel, inbox: queue.Queue[tuple[P.Task, np.ndarray, int] | BaseException | P.Bye]
+    ) -> None:
         while True:
             if self._stop.is_set() or (self.config.max_tasks is not None and self.tasks_done >= self.config.max_tasks):
                 reason = "stopped" if self._stop.is_set() else f"done {self.tasks_done} tasks"
-                try:
+                with contextlib.suppress(DistgrayError):
                     channel.send(P.Bye(reason))
-                except DistgrayError:
-                    pass
                 log.info("worker %s: leaving (%s)", self.worker_id, reason)
                 raise _Leave
             try:
@@ -150,21 +151,31 @@ class Worker:
             out = np.empty((task.rows, task.width), dtype=np.uint8)
             to_grayscale(src, out)
             compute_us = int((time.perf_counter() - started) * 1e6)
-            result = P.Result(task.job_id, task.strip_id, task.row_start, task.row_stop, task.width,
-                              recv_us, compute_us, self._last_send_done_us)  # fmt: skip
+            result = P.Result(
+                task.job_id,
+                task.strip_id,
+                task.row_start,
+                task.row_stop,
+                task.width,
+                recv_us,
+                compute_us,
+                self._last_send_done_us,
+            )
             sent = time.perf_counter()
-            channel.send(result, memoryview(out))
+            channel.send(result, out.data)
             self._last_send_done_us = int((time.perf_counter() - sent) * 1e6)
             self.tasks_done += 1
 
-    def _read(self, channel: Channel, inbox: queue.Queue[tuple[P.Task, np.ndarray, int] | BaseException | P.Bye]) -> None:
+    def _read(
+        self, channel: Channel, inbox: queue.Queue[tuple[P.Task, np.ndarray, int] | BaseException | P.Bye]
+    ) -> None:
         marks: list[float] = []
 
         def sink(message: P.Message) -> memoryview:
             if not isinstance(message, P.Task):
                 raise ProtocolError("only TASK frames carry a payload to a worker")
             marks.append(time.perf_counter())
-            return memoryview(np.empty(message.payload_len, dtype=np.uint8))
+            return np.empty(message.payload_len, dtype=np.uint8).data
 
         try:
             while True:

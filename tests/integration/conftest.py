@@ -42,12 +42,24 @@ class Workers:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
 
-    def start(self, port: int, *, token: str | None = TOKEN, worker_id: str = "", extra: tuple[str, ...] = ()
-              ) -> subprocess.Popen[bytes]:  # fmt: skip
+    def start(
+        self, port: int, *, token: str | None = TOKEN, worker_id: str = "", extra: tuple[str, ...] = ()
+    ) -> subprocess.Popen[bytes]:
         log = self.tmp / f"worker-{len(self.procs)}.log"
         env = {k: v for k, v in os.environ.items() if k != "DISTGRAY_TOKEN"}
-        args = [sys.executable, str(ROOT / "worker_client.py"), "--host", "127.0.0.1", "--port", str(port),
-                "--retry-for", "30", "--log-level", "info", *extra]  # fmt: skip
+        args = [
+            sys.executable,
+            str(ROOT / "worker_client.py"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--retry-for",
+            "30",
+            "--log-level",
+            "info",
+            *extra,
+        ]
         if token is not None:
             args += ["--token", token]
         if worker_id:

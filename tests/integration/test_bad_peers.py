@@ -31,8 +31,9 @@ def _raw(port: int) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)
 
 
-def test_wrong_token_is_refused_on_both_sides(master: Master, workers: Workers, photo: Path,
-                                              photo_pixels: np.ndarray, caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_wrong_token_is_refused_on_both_sides(
+    master: Master, workers: Workers, photo: Path, photo_pixels: np.ndarray, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO)
     intruder = workers.start(master.address[1], token="not-the-token", worker_id="intruder")
     assert intruder.wait(timeout=WAIT_S) == 1
@@ -77,8 +78,9 @@ def test_worker_refuses_a_master_that_cannot_prove_the_token() -> None:
         t.join(timeout=WAIT_S)
 
 
-def test_no_auth_master_accepts_workers_without_token(make_master: Callable[..., Master], workers: Workers,
-                                                      photo: Path, photo_pixels: np.ndarray) -> None:  # fmt: skip
+def test_no_auth_master_accepts_workers_without_token(
+    make_master: Callable[..., Master], workers: Workers, photo: Path, photo_pixels: np.ndarray
+) -> None:
     master = make_master(token=None)
     workers.start(master.address[1], token=None)
     job = master.run(photo_pixels, "photo", timeout=WAIT_S * 2)
@@ -97,8 +99,9 @@ BAD_BYTES = {
 }
 
 
-def test_bad_peers_during_a_running_job(master: Master, photo: Path, photo_pixels: np.ndarray,
-                                        caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_bad_peers_during_a_running_job(
+    master: Master, photo: Path, photo_pixels: np.ndarray, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO)
     good = FakeWorker(master.address[1], worker_id="good")
     job = master.submit(photo_pixels, "photo")

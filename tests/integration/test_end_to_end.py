@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -33,8 +34,9 @@ def _coverage(master: Master) -> list[int]:
 
 
 @pytest.mark.parametrize("n_workers", [1, 2, 3])
-def test_real_photo_with_n_workers(n_workers: int, photo: Path, make_master: Callable[..., Master],
-                                   workers: Workers) -> None:  # fmt: skip
+def test_real_photo_with_n_workers(
+    n_workers: int, photo: Path, make_master: Callable[..., Master], workers: Workers
+) -> None:
     master = make_master(strip_rows=97)  # 23 strips that do not divide 2160 rows
     for i in range(n_workers):
         workers.start(master.address[1], worker_id=f"w{i}")
@@ -65,18 +67,37 @@ def test_odd_sized_8k_through_the_cli(odd_8k: Path, tmp_path: Path) -> None:
     out = tmp_path / "out" / "odd_gray.png"
     report = tmp_path / "report.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "master_server.py"), "--image", str(odd_8k), "--output", str(out),
-         "--png-level", "1", "--local-workers", "3", "--min-workers", "3", "--host", "127.0.0.1",
-         "--port", "0", "--report", str(report)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "master_server.py"),
+            "--image",
+            str(odd_8k),
+            "--output",
+            str(out),
+            "--png-level",
+            "1",
+            "--local-workers",
+            "3",
+            "--min-workers",
+            "3",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--report",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     assert np.array_equal(decoded(out), pillow_reference(odd_8k))
     data = json.loads(report.read_text())
     assert (data["width"], data["height"], data["status"]) == (7679, 4321, "done")
     counted = sorted((s["row_start"], s["row_stop"]) for s in data["strip_log"] if s["counted"])
     assert counted[0][0] == 0 and counted[-1][1] == 4321
-    assert all(a[1] == b[0] for a, b in zip(counted, counted[1:], strict=False))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(counted))
     assert sum(w["rows"] for w in data["workers"].values()) >= 4321
     # the terminal summary shows the same figures
     assert "7679x4321" in proc.stdout and "rows/s" in proc.stdout
@@ -88,12 +109,19 @@ class MasterProcess:
     """``master_server.py`` as a user runs it in a terminal; stderr read in a thread."""
 
     def __init__(self, args: list[str], cwd: Path) -> None:
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "master_server.py"), *args], cwd=cwd,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "master_server.py"), *args],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.err_lines: list[str] = []
         self.out_lines: list[str] = []
-        self._readers = [threading.Thread(target=self._read, args=(s, lines), daemon=True)
-                         for s, lines in ((self.proc.stderr, self.err_lines), (self.proc.stdout, self.out_lines))]
+        self._readers = [
+            threading.Thread(target=self._read, args=(s, lines), daemon=True)
+            for s, lines in ((self.proc.stderr, self.err_lines), (self.proc.stdout, self.out_lines))
+        ]
         for t in self._readers:
             t.start()
 
@@ -114,22 +142,31 @@ class MasterProcess:
         return "".join(self.err_lines)
 
     def worker_command(self) -> list[str]:
-        wait_until(lambda: "start workers with:" in self.stderr and "worker_client.py" in self.stderr.split(
-            "start workers with:")[1], what="the master to print the worker command")  # fmt: skip
+        wait_until(
+            lambda: (
+                "start workers with:" in self.stderr
+                and "worker_client.py" in self.stderr.split("start workers with:")[1]
+            ),
+            what="the master to print the worker command",
+        )
         line = next(ln for ln in self.err_lines if "worker_client.py" in ln)
         return line.split()
 
 
 def test_multi_terminal_flow_as_in_the_readme(photo: Path, tmp_path: Path) -> None:
-    master = MasterProcess(["--image", str(photo), "--host", "127.0.0.1", "--port", "0", "--min-workers", "2"],
-                           cwd=tmp_path)  # fmt: skip
+    master = MasterProcess(
+        ["--image", str(photo), "--host", "127.0.0.1", "--port", "0", "--min-workers", "2"], cwd=tmp_path
+    )
     cmd = master.worker_command()
     assert cmd[:2] == ["python", "worker_client.py"] and "--token" in cmd
     port, token = cmd[cmd.index("--port") + 1], cmd[cmd.index("--token") + 1]
     assert int(port) > 0
     procs = [
-        subprocess.Popen([sys.executable, str(ROOT / "worker_client.py"), "--host", "127.0.0.1", "--port", port,
-                          "--token", token], stderr=subprocess.PIPE, text=True)  # fmt: skip
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "worker_client.py"), "--host", "127.0.0.1", "--port", port, "--token", token],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(2)
     ]
     out = master.finish(timeout=WAIT_S * 2)
@@ -164,8 +201,9 @@ def test_master_ctrl_c_while_waiting_writes_nothing(photo: Path, tmp_path: Path)
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
 
 
-def test_worker_leaving_mid_job_loses_nothing(photo: Path, make_master: Callable[..., Master],
-                                              workers: Workers) -> None:  # fmt: skip
+def test_worker_leaving_mid_job_loses_nothing(
+    photo: Path, make_master: Callable[..., Master], workers: Workers
+) -> None:
     master = make_master(strip_rows=60)
     loaded = load_image(photo)
     assert loaded.pixels is not None
@@ -189,6 +227,11 @@ def test_console_scripts_are_installed() -> None:
     for name in ("distgray-master", "distgray-worker"):
         script = bindir / name
         assert script.exists(), f"{name} not installed next to {sys.executable}: run pip install -e ."
-        proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=WAIT_S,
-                              env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+        proc = subprocess.run(
+            [str(script), "--help"],
+            capture_output=True,
+            text=True,
+            timeout=WAIT_S,
+            env={**os.environ, "COLUMNS": "200"},
+        )
         assert proc.returncode == 0 and "environment:" in proc.stdout

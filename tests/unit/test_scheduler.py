@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -14,7 +16,7 @@ def test_plans_tile_every_row_exactly_once(height: int, row_bytes: int, strip_ro
     ranges = plan_strips(height, row_bytes, strip_rows=strip_rows, target_bytes=1 << 16)
     assert ranges[0][0] == 0 and ranges[-1][1] == height
     assert all(a < b for a, b in ranges)
-    assert all(prev[1] == nxt[0] for prev, nxt in zip(ranges, ranges[1:], strict=False))
+    assert all(prev[1] == nxt[0] for prev, nxt in itertools.pairwise(ranges))
 
 
 def test_plan_sizes_strips_by_bytes() -> None:
