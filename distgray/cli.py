@@ -242,9 +242,6 @@ def _resolve_output(args: argparse.Namespace) -> tuple[Path, str]:
 
 def _run_master(args: argparse.Namespace, output: Path, fmt: str) -> int:
     t0 = time.monotonic()
-    loaded = imaging.load_image(args.image, args.max_pixels)
-    for note in loaded.notes:
-        log.info("%s: %s", args.image, note)
     token = None if args.no_auth else (args.token or secrets.token_urlsafe(18))
     config = MasterConfig(
         host=args.host,
@@ -254,42 +251,68 @@ def _run_master(args: argparse.Namespace, output: Path, fmt: str) -> int:
         heartbeat_timeout_s=args.heartbeat_timeout,
         strip_rows=args.strip_rows,
     )
-    gray = None
-    report: dict[str, Any] | None = None
-    if loaded.kind is imaging.Kind.GRAY:
-        log.info("%s: already grayscale (%s): copied unchanged, no workers needed", args.image, loaded.mode)
-    else:
-        assert loaded.pixels is not None
-        master = Master(config)
-        try:
-            host, port = master.start()
-        except OSError as exc:
-            raise DistgrayError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
-        procs: list[subprocess.Popen[bytes]] = []
-        try:
-            _announce(host, port, token)
-            procs = spawn_local_workers(args.local_workers, port, token, args.log_level)
+    master = Master(config)
+    try:
+        host, port = master.start()
+    except OSError as exc:
+        raise DistgrayError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
+    procs: list[subprocess.Popen[bytes]] = []
+    job = None
+    workers_rss: list[float | None] = []
+    try:
+        _announce(host, port, token)
+        # Local workers start (importing NumPy and Pillow) while the image decodes.
+        procs = spawn_local_workers(args.local_workers, port, token, args.log_level)
+        loaded = imaging.load_image(args.image, args.max_pixels)
+        t_loaded = time.monotonic()
+        for note in loaded.notes:
+            log.info("%s: %s", args.image, note)
+        if loaded.kind is imaging.Kind.GRAY:
+            log.info("%s: already grayscale (%s): copied unchanged, no workers needed", args.image, loaded.mode)
+        else:
             job = _run_job(master, loaded, args, procs)
-        finally:
-            master.close("job finished")
-            reap(procs)
-        report = job_report(job, master)
-        if job.failure:
-            raise DistgrayError(f"job failed: {job.failure}")
-        gray = job.output
-    image, notes = imaging.compose_output(loaded, gray, fmt)
+            workers_rss = [peak_rss_mb(p.pid) for p in procs]  # before they leave
+    finally:
+        master.close("job finished")
+        reap(procs)
+    report = job_report(job, master) if job is not None else None
+    if job is not None and job.failure:
+        raise DistgrayError(f"job failed: {job.failure}")
+    image, notes = imaging.compose_output(loaded, job.output if job is not None else None, fmt)
     for note in notes:
         log.warning("%s: %s", output, note)
+    t_save = time.monotonic()
     imaging.save_atomic(image, output, fmt, imaging.save_options(fmt, args.quality, args.png_level))
     total = time.monotonic() - t0
-    if report is not None:
-        report.update(output=str(output), input=str(args.image), total_s=round(total, 4))
-        print(format_summary(report))
-        if args.report:
-            write_json_atomic(report, args.report)
-    else:
+    if report is None:
         print(f"{output}: written ({loaded.width}x{loaded.height}, {loaded.mode}) in {total:.3f} s")
+        return 0
+    known_rss = [r for r in workers_rss if r is not None]
+    report.update(
+        output=str(output),
+        input=str(args.image),
+        total_s=round(total, 4),
+        load_s=round(t_loaded - t0, 4),
+        save_s=round(time.monotonic() - t_save, 4),
+        master_peak_rss_mb=peak_rss_mb(os.getpid()),
+        local_worker_peak_rss_mb=max(known_rss) if known_rss else None,
+    )
+    print(format_summary(report))
+    if args.report:
+        write_json_atomic(report, args.report)
     return 0
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """Peak resident memory of a live process in MB (Linux /proc VmHWM); None where unknown."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
 
 
 def _announce(host: str, port: int, token: str | None) -> None:

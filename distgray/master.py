@@ -12,6 +12,7 @@ writers wait on for work; payload bytes are never moved while holding it.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import itertools
 import logging
@@ -178,6 +179,8 @@ class Master:
                 pass
             self._drop(w, WorkerState.GONE, reason)
         if self._listener is not None:
+            with contextlib.suppress(OSError):  # wakes a thread blocked in accept() at once (Linux)
+                self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
         for t in self._threads:
             t.join(timeout=5.0)

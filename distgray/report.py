@@ -64,7 +64,11 @@ def format_summary(report: dict[str, Any]) -> str:
         f" ({report['width'] * report['height'] / 1e6:.1f} MP)",
         f"strips     {report['strips']}, {len(report['requeued'])} requeued",
         f"wall time  {report['wall_s']:.3f} s distributed"
-        + (f", {report['total_s']:.3f} s end to end" if "total_s" in report else ""),
+        + (
+            f" (+ load {report['load_s']:.3f} s, save {report['save_s']:.3f} s) = {report['total_s']:.3f} s end to end"
+            if "total_s" in report
+            else ""
+        ),
     ]
     if report.get("output"):
         lines.append(f"output     {report['output']}")
