@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import struct
+from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from distgray import imaging
 from distgray import protocol as P
 from distgray.errors import ProtocolError, VersionMismatch
 
@@ -193,16 +197,31 @@ def test_auth_proofs() -> None:
     assert P.master_proof(token, nonce_m) != P.worker_proof(token, nonce_m, "")
 
 
-def test_documented_example_bytes() -> None:
-    """The worked example in docs/PROTOCOL.md, byte for byte."""
-    task = P.Task(job_id=1, strip_id=0, row_start=0, row_stop=2, width=3, channels=3)
-    assert P.encode_frame(task, task.payload_len).hex(" ") == (
-        "44 47 52 59 01 10 00 00 00 00 00 18 00 00 00 00 00 00 00 12 "
-        "00 00 00 01 00 00 00 00 00 00 00 00 00 00 00 02 00 00 00 03 03 01 01 00"
-    )
+def _doc_hex_blocks() -> list[bytes]:
+    """The hex dumps in docs/PROTOCOL.md's worked example (leading 2-digit tokens of each line)."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md").read_text()
+    example = text[text.index("## Worked example") :]
+    blocks = []
+    for block in re.findall(r"```\n(.*?)```", example, re.S):
+        data = bytearray()
+        for line in block.splitlines():
+            for token in line.split():
+                if not re.fullmatch(r"[0-9a-f]{2}", token):
+                    break
+                data.append(int(token, 16))
+        blocks.append(bytes(data))
+    return blocks
+
+
+def test_documented_example_is_what_the_code_does() -> None:
+    """docs/PROTOCOL.md's worked example, byte for byte, decoded and recomputed."""
+    task_frame, result_frame = _doc_hex_blocks()
+    ((task, rgb),) = decode_all(task_frame, chunk=5)
+    assert task == P.Task(job_id=1, strip_id=0, row_start=0, row_stop=2, width=3, channels=3)
+    gray = imaging.to_grayscale(np.frombuffer(rgb, np.uint8).reshape(2, 3, 3), np.empty((2, 3), np.uint8))
     result = P.Result(1, 0, 0, 2, 3, recv_us=250, compute_us=40, send_us=0)
-    assert P.encode_frame(result, result.payload_len).hex(" ") == (
-        "44 47 52 59 01 11 00 00 00 00 00 24 00 00 00 00 00 00 00 06 "
-        "00 00 00 01 00 00 00 00 00 00 00 00 00 00 00 02 00 00 00 03 01 01 00 00 "
-        "00 00 00 fa 00 00 00 28 00 00 00 00"
-    )
+    assert P.encode_frame(result, result.payload_len) + gray.tobytes() == result_frame
+    assert gray.tolist() == [[76, 150, 29], [255, 128, 0]]
+    heartbeat = "44 47 52 59 01 20 00 00 00 00 00 00 00 00 00 00 00 00 00 00"
+    assert heartbeat in (Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md").read_text()
+    assert P.encode_frame(P.Heartbeat()).hex(" ") == heartbeat
