@@ -235,3 +235,38 @@ def test_console_scripts_are_installed() -> None:
             env={**os.environ, "COLUMNS": "200"},
         )
         assert proc.returncode == 0 and "environment:" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def odd_8k_pixels(odd_8k: Path) -> tuple[np.ndarray, np.ndarray]:
+    loaded = load_image(odd_8k)
+    assert loaded.pixels is not None
+    return loaded.pixels, pillow_reference(odd_8k)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_workers", [1, 2, 3])
+def test_odd_sized_8k_with_n_workers(
+    n_workers: int,
+    odd_8k_pixels: tuple[np.ndarray, np.ndarray],
+    make_master: Callable[..., Master],
+    workers: Workers,
+) -> None:
+    pixels, expected = odd_8k_pixels
+    master = make_master()
+    for i in range(n_workers):
+        workers.start(master.address[1], worker_id=f"w{i}")
+    assert master.wait_for_workers(n_workers, timeout=WAIT_S)
+    job = master.run(pixels, "odd8k", timeout=WAIT_S * 2)
+    assert job.failure is None
+    assert np.array_equal(job.output, expected)
+    assert _coverage(master) == [1]
+
+
+def test_worker_ctrl_c_leaves_cleanly(master: Master, workers: Workers) -> None:
+    proc = workers.start(master.address[1], worker_id="leaving")
+    assert master.wait_for_workers(1, timeout=WAIT_S)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=WAIT_S) == 0
+    wait_until(lambda: master.workers["leaving"].state is WorkerState.GONE, what="the master to see it leave")
+    assert master.workers["leaving"].reason == "left: stopped"
