@@ -401,6 +401,7 @@ def reap(procs: list[subprocess.Popen[bytes]], timeout: float = 10.0) -> None:
         try:
             p.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
+            log.warning("local worker (pid %d) did not leave after BYE: killing it", p.pid)
             p.kill()
             p.wait()
 

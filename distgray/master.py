@@ -258,8 +258,15 @@ class Master:
         channel.settimeout(self.config.heartbeat_timeout_s)
         w = WorkerConn(welcome.worker_id, address, channel, hello.capabilities)
         with self._lock:
-            self.workers[w.id] = w
-            self._work.notify_all()
+            closing = self._closing
+            if not closing:  # close() says BYE to registered workers; a late one hears it here
+                self.workers[w.id] = w
+                self._work.notify_all()
+        if closing:
+            with contextlib.suppress(DistgrayError):
+                channel.send(P.Bye("master shutting down"))
+            channel.close()
+            return
         log.info("worker %s: joined from %s", w.id, address)
         self._spawn(self._reader, f"distgray-read-{w.id}", w)
         self._writer(w)

@@ -24,7 +24,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -33,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from distgray.imaging import load_image, to_grayscale  # noqa: E402
-from distgray.master import Master, MasterConfig  # noqa: E402
+from distgray.master import Job, Master, MasterConfig  # noqa: E402
 
 TOKEN = "bench"
 
@@ -78,9 +80,11 @@ def start_workers(port: int, n: int) -> list[subprocess.Popen[bytes]]:
 
 def bench_distributed(rgb: np.ndarray, counts: list[int], repeat: int) -> list[tuple[str, float]]:
     rows = [
-        ('Pillow, one process: `Image.fromarray(a).convert("L")` -> array',
-         median_time(lambda: np.asarray(Image.fromarray(rgb).convert("L")), repeat)),
-    ]  # fmt: skip
+        (
+            'Pillow, one process: `Image.fromarray(a).convert("L")` -> array',
+            median_time(lambda: np.asarray(Image.fromarray(rgb).convert("L")), repeat),
+        )
+    ]
     expected = np.asarray(Image.fromarray(rgb).convert("L"))
     for n in counts:
         master = Master(MasterConfig(host="127.0.0.1", port=0, token=TOKEN.encode()))
@@ -90,14 +94,9 @@ def bench_distributed(rgb: np.ndarray, counts: list[int], repeat: int) -> list[t
             if not master.wait_for_workers(n, timeout=60):
                 raise SystemExit("workers did not join")
             master.run(rgb, "warm-up", timeout=120)
-            results = []
-
-            def once() -> None:
-                job = master.run(rgb, "bench", timeout=120)
-                results.append(job)
-
-            t = median_time(once, repeat)
-            assert all(np.array_equal(j.output, expected) for j in results), "output differs from Pillow"
+            jobs: list[Job] = []
+            t = median_time(partial(_run_into, master, rgb, jobs), repeat)
+            assert all(np.array_equal(j.output, expected) for j in jobs), "output differs from Pillow"
             rows.append((f"distgray, {n} local worker{'s' * (n > 1)} (master in this process)", t))
         finally:
             master.close("bench done")
@@ -106,8 +105,12 @@ def bench_distributed(rgb: np.ndarray, counts: list[int], repeat: int) -> list[t
     return rows
 
 
+def _run_into(master: Master, rgb: np.ndarray, jobs: list[Job]) -> None:
+    jobs.append(master.run(rgb, "bench", timeout=120))
+
+
 PILLOW_SCRIPT = """
-import sys, time
+import sys
 from PIL import Image
 src, dst, fmt = sys.argv[1:4]
 opts = {"quality": 95} if fmt == "JPEG" else {"compress_level": 6}
@@ -118,38 +121,47 @@ for line in open("/proc/self/status"):
 """
 
 
-def bench_end_to_end(image: Path, counts: list[int], repeat: int, tmp: Path) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = []
+def _pillow_process(image: Path, out: Path, fmt: str, rss: list[float]) -> None:
+    cmd = [sys.executable, "-c", PILLOW_SCRIPT, str(image), str(out), fmt]
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    rss.append(float(done.stdout.strip()))
+
+
+def _distgray_process(image: Path, out: Path, n: int, report: Path, reports: list[dict[str, Any]]) -> None:
+    cmd = [sys.executable, str(ROOT / "master_server.py"), "--image", str(image), "--output", str(out),
+           "--local-workers", str(n), "--min-workers", str(n), "--host", "127.0.0.1", "--port", "0",
+           "--report", str(report), "--log-level", "warning"]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True)
+    reports.append(json.loads(report.read_text()))
+
+
+def bench_end_to_end(image: Path, counts: list[int], repeat: int, tmp: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
     for fmt, ext in (("JPEG", "jpg"), ("PNG", "png")):
         ref = tmp / f"pillow.{ext}"
         rss: list[float] = []
-
-        def pillow() -> None:
-            out = subprocess.run([sys.executable, "-c", PILLOW_SCRIPT, str(image), str(ref), fmt],
-                                 check=True, capture_output=True, text=True)  # fmt: skip
-            rss.append(float(out.stdout.strip()))
-
-        t_pillow = median_time(pillow, repeat)
+        t_pillow = median_time(partial(_pillow_process, image, ref, fmt, rss), repeat)
         rows.append({"output": fmt, "who": "Pillow, one process", "s": t_pillow, "rss": max(rss)})
         expected = np.asarray(Image.open(ref))
         for n in counts:
             out = tmp / f"distgray-{n}.{ext}"
-            report = tmp / f"report-{n}.json"
-            reports: list[dict[str, object]] = []
-
-            def distgray() -> None:
-                subprocess.run([sys.executable, str(ROOT / "master_server.py"), "--image", str(image), "--output",
-                                str(out), "--local-workers", str(n), "--min-workers", str(n), "--host", "127.0.0.1",
-                                "--port", "0", "--report", str(report), "--log-level", "warning"],
-                               check=True, capture_output=True)  # fmt: skip
-                reports.append(json.loads(report.read_text()))
-
-            t = median_time(distgray, repeat)
+            reports: list[dict[str, Any]] = []
+            t = median_time(partial(_distgray_process, image, out, n, tmp / f"report-{n}.json", reports), repeat)
             assert np.array_equal(np.asarray(Image.open(out)), expected), f"{fmt} output differs from Pillow's"
             r = reports[len(reports) // 2]
-            rows.append({"output": fmt, "who": f"distgray, {n} local worker{'s' * (n > 1)}", "s": t,
-                         "rss": r["master_peak_rss_mb"], "worker_rss": r["local_worker_peak_rss_mb"],
-                         "load": r["load_s"], "wall": r["wall_s"], "save": r["save_s"], "ratio": t_pillow / t})  # fmt: skip
+            rows.append(
+                {
+                    "output": fmt,
+                    "who": f"distgray, {n} local worker{'s' * (n > 1)}",
+                    "s": t,
+                    "rss": r["master_peak_rss_mb"],
+                    "worker_rss": r["local_worker_peak_rss_mb"],
+                    "load": r["load_s"],
+                    "wall": r["wall_s"],
+                    "save": r["save_s"],
+                    "ratio": t_pillow / t,
+                }
+            )
     return rows
 
 
