@@ -44,11 +44,14 @@ PayloadSink = Callable[[P.Message], memoryview | None]
 
 
 class Channel:
-    """One framed, bidirectional connection. Sends are serialized by a lock; receive from one thread."""
+    """One framed, bidirectional connection. Sends are serialized by a lock; receive from one thread.
 
-    def __init__(
-        self, sock: socket.socket, *, peer: str, timeout: float, max_payload: int = P.MAX_PAYLOAD_BYTES
-    ) -> None:
+    ``max_payload`` caps any payload this side will receive. It starts at 0: until the handshake
+    is done no frame may carry pixels, so an unauthenticated peer cannot make us allocate anything
+    beyond one header. Each side raises it once it knows what it will accept.
+    """
+
+    def __init__(self, sock: socket.socket, *, peer: str, timeout: float, max_payload: int = 0) -> None:
         self.sock = sock
         self.peer = peer
         self.max_payload = max_payload
@@ -171,9 +174,16 @@ def listen(host: str, port: int, backlog: int = 64) -> socket.socket:
 
 # ------------------------------------------------------------------ handshake (see protocol.py)
 def client_handshake(
-    channel: Channel, worker_id: str, token: bytes | None, capabilities: tuple[str, ...] = (P.CAPABILITY_LUMA_U8,)
+    channel: Channel,
+    worker_id: str,
+    token: bytes | None,
+    capabilities: tuple[str, ...] = (P.CAPABILITY_LUMA_U8,),
+    max_payload: int = P.MAX_PAYLOAD_BYTES,
 ) -> P.Welcome:
-    """Worker side: HELLO, answer the challenge, check the master's proof. Returns its WELCOME."""
+    """Worker side: HELLO, answer the challenge, check the master's proof. Returns its WELCOME.
+
+    On success the channel accepts task payloads up to ``max_payload`` bytes.
+    """
     channel.send(P.Hello(worker_id, capabilities))
     try:
         challenge: P.Challenge = channel.expect(P.Challenge)
@@ -202,6 +212,7 @@ def client_handshake(
         assert token is not None
         if not P.proofs_match(P.master_proof(token, nonce), welcome.proof):
             raise AuthenticationError(f"{channel.peer} does not know the token: refusing it")
+    channel.max_payload = max_payload
     return welcome
 
 
@@ -229,6 +240,8 @@ def server_handshake(
         proof = P.master_proof(token, auth.nonce)
     welcome = make_welcome(hello, proof)
     channel.send(welcome)
+    # The master checks each result against its task's exact size before reading a byte of it.
+    channel.max_payload = P.MAX_PAYLOAD_BYTES
     return hello, welcome
 
 

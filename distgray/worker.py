@@ -109,11 +109,10 @@ class Worker:
 
     # ------------------------------------------------------------------ one connection
     def _session(self, channel: Channel) -> None:
-        welcome = client_handshake(channel, self.worker_id, self.config.token)
+        welcome = client_handshake(channel, self.worker_id, self.config.token, max_payload=self.config.max_strip_bytes)
         self.worker_id = welcome.worker_id
         channel.peer = f"master {self.config.host}:{self.config.port}"
         channel.settimeout(welcome.heartbeat_timeout_ms / 1000)
-        channel.max_payload = self.config.max_strip_bytes
         log.info("worker %s: connected to %s:%d", self.worker_id, self.config.host, self.config.port)
         inbox: queue.Queue[tuple[P.Task, np.ndarray, int] | BaseException | P.Bye] = queue.Queue()
         ended = threading.Event()

@@ -96,6 +96,8 @@ BAD_BYTES = {
     "oversized header": _prefix(P.MessageType.HELLO, 0xFFFFFFFF, 0),
     "oversized payload": _prefix(P.MessageType.TASK, 24, 2**62),
     "random bytes": bytes(np.random.default_rng(3).integers(0, 256, 4096, dtype=np.uint8)),
+    # a well-formed 100 MB RESULT before authenticating: refused before anything is allocated
+    "payload before auth": _prefix(P.MessageType.RESULT, 36, 100_000_000) + P.Result(1, 0, 0, 1, 100_000_000).encode(),
 }
 
 
@@ -122,6 +124,7 @@ def test_bad_peers_during_a_running_job(
         assert frames and isinstance(frames[0][0], P.Error)
         assert frames[0][0].code == P.ErrorCode.VERSION and "protocol 1" in frames[0][0].message
     wait_until(lambda: caplog.text.count("refused") >= len(BAD_BYTES) + 2, what="the master to log each refusal")
+    assert "payload_len 100000000 exceeds limit 0" in caplog.text
     # the good worker was never disturbed: it returns what it held and finishes the job
     assert master.workers[good.id].state is WorkerState.BUSY
     for task, pixels in held:
