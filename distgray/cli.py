@@ -10,12 +10,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import secrets
 import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
@@ -23,8 +19,8 @@ from typing import Any
 
 from distgray import imaging
 from distgray.errors import DistgrayError
-from distgray.master import HEARTBEAT_INTERVAL_S, HEARTBEAT_TIMEOUT_S, Master, MasterConfig
-from distgray.report import format_summary, job_report, write_json_atomic
+from distgray.master import HEARTBEAT_INTERVAL_S, HEARTBEAT_TIMEOUT_S
+from distgray.runner import RunOptions, run_single_image
 from distgray.worker import Worker, WorkerConfig
 
 log = logging.getLogger("distgray")
@@ -207,7 +203,8 @@ def master_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     if args.heartbeat <= 0 or args.heartbeat_timeout < args.heartbeat:
         parser.error("--heartbeat must be positive and --heartbeat-timeout at least as long")
     try:
-        return _run_master(args, output, fmt)
+        options = {f: getattr(args, f) for f in RunOptions.__dataclass_fields__ if hasattr(args, f)}
+        return run_single_image(RunOptions(**{**options, "output": output, "format": fmt, "env": env}))
     except DistgrayError as exc:
         _fail(args, exc)
         return 1
@@ -238,172 +235,6 @@ def _resolve_output(args: argparse.Namespace) -> tuple[Path, str]:
     if imaging.same_file(args.image, output):
         raise ValueError(f"--output {output} would overwrite the input")
     return output, fmt
-
-
-def _run_master(args: argparse.Namespace, output: Path, fmt: str) -> int:
-    t0 = time.monotonic()
-    token = None if args.no_auth else (args.token or secrets.token_urlsafe(18))
-    config = MasterConfig(
-        host=args.host,
-        port=args.port,
-        token=token.encode() if token else None,
-        heartbeat_interval_s=args.heartbeat,
-        heartbeat_timeout_s=args.heartbeat_timeout,
-        strip_rows=args.strip_rows,
-    )
-    master = Master(config)
-    try:
-        host, port = master.start()
-    except OSError as exc:
-        raise DistgrayError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
-    procs: list[subprocess.Popen[bytes]] = []
-    job = None
-    workers_rss: list[float | None] = []
-    try:
-        _announce(host, port, token)
-        # Local workers start (importing NumPy and Pillow) while the image decodes.
-        procs = spawn_local_workers(args.local_workers, port, token, args.log_level)
-        loaded = imaging.load_image(args.image, args.max_pixels)
-        t_loaded = time.monotonic()
-        for note in loaded.notes:
-            log.info("%s: %s", args.image, note)
-        if loaded.kind is imaging.Kind.GRAY:
-            log.info("%s: already grayscale (%s): copied unchanged, no workers needed", args.image, loaded.mode)
-        else:
-            job = _run_job(master, loaded, args, procs)
-            workers_rss = [peak_rss_mb(p.pid) for p in procs]  # before they leave
-    finally:
-        master.close("job finished")
-        reap(procs)
-    report = job_report(job, master) if job is not None else None
-    if job is not None and job.failure:
-        raise DistgrayError(f"job failed: {job.failure}")
-    image, notes = imaging.compose_output(loaded, job.output if job is not None else None, fmt)
-    for note in notes:
-        log.warning("%s: %s", output, note)
-    t_save = time.monotonic()
-    imaging.save_atomic(image, output, fmt, imaging.save_options(fmt, args.quality, args.png_level))
-    total = time.monotonic() - t0
-    if report is None:
-        print(f"{output}: written ({loaded.width}x{loaded.height}, {loaded.mode}) in {total:.3f} s")
-        return 0
-    known_rss = [r for r in workers_rss if r is not None]
-    report.update(
-        output=str(output),
-        input=str(args.image),
-        total_s=round(total, 4),
-        load_s=round(t_loaded - t0, 4),
-        save_s=round(time.monotonic() - t_save, 4),
-        master_peak_rss_mb=peak_rss_mb(os.getpid()),
-        local_worker_peak_rss_mb=max(known_rss) if known_rss else None,
-    )
-    print(format_summary(report))
-    if args.report:
-        write_json_atomic(report, args.report)
-    return 0
-
-
-def peak_rss_mb(pid: int) -> float | None:
-    """Peak resident memory of a live process in MB (Linux /proc VmHWM); None where unknown."""
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
-
-
-def _announce(host: str, port: int, token: str | None) -> None:
-    shown = host
-    if host in ("0.0.0.0", "::"):
-        try:
-            shown = socket.gethostbyname(socket.gethostname())
-        except OSError:
-            shown = "<this-machine's-address>"
-    print(f"distgray-master: listening on {host}:{port}", file=sys.stderr)
-    if token is None:
-        print(
-            "distgray-master: WARNING: authentication is OFF (--no-auth): any program that can reach "
-            f"port {port} can join. Use this only on a closed network.",
-            file=sys.stderr,
-        )
-        cmd = f"python worker_client.py --host {shown} --port {port}"
-    else:
-        cmd = f"python worker_client.py --host {shown} --port {port} --token {token}"
-    print(f"distgray-master: start workers with:\n    {cmd}", file=sys.stderr)
-
-
-def _run_job(
-    master: Master, loaded: imaging.LoadedImage, args: argparse.Namespace, procs: list[subprocess.Popen[bytes]]
-) -> Any:
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    assert loaded.pixels is not None
-    deadline = None if args.timeout is None else time.monotonic() + args.timeout
-    if len(master.live_workers()) < args.min_workers:
-        log.info("waiting for %d worker(s)...", args.min_workers)
-    while not master.wait_for_workers(args.min_workers, timeout=0.5):
-        if procs and all(p.poll() is not None for p in procs) and len(procs) >= args.min_workers:
-            raise DistgrayError(f"local workers exited (codes {[p.returncode for p in procs]}) before joining")
-        if deadline is not None and time.monotonic() > deadline:
-            raise DistgrayError(f"timed out after {args.timeout:g} s waiting for {args.min_workers} worker(s)")
-    job = master.submit(loaded.pixels, loaded.path.name)
-    with (
-        logging_redirect_tqdm(),
-        tqdm(total=job.height, unit="rows", desc=loaded.path.name, disable=None, leave=False) as bar,
-    ):
-        while not job.wait(0.2):
-            bar.update(job.rows_done - bar.n)
-            if deadline is not None and time.monotonic() > deadline:
-                raise DistgrayError(f"timed out after {args.timeout:g} s ({job.rows_done}/{job.height} rows done)")
-        bar.update(job.rows_done - bar.n)
-    return job
-
-
-def spawn_local_workers(n: int, port: int, token: str | None, log_level: str) -> list[subprocess.Popen[bytes]]:
-    """Start ``n`` worker processes on loopback; the token goes by environment, not argv (ps shows argv)."""
-    env = dict(os.environ)
-    env.pop("DISTGRAY_TOKEN", None)
-    if token is not None:
-        env["DISTGRAY_TOKEN"] = token
-    level = "debug" if log_level == "debug" else "warning"
-    return [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "distgray",
-                "worker",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--id",
-                f"local-{i + 1}",
-                "--retry-for",
-                "10",
-                "--log-level",
-                level,
-            ],
-            env=env,
-        )
-        for i in range(n)
-    ]
-
-
-def reap(procs: list[subprocess.Popen[bytes]], timeout: float = 10.0) -> None:
-    """Wait for local workers to leave after BYE; kill any that do not."""
-    deadline = time.monotonic() + timeout
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            log.warning("local worker (pid %d) did not leave after BYE: killing it", p.pid)
-            p.kill()
-            p.wait()
 
 
 # ====================================================================== worker

@@ -1,5 +1,8 @@
 """The distgray wire protocol, sans-IO: bytes in, messages out. No sockets, clocks or threads.
 
+This module owns framing, limits and the handshake proofs; the per-message header layouts live
+in ``messages`` and are re-exported here, so ``protocol`` is the one name callers import.
+
 A frame is a fixed 20-byte prefix, a small binary header and a raw payload::
 
     offset size field          rule
@@ -45,14 +48,74 @@ Different prefixes for the two proofs stop a peer reflecting one side's proof ba
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import hmac
 import struct
 from dataclasses import dataclass
-from typing import ClassVar
 
 from distgray.errors import ProtocolError, VersionMismatch
+from distgray.messages import (
+    CAPABILITY_LUMA_U8,
+    CARRIES_PAYLOAD,
+    DECODERS,
+    DIGEST_BYTES,
+    DTYPE_UINT8,
+    MAX_CAPABILITIES,
+    MAX_DIMENSION,
+    MAX_STRING_BYTES,
+    NO_STRIP,
+    NONCE_BYTES,
+    OP_LUMA,
+    Auth,
+    Bye,
+    Challenge,
+    Error,
+    ErrorCode,
+    Heartbeat,
+    Hello,
+    Message,
+    MessageType,
+    Result,
+    Task,
+    Welcome,
+)
+
+__all__ = [
+    "CAPABILITY_LUMA_U8",
+    "DIGEST_BYTES",
+    "DTYPE_UINT8",
+    "MAGIC",
+    "MAX_CAPABILITIES",
+    "MAX_DIMENSION",
+    "MAX_HEADER_BYTES",
+    "MAX_PAYLOAD_BYTES",
+    "MAX_STRING_BYTES",
+    "NONCE_BYTES",
+    "NO_STRIP",
+    "OP_LUMA",
+    "PREFIX_BYTES",
+    "PROTOCOL_VERSION",
+    "Auth",
+    "Bye",
+    "Challenge",
+    "Error",
+    "ErrorCode",
+    "FrameDecoder",
+    "Heartbeat",
+    "Hello",
+    "Message",
+    "MessageType",
+    "Prefix",
+    "Result",
+    "Task",
+    "Welcome",
+    "decode_message",
+    "decode_prefix",
+    "encode_frame",
+    "master_proof",
+    "proofs_match",
+    "worker_proof",
+]
 
 MAGIC = b"DGRY"
 PROTOCOL_VERSION = 1
@@ -62,38 +125,6 @@ PREFIX_BYTES = PREFIX.size  # 20
 MAX_HEADER_BYTES = 4096
 #: Hard ceiling on any payload; a receiver passes its own tighter limit to decode_prefix.
 MAX_PAYLOAD_BYTES = 1 << 30
-MAX_DIMENSION = 1 << 20  # rows or columns of one strip
-MAX_STRING_BYTES = 1024
-MAX_CAPABILITIES = 32
-NONCE_BYTES = 32
-DIGEST_BYTES = 32
-NO_STRIP = 0xFFFFFFFF  # ERROR frames that concern no particular strip
-
-DTYPE_UINT8 = 1
-OP_LUMA = 1  # Gray = (19595 R + 38470 G + 7471 B + 32768) >> 16, Pillow's convert("L")
-CAPABILITY_LUMA_U8 = "luma-u8"
-
-
-class MessageType(enum.IntEnum):
-    HELLO = 0x01
-    CHALLENGE = 0x02
-    AUTH = 0x03
-    WELCOME = 0x04
-    TASK = 0x10
-    RESULT = 0x11
-    HEARTBEAT = 0x20
-    ERROR = 0x7E
-    BYE = 0x7F
-
-
-class ErrorCode(enum.IntEnum):
-    PROTOCOL = 1
-    VERSION = 2
-    AUTH_FAILED = 3
-    BAD_TASK = 4
-    BAD_RESULT = 5
-    SHUTTING_DOWN = 6
-    INTERNAL = 7
 
 
 @dataclass(frozen=True)
@@ -101,338 +132,6 @@ class Prefix:
     type: MessageType
     header_len: int
     payload_len: int
-
-
-# --------------------------------------------------------------------------- header helpers
-
-
-class _Reader:
-    """Walks a header buffer; every shortfall is the peer's ProtocolError."""
-
-    def __init__(self, buf: bytes, what: str) -> None:
-        self.buf = memoryview(buf)
-        self.pos = 0
-        self.what = what
-
-    def take(self, n: int) -> bytes:
-        if self.pos + n > len(self.buf):
-            raise ProtocolError(f"{self.what} header too short: {bytes(self.buf)[:32]!r}")
-        out = bytes(self.buf[self.pos : self.pos + n])
-        self.pos += n
-        return out
-
-    def unpack(self, fmt: struct.Struct) -> tuple[int, ...]:
-        return fmt.unpack(self.take(fmt.size))
-
-    def string(self, limit: int = MAX_STRING_BYTES) -> str:
-        (n,) = self.unpack(_U16)
-        if n > limit:
-            raise ProtocolError(f"{self.what}: string of {n} bytes exceeds limit {limit}")
-        raw = self.take(n)
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ProtocolError(f"{self.what}: string is not UTF-8: {raw[:32]!r}") from exc
-
-    def end(self) -> None:
-        if self.pos != len(self.buf):
-            raise ProtocolError(f"{self.what}: {len(self.buf) - self.pos} trailing header bytes")
-
-
-_U16 = struct.Struct(">H")
-
-
-def _string(value: str, limit: int = MAX_STRING_BYTES) -> bytes:
-    raw = value.encode("utf-8")
-    if len(raw) > limit:
-        raise ValueError(f"string of {len(raw)} bytes exceeds limit {limit}")
-    return _U16.pack(len(raw)) + raw
-
-
-def _no_payload(what: str, payload_len: int) -> None:
-    if payload_len:
-        raise ProtocolError(f"{what} carries no payload, got payload_len={payload_len}")
-
-
-def _strip_bytes(what: str, rows: int, width: int, channels: int, payload_len: int) -> None:
-    if not (0 < rows <= MAX_DIMENSION and 0 < width <= MAX_DIMENSION):
-        raise ProtocolError(f"{what}: strip shape {rows}x{width} out of range")
-    if rows * width * channels != payload_len:
-        raise ProtocolError(
-            f"{what}: shape {rows}x{width}x{channels} needs {rows * width * channels} bytes,"
-            f" payload_len is {payload_len}"
-        )
-
-
-# --------------------------------------------------------------------------- messages
-
-
-@dataclass(frozen=True)
-class Hello:
-    TYPE: ClassVar[MessageType] = MessageType.HELLO
-    worker_id: str
-    capabilities: tuple[str, ...] = (CAPABILITY_LUMA_U8,)
-
-    def encode(self) -> bytes:
-        if not self.worker_id or len(self.capabilities) > MAX_CAPABILITIES:
-            raise ValueError("worker_id must be non-empty and capabilities at most 32")
-        caps = b"".join(_string(c, 64) for c in self.capabilities)
-        return _string(self.worker_id, 128) + _U16.pack(len(self.capabilities)) + caps
-
-    @classmethod
-    def decode(cls, buf: bytes, payload_len: int) -> Hello:
-        _no_payload("HELLO", payload_len)
-        r = _Reader(buf, "HELLO")
-        worker_id = r.string(128)
-        if not worker_id:
-            raise ProtocolError("HELLO: empty worker id")
-        (n,) = r.unpack(_U16)
-        if n > MAX_CAPABILITIES:
-            raise ProtocolError(f"HELLO: {n} capabilities exceeds limit {MAX_CAPABILITIES}")
-        caps = tuple(r.string(64) for _ in range(n))
-        r.end()
-        return cls(worker_id, caps)
-
-
-_CHALLENGE = struct.Struct(">B32s")
-
-
-@dataclass(frozen=True)
-class Challenge:
-    TYPE: ClassVar[MessageType] = MessageType.CHALLENGE
-    auth_required: bool
-    nonce: bytes
-
-    def encode(self) -> bytes:
-        return _CHALLENGE.pack(int(self.auth_required), self.nonce)
-
-    @classmethod
-    def decode(cls, buf: bytes, payload_len: int) -> Challenge:
-        _no_payload("CHALLENGE", payload_len)
-        r = _Reader(buf, "CHALLENGE")
-        flag, nonce = r.unpack(_CHALLENGE)
-        r.end()
-        if flag not in (0, 1):
-            raise ProtocolError(f"CHALLENGE: auth_required must be 0 or 1, got {flag}")
-        return cls(bool(flag), bytes(nonce))
-
-
-_AUTH = struct.Struct(">32s32s")
-
-
-@dataclass(frozen=True)
-class Auth:
-    TYPE: ClassVar[MessageType] = MessageType.AUTH
-    proof: bytes
-    nonce: bytes
-
-    def encode(self) -> bytes:
-        return _AUTH.pack(self.proof, self.nonce)
-
-    @classmethod
-    def decode(cls, buf: bytes, payload_len: int) -> Auth:
-        _no_payload("AUTH", payload_len)
-        r = _Reader(buf, "AUTH")
-        proof, nonce = r.unpack(_AUTH)
-        r.end()
-        return cls(bytes(proof), bytes(nonce))
-
-
-_WELCOME = struct.Struct(">32sIIH")
-
-
-@dataclass(frozen=True)
-class Welcome:
-    TYPE: ClassVar[MessageType] = MessageType.WELCOME
-    proof: bytes
-    heartbeat_interval_ms: int
-    heartbeat_timeout_ms: int
-    prefetch: int
-    worker_id: str
-
-    def encode(self) -> bytes:
-        fixed = _WELCOME.pack(self.proof, self.heartbeat_interval_ms, self.heartbeat_timeout_ms, self.prefetch)
-        return fixed + _string(self.worker_id, 128)
-
-    @classmethod
-    def decode(cls, buf: bytes, payload_len: int) -> Welcome:
-        _no_payload("WELCOME", payload_len)
-        r = _Reader(buf, "WELCOME")
-        proof, interval, timeout, prefetch = r.unpack(_WELCOME)
-        worker_id = r.string(128)
-        r.end()
-        if not (0 < interval <= timeout) or not 0 < prefetch <= 64:
-            raise ProtocolError(f"WELCOME: bad heartbeat {interval}/{timeout} ms or prefetch {prefetch}")
-        return cls(bytes(proof), interval, timeout, prefetch, worker_id)
-
-
-_TASK = struct.Struct(">IIIIIBBBB")
-
-
-@dataclass(frozen=True)
-class Task:
-    """Convert rows [row_start, row_stop) of a width x channels uint8 image; payload = those rows."""
-
-    TYPE: ClassVar[MessageType] = MessageType.TASK
-    job_id: int
-    strip_id: int
-    row_start: int
-    row_stop: int
-    width: int
-    channels: int = 3
-
-    @property
-    def rows(self) -> int:
-        return self.row_stop - self.row_start
-
-    @property
-    def payload_len(self) -> int:
-        return self.rows * self.width * self.channels
-
-    @property
-    def result_len(self) -> int:
-        return self.rows * self.width
-
-    def encode(self) -> bytes:
-        return _TASK.pack(
-            self.job_id,
-            self.strip_id,
-            self.row_start,
-            self.row_stop,
-            self.width,
-            self.channels,
-            DTYPE_UINT8,
-            OP_LUMA,
-            0,
-        )
-
-    @classmethod
-    def decode(cls, buf: bytes, payload_len: int) -> Task:
-        r = _Reader(buf, "TASK")
-        job, strip, start, stop, width, channels, dtype, op, reserved = r.unpack(_TASK)
-        r.end()
-        if channels not in (3, 4) or dtype != DTYPE_UINT8 or op != OP_LUMA or reserved:
-            raise ProtocolError(f"TASK: unsupported channels={channels} dtype={dtype} op={op} reserved={reserved}")
-        if stop <= start:
-            raise ProtocolError(f"TASK: empty or reversed row range [{start}, {stop})")
-        _strip_bytes("TASK", stop - start, width, channels, payload_len)
-        return cls(job, strip, start, stop, width, channels)
-
-
-_RESULT = struct.Struct(">IIIIIBBHIII")
-
-
-@dataclass(frozen=True)
-class Result:
-    """Gray rows [row_start, row_stop) of a strip; payload = rows x width uint8.
-
-    Timings in microseconds: ``recv_us`` receiving the task, ``compute_us`` converting it,
-    ``send_us`` sending this worker's *previous* result (a send cannot time itself).
-    """
-
-    TYPE: ClassVar[MessageType] = MessageType.RESULT
-    job_id: int
-    strip_id: int
-    row_start: int
-    row_stop: int
-    width: int
-    recv_us: int = 0
-    compute_us: int = 0
-    send_us: int = 0
-
-    @property
-    def payload_len(self) -> int:
-        return (self.row_stop - self.row_start) * self.width
-
-    def encode(self) -> bytes:
-        clamp = 0xFFFFFFFF
-        return _RESULT.pack(
-            self.job_id,
-            self.strip_id,
-            self.row_start,
-            self.row_stop,
-            self.width,
-            1,
-            DTYPE_UINT8,
-            0,
-            min(self.recv_us, clamp),
-            min(self.compute_us, clamp),
-            min(self.send_us, clamp),
-        )
-
-    @classmethod
-    def decode(cls, buf: bytes, payload_len: int) -> Result:
-        r = _Reader(buf, "RESULT")
-        job, strip, start, stop, width, channels, dtype, reserved, rus, cus, sus = r.unpack(_RESULT)
-        r.end()
-        if channels != 1 or dtype != DTYPE_UINT8 or reserved:
-            raise ProtocolError(f"RESULT: unsupported channels={channels} dtype={dtype}")
-        if stop <= start:
-            raise ProtocolError(f"RESULT: empty or reversed row range [{start}, {stop})")
-        _strip_bytes("RESULT", stop - start, width, 1, payload_len)
-        return cls(job, strip, start, stop, width, rus, cus, sus)
-
-
-@dataclass(frozen=True)
-class Heartbeat:
-    TYPE: ClassVar[MessageType] = MessageType.HEARTBEAT
-
-    def encode(self) -> bytes:
-        return b""
-
-    @classmethod
-    def decode(cls, buf: bytes, payload_len: int) -> Heartbeat:
-        _no_payload("HEARTBEAT", payload_len)
-        _Reader(buf, "HEARTBEAT").end()
-        return cls()
-
-
-_ERROR = struct.Struct(">HI")
-
-
-@dataclass(frozen=True)
-class Error:
-    TYPE: ClassVar[MessageType] = MessageType.ERROR
-    code: int
-    message: str
-    strip_id: int = NO_STRIP
-
-    def encode(self) -> bytes:
-        raw = self.message.encode("utf-8")[:MAX_STRING_BYTES].decode("utf-8", "ignore")
-        return _ERROR.pack(self.code, self.strip_id) + _string(raw)
-
-    @classmethod
-    def decode(cls, buf: bytes, payload_len: int) -> Error:
-        _no_payload("ERROR", payload_len)
-        r = _Reader(buf, "ERROR")
-        code, strip = r.unpack(_ERROR)
-        message = r.string()
-        r.end()
-        return cls(code, message, strip)
-
-
-@dataclass(frozen=True)
-class Bye:
-    TYPE: ClassVar[MessageType] = MessageType.BYE
-    reason: str = ""
-
-    def encode(self) -> bytes:
-        return _string(self.reason[:200])
-
-    @classmethod
-    def decode(cls, buf: bytes, payload_len: int) -> Bye:
-        _no_payload("BYE", payload_len)
-        r = _Reader(buf, "BYE")
-        reason = r.string()
-        r.end()
-        return cls(reason)
-
-
-Message = Hello | Challenge | Auth | Welcome | Task | Result | Heartbeat | Error | Bye
-_DECODERS: dict[MessageType, type[Message]] = {
-    cls.TYPE: cls for cls in (Hello, Challenge, Auth, Welcome, Task, Result, Heartbeat, Error, Bye)
-}
-_CARRIES_PAYLOAD = frozenset({MessageType.TASK, MessageType.RESULT})
 
 
 # --------------------------------------------------------------------------- framing
@@ -468,7 +167,7 @@ def decode_prefix(buf: bytes, max_payload: int = MAX_PAYLOAD_BYTES) -> Prefix:
         raise ProtocolError(f"{kind.name}: reserved flags must be 0, got 0x{flags:04x}")
     if header_len > MAX_HEADER_BYTES:
         raise ProtocolError(f"{kind.name}: header_len {header_len} exceeds {MAX_HEADER_BYTES}")
-    if kind not in _CARRIES_PAYLOAD and payload_len:
+    if kind not in CARRIES_PAYLOAD and payload_len:
         raise ProtocolError(f"{kind.name} carries no payload, got payload_len={payload_len}")
     limit = min(max_payload, MAX_PAYLOAD_BYTES)
     if payload_len > limit:
@@ -480,7 +179,7 @@ def decode_message(prefix: Prefix, header: bytes) -> Message:
     """Parse a header; checks that the payload length matches what the header describes."""
     if len(header) != prefix.header_len:
         raise ValueError("header buffer does not match header_len")
-    return _DECODERS[prefix.type].decode(header, prefix.payload_len)
+    return DECODERS[prefix.type].decode(header, prefix.payload_len)
 
 
 class FrameDecoder:
