@@ -129,24 +129,38 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+def _reachable_addresses() -> list[str]:
+    """This machine's non-loopback IPv4 addresses, as its own name resolves (no traffic sent)."""
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
+    except OSError:
+        return []
+    return sorted({str(info[4][0]) for info in infos if not str(info[4][0]).startswith("127.")})
+
+
 def _announce(host: str, port: int, token: str | None) -> None:
-    shown = host
-    if host in ("0.0.0.0", "::"):
-        try:
-            shown = socket.gethostbyname(socket.gethostname())
-        except OSError:
-            shown = "<this-machine's-address>"
     print(f"distgray-master: listening on {host}:{port}", file=sys.stderr)
+    if host in ("0.0.0.0", "::"):
+        others = _reachable_addresses()
+        if others:
+            shown = others[0]
+            where = f"(on this machine: --host 127.0.0.1; this machine's addresses: {', '.join(others)})"
+        else:
+            shown = "127.0.0.1"
+            where = "(from other machines, use this machine's IP address instead of 127.0.0.1)"
+    else:
+        shown, where = host, ""
     if token is None:
         print(
             "distgray-master: WARNING: authentication is OFF (--no-auth): any program that can reach "
             f"port {port} can join. Use this only on a closed network.",
             file=sys.stderr,
         )
-        cmd = f"python worker_client.py --host {shown} --port {port}"
-    else:
-        cmd = f"python worker_client.py --host {shown} --port {port} --token {token}"
-    print(f"distgray-master: start workers with:\n    {cmd}", file=sys.stderr)
+    auth = f" --token {token}" if token is not None else ""
+    print(f"distgray-master: start workers with:\n    python worker_client.py --host {shown} --port {port}{auth}",
+          file=sys.stderr)  # fmt: skip
+    if where:
+        print(f"    {where}", file=sys.stderr)
 
 
 def _run_job(
