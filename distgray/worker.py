@@ -59,6 +59,9 @@ class WorkerConfig:
     max_strip_bytes: int = MAX_STRIP_BYTES
 
 
+Inbox = queue.Queue[tuple[P.Task, np.ndarray, int] | BaseException | P.Bye]
+
+
 class _Leave(Exception):
     """The session ended in a way that means: do not reconnect."""
 
@@ -114,20 +117,23 @@ class Worker:
         channel.peer = f"master {self.config.host}:{self.config.port}"
         channel.settimeout(welcome.heartbeat_timeout_ms / 1000)
         log.info("worker %s: connected to %s:%d", self.worker_id, self.config.host, self.config.port)
-        inbox: queue.Queue[tuple[P.Task, np.ndarray, int] | BaseException | P.Bye] = queue.Queue()
+        inbox: Inbox = queue.Queue()
+        # The master may keep `prefetch` tasks in flight; one more is a protocol error, refused
+        # before its payload is allocated, so a runaway master cannot exhaust our memory.
+        slots = threading.Semaphore(welcome.prefetch)
         ended = threading.Event()
-        threading.Thread(target=self._read, args=(channel, inbox), daemon=True, name="distgray-worker-read").start()
+        threading.Thread(
+            target=self._read, args=(channel, inbox, slots, welcome.prefetch), daemon=True, name="distgray-worker-read"
+        ).start()
         threading.Thread(
             target=self._heartbeat, args=(channel, welcome, ended), daemon=True, name="distgray-worker-heartbeat"
         ).start()
         try:
-            self._work(channel, inbox)
+            self._work(channel, inbox, slots)
         finally:
             ended.set()
 
-    def _work(
-        self, channel: Channel, inbox: queue.Queue[tuple[P.Task, np.ndarray, int] | BaseException | P.Bye]
-    ) -> None:
+    def _work(self, channel: Channel, inbox: Inbox, slots: threading.Semaphore) -> None:
         while True:
             if self._stop.is_set() or (self.config.max_tasks is not None and self.tasks_done >= self.config.max_tasks):
                 reason = "stopped" if self._stop.is_set() else f"done {self.tasks_done} tasks"
@@ -163,16 +169,17 @@ class Worker:
             sent = time.perf_counter()
             channel.send(result, out.data)
             self._last_send_done_us = int((time.perf_counter() - sent) * 1e6)
+            slots.release()
             self.tasks_done += 1
 
-    def _read(
-        self, channel: Channel, inbox: queue.Queue[tuple[P.Task, np.ndarray, int] | BaseException | P.Bye]
-    ) -> None:
+    def _read(self, channel: Channel, inbox: Inbox, slots: threading.Semaphore, prefetch: int) -> None:
         marks: list[float] = []
 
         def sink(message: P.Message) -> memoryview:
             if not isinstance(message, P.Task):
                 raise ProtocolError("only TASK frames carry a payload to a worker")
+            if not slots.acquire(blocking=False):
+                raise ProtocolError(f"master sent more than {prefetch} tasks at once (its own prefetch limit)")
             marks.append(time.perf_counter())
             return np.empty(message.payload_len, dtype=np.uint8).data
 
