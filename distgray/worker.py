@@ -166,10 +166,12 @@ class Worker:
                 compute_us,
                 self._last_send_done_us,
             )
+            # Free the slot before the result leaves: the master may send the next task the moment
+            # it has read this result, possibly before send() returns here.
+            slots.release()
             sent = time.perf_counter()
             channel.send(result, out.data)
             self._last_send_done_us = int((time.perf_counter() - sent) * 1e6)
-            slots.release()
             self.tasks_done += 1
 
     def _read(self, channel: Channel, inbox: Inbox, slots: threading.Semaphore, prefetch: int) -> None:
