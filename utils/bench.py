@@ -160,6 +160,10 @@ def bench_end_to_end(image: Path, counts: list[int], repeat: int, tmp: Path) -> 
                     "wall": r["wall_s"],
                     "save": r["save_s"],
                     "ratio": t_pillow / t,
+                    "total": r["total_s"],
+                    "recv": sum(x["recv_us"] for x in r["strip_log"]) / 1e6,
+                    "compute": sum(x["compute_us"] for x in r["strip_log"]) / 1e6,
+                    "strips": r["strips"],
                 }
             )
     return rows
@@ -204,6 +208,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {r['output']} | {r['who']} | {r['s']:.2f} | {r['ratio']:.2f}x | {split} | {mem} |")
         else:
             print(f"| {r['output']} | {r['who']} | {r['s']:.2f} | 1.00x | - | {r['rss']:.0f} |")
+    print("\n4. Where the time goes inside the master process (median run; workers' seconds are summed over")
+    print("   workers and overlap with each other; 'other' = start-up, waiting for workers, shutdown)\n")
+    print("| output | who | decode + to array | distribute (workers: receive / compute) | encode + write | other |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for r in e2e:
+        if "ratio" in r:
+            other = r["total"] - r["load"] - r["wall"] - r["save"]
+            print(
+                f"| {r['output']} | {r['who']} | {r['load']:.2f} s | {r['wall']:.3f} s ({r['recv']:.3f} / "
+                f"{r['compute']:.3f} s, {r['strips']} strips) | {r['save']:.2f} s | {other:.2f} s |"
+            )
     return 0
 
 
