@@ -157,8 +157,10 @@ def _announce(host: str, port: int, token: str | None) -> None:
             file=sys.stderr,
         )
     auth = f" --token {token}" if token is not None else ""
-    print(f"distgray-master: start workers with:\n    python worker_client.py --host {shown} --port {port}{auth}",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"distgray-master: start workers with:\n    python worker_client.py --host {shown} --port {port}{auth}",
+        file=sys.stderr,
+    )
     if where:
         print(f"    {where}", file=sys.stderr)
 

@@ -63,19 +63,35 @@ def bench_kernel(rgb: np.ndarray, repeat: int) -> list[tuple[str, float]]:
     out = np.empty(rgb.shape[:2], np.uint8)
     return [
         ('Pillow `convert("L")`, image already in Pillow', median_time(lambda: pil.convert("L"), repeat)),
-        ("distgray `to_grayscale` (Pillow C in cache-sized blocks of a zero-copy view)",
-         median_time(lambda: to_grayscale(rgb, out), repeat)),
+        (
+            "distgray `to_grayscale` (Pillow C in cache-sized blocks of a zero-copy view)",
+            median_time(lambda: to_grayscale(rgb, out), repeat),
+        ),
         ("NumPy integer fixed point, whole array", median_time(lambda: numpy_fixed_point(rgb), repeat)),
         ("NumPy float64 dot product (not bit-exact)", median_time(lambda: numpy_float(rgb), max(1, repeat // 2))),
-    ]  # fmt: skip
+    ]
 
 
 def start_workers(port: int, n: int) -> list[subprocess.Popen[bytes]]:
     return [
-        subprocess.Popen([sys.executable, str(ROOT / "worker_client.py"), "--host", "127.0.0.1", "--port",
-                          str(port), "--token", TOKEN, "--id", f"bench-{i}", "--log-level", "warning"])
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "worker_client.py"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--token",
+                TOKEN,
+                "--id",
+                f"bench-{i}",
+                "--log-level",
+                "warning",
+            ]
+        )
         for i in range(n)
-    ]  # fmt: skip
+    ]
 
 
 def bench_distributed(rgb: np.ndarray, counts: list[int], repeat: int) -> list[tuple[str, float]]:
@@ -128,9 +144,26 @@ def _pillow_process(image: Path, out: Path, fmt: str, rss: list[float]) -> None:
 
 
 def _distgray_process(image: Path, out: Path, n: int, report: Path, reports: list[dict[str, Any]]) -> None:
-    cmd = [sys.executable, str(ROOT / "master_server.py"), "--image", str(image), "--output", str(out),
-           "--local-workers", str(n), "--min-workers", str(n), "--host", "127.0.0.1", "--port", "0",
-           "--report", str(report), "--log-level", "warning"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(ROOT / "master_server.py"),
+        "--image",
+        str(image),
+        "--output",
+        str(out),
+        "--local-workers",
+        str(n),
+        "--min-workers",
+        str(n),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--report",
+        str(report),
+        "--log-level",
+        "warning",
+    ]
     subprocess.run(cmd, check=True, capture_output=True)
     reports.append(json.loads(report.read_text()))
 
@@ -180,8 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_image(args.image)
     assert loaded.pixels is not None
     rgb = loaded.pixels
-    print(f"image: {args.image.name}, {loaded.width}x{loaded.height}; medians of {args.repeat} runs;"
-          f" Python {sys.version.split()[0]}, NumPy {np.__version__}, Pillow {Image.__version__}\n")  # fmt: skip
+    print(
+        f"image: {args.image.name}, {loaded.width}x{loaded.height}; medians of {args.repeat} runs;"
+        f" Python {sys.version.split()[0]}, NumPy {np.__version__}, Pillow {Image.__version__}\n"
+    )
 
     kernel = bench_kernel(rgb, args.repeat)
     base = kernel[0][1]

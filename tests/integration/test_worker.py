@@ -74,10 +74,24 @@ def test_worker_refuses_a_master_that_exceeds_its_prefetch(workers: Workers) -> 
 
 def test_no_auth_master_says_so_loudly(photo: Path, tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "master_server.py"), "--image", str(photo), "--no-auth",
-         "--host", "127.0.0.1", "--port", "0", "--timeout", "0.5"],
-        capture_output=True, text=True, timeout=WAIT_S, cwd=tmp_path,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "master_server.py"),
+            "--image",
+            str(photo),
+            "--no-auth",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--timeout",
+            "0.5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1
     assert "authentication is OFF (--no-auth)" in proc.stderr
     assert "--token" not in proc.stderr.split("start workers with:")[1]
