@@ -149,6 +149,7 @@ class Master:
         self._work = threading.Condition(self._lock)
         self.workers: dict[str, WorkerConn] = {}  # every worker of this run, including departed
         self._taken_ids: set[str] = set()
+        self._handshaking: set[Channel] = set()
         self.job: Job | None = None
         self._job_ids = itertools.count(1)
         self._listener: socket.socket | None = None
@@ -169,8 +170,11 @@ class Master:
         """Tell every worker BYE, close every connection and stop accepting."""
         with self._lock:
             self._closing = True
-            live = [w for w in self.workers.values() if w.state in (WorkerState.IDLE, WorkerState.BUSY)]
+            live = self._live()
+            pending = list(self._handshaking)
             self._work.notify_all()
+        for channel in pending:  # a peer stuck mid-handshake must not delay shutdown
+            channel.close()
         for w in live:
             try:
                 w.channel.settimeout(2.0)
@@ -200,13 +204,16 @@ class Master:
     # ------------------------------------------------------------------ queries
     def live_workers(self) -> list[WorkerConn]:
         with self._lock:
-            return [w for w in self.workers.values() if w.state in (WorkerState.IDLE, WorkerState.BUSY)]
+            return self._live()
+
+    def _live(self) -> list[WorkerConn]:  # caller holds the lock
+        return [w for w in self.workers.values() if w.state in (WorkerState.IDLE, WorkerState.BUSY)]
 
     def wait_for_workers(self, n: int, timeout: float | None = None) -> bool:
         """Block until at least ``n`` workers are connected (or the timeout passes)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._work:
-            while sum(w.state in (WorkerState.IDLE, WorkerState.BUSY) for w in self.workers.values()) < n:
+            while len(self._live()) < n:
                 left = None if deadline is None else deadline - time.monotonic()
                 if (left is not None and left <= 0) or self._closing:
                     return False
@@ -248,12 +255,21 @@ class Master:
 
     def _serve_worker(self, sock: socket.socket, address: str) -> None:
         channel = Channel(sock, peer=address, timeout=HANDSHAKE_TIMEOUT_S)
+        with self._lock:
+            if self._closing:
+                channel.close()
+                return
+            self._handshaking.add(channel)
         try:
             hello, welcome = server_handshake(channel, self.config.token, self._welcome)
         except (DistgrayError, ValueError) as exc:
-            log.warning("connection %s: refused: %s", address, exc)
+            if not self._closing:
+                log.warning("connection %s: refused: %s", address, exc)
             channel.close()
             return
+        finally:
+            with self._lock:
+                self._handshaking.discard(channel)
         channel.peer = f"worker {welcome.worker_id}"
         channel.settimeout(self.config.heartbeat_timeout_s)
         w = WorkerConn(welcome.worker_id, address, channel, hello.capabilities)
