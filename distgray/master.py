@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL_S = 2.0
 HEARTBEAT_TIMEOUT_S = 20.0
 PREFETCH = 2
+READER_GRACE_S = 1.0  # after a failed send, how long the reader may take to say why
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class WorkerConn:
     in_flight: dict[tuple[int, int], float] = field(default_factory=dict)  # (job, strip) -> sent at
     stats: WorkerStats = field(default_factory=WorkerStats)
     reason: str = ""
+    reader: threading.Thread | None = None
 
 
 @dataclass
@@ -173,7 +175,10 @@ class Master:
             live = self._live()
             pending = list(self._handshaking)
             self._work.notify_all()
-        for channel in pending:  # a peer stuck mid-handshake must not delay shutdown
+        for channel in pending:  # a peer mid-handshake hears BYE too, and must not delay shutdown
+            with contextlib.suppress(DistgrayError):
+                channel.settimeout(2.0)
+                channel.send(P.Bye(reason))
             channel.close()
         for w in live:
             try:
@@ -196,10 +201,11 @@ class Master:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _spawn(self, target: Any, name: str, *args: Any) -> None:
+    def _spawn(self, target: Any, name: str, *args: Any) -> threading.Thread:
         t = threading.Thread(target=target, args=args, name=name, daemon=True)
         t.start()
         self._threads = [x for x in self._threads if x.is_alive()] + [t]
+        return t
 
     # ------------------------------------------------------------------ queries
     def live_workers(self) -> list[WorkerConn]:
@@ -284,7 +290,7 @@ class Master:
             channel.close()
             return
         log.info("worker %s: joined from %s", w.id, address)
-        self._spawn(self._reader, f"distgray-read-{w.id}", w)
+        w.reader = self._spawn(self._reader, f"distgray-read-{w.id}", w)
         self._writer(w)
 
     def _welcome(self, hello: P.Hello, proof: bytes) -> P.Welcome:
@@ -328,6 +334,10 @@ class Master:
                 job_bytes = job.worker_bytes.setdefault(w.id, [0, 0])
                 job_bytes[0] += w.channel.send(task, rows.data)
             except DistgrayError as exc:
+                # The reader has the last word on why a connection ended: a worker that said BYE
+                # and hung up just as we sent it a task left cleanly; it is not lost.
+                if w.reader is not None:
+                    w.reader.join(timeout=READER_GRACE_S)
                 self._drop(w, WorkerState.LOST, str(exc))
                 return
 

@@ -131,10 +131,16 @@ class Channel:
             raise PeerDisconnected(f"{self.peer}: receive failed: {exc}", mid_frame=True) from exc
 
     def expect(self, kind: type[Any]) -> Any:
-        """Receive one payload-less frame of type ``kind``; an ERROR becomes RemoteError."""
+        """Receive one payload-less frame of type ``kind``.
+
+        An ERROR becomes RemoteError with its code; a BYE (a master shutting down may send one
+        at any point) becomes RemoteError with code SHUTTING_DOWN.
+        """
         message, _ = self.recv()
         if isinstance(message, P.Error):
             raise RemoteError(f"{self.peer}: {message.message}", message.code)
+        if isinstance(message, P.Bye) and kind is not P.Bye:
+            raise RemoteError(f"{self.peer} said bye: {message.reason}", P.ErrorCode.SHUTTING_DOWN)
         if not isinstance(message, kind):
             raise ProtocolError(f"{self.peer}: expected {kind.__name__}, got {type(message).__name__}")
         return message

@@ -99,6 +99,11 @@ class Worker:
                 self._session(channel)
             except _Leave:
                 return 0
+            except RemoteError as exc:
+                if exc.code != P.ErrorCode.SHUTTING_DOWN:
+                    raise
+                log.info("worker %s: %s", self.worker_id, exc)
+                return 0
             except (AuthenticationError, VersionMismatch) as exc:
                 log.error("worker %s: %s", self.worker_id, exc)
                 return 1

@@ -96,3 +96,16 @@ def test_no_auth_master_says_so_loudly(photo: Path, tmp_path: Path) -> None:
     assert "authentication is OFF (--no-auth)" in proc.stderr
     assert "--token" not in proc.stderr.split("start workers with:")[1]
     assert "timed out after 0.5 s waiting for 1 worker(s)" in proc.stderr
+
+
+def test_worker_told_bye_during_the_handshake_leaves_cleanly(workers: Workers) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        proc = workers.start(server.getsockname()[1], worker_id="early")
+        server.settimeout(WAIT_S)
+        sock, _ = server.accept()
+        channel = Channel(sock, peer="worker", timeout=WAIT_S)
+        assert isinstance(channel.expect(P.Hello), P.Hello)
+        channel.send(P.Bye("master shutting down"))
+        assert proc.wait(timeout=WAIT_S) == 0
+        assert "said bye: master shutting down" in workers.log_of(proc)
+        channel.close()
