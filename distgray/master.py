@@ -27,7 +27,7 @@ import numpy as np
 from distgray import protocol as P
 from distgray.errors import DistgrayError, PeerDisconnected, ProtocolError, RemoteError
 from distgray.imaging import U8Array
-from distgray.scheduler import DEFAULT_STRIP_BYTES, MAX_ATTEMPTS, Scheduler, plan_strips
+from distgray.scheduler import Policy, Scheduler
 from distgray.transport import HANDSHAKE_TIMEOUT_S, Channel, listen, server_handshake
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL_S = 2.0
 HEARTBEAT_TIMEOUT_S = 20.0
 PREFETCH = 2
+SPECULATION_POLL_S = 0.05  # how often an idle worker's writer looks for a straggler to back up
 READER_GRACE_S = 1.0  # after a failed send, how long the reader may take to say why
+CLOSE_GRACE_S = 2.0  # on shutdown, how long a worker may take to hang up after our BYE
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,7 @@ class MasterConfig:
     heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S
     prefetch: int = PREFETCH
     strip_rows: int | None = None
-    strip_bytes: int = DEFAULT_STRIP_BYTES
-    max_attempts: int = MAX_ATTEMPTS
+    policy: Policy = field(default_factory=Policy)
 
 
 class WorkerState(enum.StrEnum):
@@ -86,6 +87,7 @@ class WorkerConn:
     stats: WorkerStats = field(default_factory=WorkerStats)
     reason: str = ""
     reader: threading.Thread | None = None
+    result_started: float = 0.0  # when the payload of the result being received began
 
 
 @dataclass
@@ -115,10 +117,7 @@ class Job:
         self.pixels = pixels
         self.height, self.width, self.channels = pixels.shape
         self.output: U8Array = np.empty((self.height, self.width), dtype=np.uint8)
-        ranges = plan_strips(
-            self.height, self.width * self.channels, strip_rows=config.strip_rows, target_bytes=config.strip_bytes
-        )
-        self.scheduler = Scheduler(ranges, max_attempts=config.max_attempts)
+        self.scheduler = Scheduler(self.height, self.width * self.channels, config.policy, strip_rows=config.strip_rows)
         self.created = time.monotonic()
         self.started: float | None = None
         self.finished_at: float | None = None
@@ -180,12 +179,17 @@ class Master:
                 channel.settimeout(2.0)
                 channel.send(P.Bye(reason))
             channel.close()
+        # A graceful close: BYE, then half-close so the worker sees end-of-stream after it, while
+        # its reader keeps draining what the worker was sending (closing outright would reset the
+        # connection under a worker mid-send, and it would never read the BYE).
         for w in live:
-            try:
-                w.channel.settimeout(2.0)
+            with contextlib.suppress(DistgrayError):
+                w.channel.settimeout(CLOSE_GRACE_S)
                 w.channel.send(P.Bye(reason))
-            except DistgrayError:
-                pass
+            w.channel.half_close()
+        for w in live:
+            if w.reader is not None:
+                w.reader.join(timeout=CLOSE_GRACE_S)
             self._drop(w, WorkerState.GONE, reason)
         if self._listener is not None:
             with contextlib.suppress(OSError):  # wakes a thread blocked in accept() at once (Linux)
@@ -236,7 +240,7 @@ class Master:
             job.started = time.monotonic()
             self.job = job
             self._work.notify_all()
-        log.info("job %d: %s, %dx%d, %d strips", job.id, name, job.width, job.height, len(job.scheduler.strips))
+        log.info("job %d: %s, %dx%d", job.id, name, job.width, job.height)
         return job
 
     def run(self, pixels: U8Array, name: str = "image", timeout: float | None = None) -> Job:
@@ -315,14 +319,17 @@ class Master:
                 while w.state in (WorkerState.IDLE, WorkerState.BUSY) and not self._closing:
                     job = self.job
                     if job is not None and not job.scheduler.finished and len(w.in_flight) < self.config.prefetch:
-                        strip = job.scheduler.next_strip(w.id, time.monotonic())
+                        live = [x.id for x in self._live()]
+                        strip = job.scheduler.next_strip(w.id, time.monotonic(), live)
                         if strip is not None:
                             w.in_flight[(job.id, strip.id)] = time.monotonic()
                             w.state = WorkerState.BUSY
                             break
                     if time.monotonic() - w.channel.last_send >= interval:
                         break
-                    self._work.wait(timeout=interval)
+                    # While a job runs, look again soon: a straggler may become worth a backup copy.
+                    running = job is not None and not job.scheduler.finished
+                    self._work.wait(timeout=min(interval, SPECULATION_POLL_S) if running else interval)
                 else:
                     return
             try:
@@ -375,6 +382,7 @@ class Master:
                     f"result shape rows [{message.row_start}, {message.row_stop}) x {message.width}"
                     f" does not match task rows [{strip.row_start}, {strip.row_stop}) x {job.width}"
                 )
+            w.result_started = time.monotonic()
             if strip.done_by is not None:
                 return None  # another copy already won; read and discard
             return job.output[strip.row_start : strip.row_stop].data.cast("B")
@@ -389,6 +397,8 @@ class Master:
             counted = job.scheduler.complete(result.strip_id, w.id, now)
             rows = result.row_stop - result.row_start
             busy = (result.recv_us + result.compute_us) / 1e6
+            # Speed includes transfer both ways: the worker's receive + compute, our receive.
+            job.scheduler.observe(w.id, rows, busy + max(0.0, now - w.result_started))
             w.stats.strips += 1
             w.stats.rows += rows
             w.stats.busy_s += busy

@@ -36,6 +36,8 @@ def job_report(job: Job, master: Master, extra: dict[str, Any] | None = None) ->
         w["state"] = conn.state.value if conn else "unknown"
         w["busy_s"] = round(w["busy_s"], 4)
         w["rows_per_s"] = round(w["rows"] / w["busy_s"], 1) if w["busy_s"] else None
+        speed = job.scheduler.speeds.get(wid)
+        w["speed_rows_per_s"] = round(speed, 1) if speed is not None else None  # the scheduler's EWMA
         w.setdefault("bytes_in", 0)
         w.setdefault("bytes_out", 0)
     report: dict[str, Any] = {
@@ -51,6 +53,7 @@ def job_report(job: Job, master: Master, extra: dict[str, Any] | None = None) ->
         "megapixels_per_s": round(job.width * job.height / 1e6 / wall, 2) if wall > 0 else None,
         "workers": per_worker,
         "requeued": job.scheduler.requeued,
+        "backups": job.scheduler.backups,
         "strip_log": [vars(r) for r in job.records],
     }
     if extra:
@@ -62,7 +65,7 @@ def format_summary(report: dict[str, Any]) -> str:
     lines = [
         f"image      {report['name']}: {report['width']}x{report['height']}"
         f" ({report['width'] * report['height'] / 1e6:.1f} MP)",
-        f"strips     {report['strips']}, {len(report['requeued'])} requeued",
+        f"strips     {report['strips']}, {len(report['requeued'])} requeued, {len(report['backups'])} backup copies",
         f"wall time  {report['wall_s']:.3f} s distributed"
         + (
             f" (+ load {report['load_s']:.3f} s, save {report['save_s']:.3f} s) = {report['total_s']:.3f} s end to end"
@@ -72,17 +75,24 @@ def format_summary(report: dict[str, Any]) -> str:
     ]
     if report.get("output"):
         lines.append(f"output     {report['output']}")
-    header = f"{'worker':<24} {'strips':>6} {'rows':>7} {'MB in':>8} {'MB out':>8} {'busy s':>8} {'rows/s':>9}"
+    header = (
+        f"{'worker':<24} {'state':<5} {'strips':>6} {'rows':>7} {'MB in':>8} {'MB out':>8} {'busy s':>8}"
+        f" {'rows/s':>9} {'speed':>9}"
+    )
     lines += ["", header, "-" * len(header)]
     for wid, w in sorted(report["workers"].items()):
         rate = f"{w['rows_per_s']:.0f}" if w["rows_per_s"] else "-"
+        speed = f"{w['speed_rows_per_s']:.0f}" if w.get("speed_rows_per_s") else "-"
         lines.append(
-            f"{wid[:24]:<24} {w['strips']:>6} {w['rows']:>7} {w['bytes_in'] / 1e6:>8.1f}"
-            f" {w['bytes_out'] / 1e6:>8.1f} {w['busy_s']:>8.3f} {rate:>9}"
+            f"{wid[:24]:<24} {w['state'][:5]:<5} {w['strips']:>6} {w['rows']:>7} {w['bytes_in'] / 1e6:>8.1f}"
+            f" {w['bytes_out'] / 1e6:>8.1f} {w['busy_s']:>8.3f} {rate:>9} {speed:>9}"
         )
     lines.append(
-        "(MB in: task bytes sent to the worker; MB out: result bytes it returned; busy s: its receive + compute time)"
+        "(MB in: task bytes sent to the worker; MB out: result bytes it returned; busy s: its receive + compute"
+        " time;\n rows/s: rows / busy s; speed: the scheduler's estimate, rows/s including transfer both ways)"
     )
+    for r in report["requeued"]:
+        lines.append(f"requeued   strip {r['strip']} from {r['worker']}: {r['reason']}")
     return "\n".join(lines)
 
 

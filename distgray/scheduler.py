@@ -1,25 +1,62 @@
-"""Which rows go to which worker: strip planning, assignment, requeue, bounded retries.
+"""Which rows go to which worker: speed-aware strip sizing, requeue, speculation, bounded retries.
 
 Pure: no sockets, threads or clocks; every method that needs the time takes ``now`` (seconds on
 any monotonic clock). The master calls it under its own lock.
 
+The policy (parameters in :class:`Policy`):
+
+1. Workers *pull*. A worker asking for work first gets a requeued strip (lost work is redone
+   first), else a new strip carved from the top of the rows nobody has had yet.
+2. A new strip's height follows the asking worker's measured speed: an EWMA of its rows/s, where
+   a strip's time is what the worker spent receiving and converting it plus what the master spent
+   receiving its result. It is sized to take about ``target_strip_s`` on that worker; a worker
+   with no measurement yet gets ``initial_strip_bytes``.
+3. Guided self-scheduling: a strip never exceeds the worker's share of the remaining rows
+   (its speed over the sum of live workers' speeds) divided by ``tail_factor``, so strips shrink
+   geometrically towards the end and all workers finish together. ``min_strip_bytes`` bounds the
+   shrinking, since each strip costs a round trip.
+4. Stragglers: when nothing is left to hand out, an idle worker gets a *backup copy* of a strip
+   that has run more than ``speculate_after`` times its expected time on its worker, and at least
+   ``speculate_min_s`` (a strip may wait behind another in its worker's prefetch queue, and early
+   speed estimates are rough). The first result wins; the other is discarded (bit-identical).
+
 Rules this module keeps:
 - every row of the image belongs to exactly one strip, and the final output takes each strip from
   exactly one completed attempt (the first result wins; later copies are discarded);
-- a strip is never handed to a worker that already failed it;
+- a strip is never handed to a worker that already failed it, nor twice to the same worker;
 - a strip whose attempts failed on ``max_attempts`` workers fails the job instead of looping.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-#: Strips of about this many source bytes: big enough that per-strip overhead (a round trip,
-#: a few syscalls) is noise, small enough that 2+ workers each get many strips of an 8K image.
+#: Pre-planned strips (``plan_strips``) of about this many bytes.
 DEFAULT_STRIP_BYTES = 4 << 20
 MAX_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Policy:
+    target_strip_s: float = 0.25
+    tail_factor: float = 2.0
+    initial_strip_bytes: int = 4 << 20
+    min_strip_bytes: int = 256 << 10
+    max_strip_bytes: int = 64 << 20
+    speculate_after: float = 4.0
+    speculate_min_s: float = 1.0
+    ewma_alpha: float = 0.3
+    max_attempts: int = MAX_ATTEMPTS
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1 or self.tail_factor < 1 or not 0 < self.ewma_alpha <= 1:
+            raise ValueError("max_attempts >= 1, tail_factor >= 1 and 0 < ewma_alpha <= 1 are required")
+        if not 0 < self.min_strip_bytes <= self.initial_strip_bytes <= self.max_strip_bytes:
+            raise ValueError("need 0 < min_strip_bytes <= initial_strip_bytes <= max_strip_bytes")
 
 
 class StripState(enum.StrEnum):
@@ -34,9 +71,11 @@ class Strip:
     row_start: int
     row_stop: int
     state: StripState = StripState.PENDING
-    running_on: set[str] = field(default_factory=set)
+    running_on: dict[str, float] = field(default_factory=dict)  # worker -> started at
+    tried_by: set[str] = field(default_factory=set)
     failed_on: list[str] = field(default_factory=list)
     done_by: str | None = None
+    backups: int = 0
 
     @property
     def rows(self) -> int:
@@ -60,46 +99,143 @@ def plan_strips(
 
 
 class Scheduler:
-    """Hands out the strips of one job to pulling workers and tracks them to completion."""
+    """Hands out the rows of one job to pulling workers and tracks them to completion.
 
-    def __init__(self, ranges: list[tuple[int, int]], *, max_attempts: int = MAX_ATTEMPTS) -> None:
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        self.strips = [Strip(i, a, b) for i, (a, b) in enumerate(ranges)]
-        self.max_attempts = max_attempts
-        self._pending: deque[int] = deque(range(len(self.strips)))
+    With ``strip_rows`` the strips are planned up front at that height (for tests and for users
+    who want fixed strips); otherwise they are carved on demand by the policy above.
+    """
+
+    def __init__(
+        self, height: int, row_bytes: int, policy: Policy | None = None, *, strip_rows: int | None = None
+    ) -> None:
+        if height <= 0 or row_bytes <= 0:
+            raise ValueError(f"height and row_bytes must be positive, got {height}, {row_bytes}")
+        self.policy = policy or Policy()
+        self.height = height
+        self.row_bytes = row_bytes
+        self.strips: list[Strip] = []
+        self._pending: deque[int] = deque()
+        self._next_row = 0
+        if strip_rows is not None:
+            for a, b in plan_strips(height, row_bytes, strip_rows=strip_rows):
+                self._new_strip(a, b)
+                self._pending.append(len(self.strips) - 1)
+            self._next_row = height
+        self.speeds: dict[str, float] = {}  # worker -> EWMA rows/s
         self.rows_done = 0
         self.strips_done = 0
         self.requeued: list[dict[str, object]] = []
+        self.backups: list[dict[str, object]] = []
         self.failure: str | None = None
 
-    @property
-    def total_rows(self) -> int:
-        return sum(s.rows for s in self.strips)
-
+    # ------------------------------------------------------------------ state
     @property
     def finished(self) -> bool:
-        return self.failure is not None or self.strips_done == len(self.strips)
+        return self.failure is not None or self.rows_done == self.height
 
-    def next_strip(self, worker_id: str, now: float) -> Strip | None:
-        """The next pending strip this worker may take, now marked running on it; else None."""
+    @property
+    def rows_unassigned(self) -> int:
+        return self.height - self._next_row
+
+    def _new_strip(self, start: int, stop: int) -> Strip:
+        strip = Strip(len(self.strips), start, stop)
+        self.strips.append(strip)
+        return strip
+
+    # ------------------------------------------------------------------ speeds
+    def observe(self, worker_id: str, rows: int, seconds: float) -> None:
+        """Fold one strip's measured time into the worker's speed estimate."""
+        if rows <= 0 or seconds <= 0:
+            return
+        rate = rows / seconds
+        old = self.speeds.get(worker_id)
+        a = self.policy.ewma_alpha
+        self.speeds[worker_id] = rate if old is None else a * rate + (1 - a) * old
+
+    def strip_rows_for(self, worker_id: str, live: Sequence[str]) -> int:
+        """How many new rows the policy gives ``worker_id`` now (before clamping to what is left)."""
+        p = self.policy
+        min_rows = max(1, p.min_strip_bytes // self.row_bytes)
+        max_rows = max(min_rows, p.max_strip_bytes // self.row_bytes)
+        speed = self.speeds.get(worker_id)
+        if speed is None:
+            rows = max(min_rows, p.initial_strip_bytes // self.row_bytes)
+        else:
+            known = [self.speeds[w] for w in live if w in self.speeds]
+            typical = sum(known) / len(known) if known else speed
+            total = sum(self.speeds.get(w, typical) for w in live) or speed
+            share = speed / max(total, speed)
+            rows = math.ceil(min(speed * p.target_strip_s, self.rows_unassigned * share / p.tail_factor))
+        rows = max(min_rows, min(max_rows, rows))
+        if self.rows_unassigned - rows < min_rows:  # do not leave a sliver behind
+            rows = self.rows_unassigned
+        return min(rows, self.rows_unassigned)
+
+    # ------------------------------------------------------------------ assignment
+    def next_strip(self, worker_id: str, now: float, live: Sequence[str] = ()) -> Strip | None:
+        """The next strip for this worker, now marked running on it; None if there is none yet.
+
+        ``live`` names the workers currently connected (for the speed shares); the asker is
+        always counted.
+        """
         if self.finished:
             return None
-        # Scan in queue order without reordering: strips this worker already failed stay where
-        # they are (at the front, if requeued) for the next worker that may take them.
+        live = list(live) if worker_id in live else [*live, worker_id]
+        # 1. lost work first. Scan in queue order without reordering: strips this worker already
+        #    failed stay where they are for the next worker that may take them.
         for index, sid in enumerate(self._pending):
             strip = self.strips[sid]
-            if worker_id not in strip.failed_on:
+            if worker_id not in strip.tried_by:
                 del self._pending[index]
-                strip.state = StripState.RUNNING
-                strip.running_on.add(worker_id)
-                return strip
-        return None
+                return self._start(strip, worker_id, now)
+        # 2. new rows, sized for this worker
+        if self.rows_unassigned:
+            rows = self.strip_rows_for(worker_id, live)
+            strip = self._new_strip(self._next_row, self._next_row + rows)
+            self._next_row += rows
+            return self._start(strip, worker_id, now)
+        # 3. a backup copy of the most overdue straggler
+        return self._speculate(worker_id, now)
 
+    def _start(self, strip: Strip, worker_id: str, now: float) -> Strip:
+        strip.state = StripState.RUNNING
+        strip.running_on[worker_id] = now
+        strip.tried_by.add(worker_id)
+        return strip
+
+    def expected_s(self, strip: Strip, worker_id: str) -> float | None:
+        speed = self.speeds.get(worker_id)
+        if speed is None and self.speeds:
+            speed = sorted(self.speeds.values())[len(self.speeds) // 2]  # the median worker
+        return None if speed is None else strip.rows / speed
+
+    def _speculate(self, worker_id: str, now: float) -> Strip | None:
+        best: tuple[float, Strip] | None = None
+        for strip in self.strips:
+            if strip.state is not StripState.RUNNING or worker_id in strip.tried_by or len(strip.running_on) != 1:
+                continue
+            ((runner, started),) = strip.running_on.items()
+            expected = self.expected_s(strip, runner)
+            if expected is None:
+                continue
+            elapsed = now - started
+            if elapsed < self.policy.speculate_min_s:
+                continue
+            overdue = elapsed / max(expected, 1e-6)
+            if overdue > self.policy.speculate_after and (best is None or overdue > best[0]):
+                best = (overdue, strip)
+        if best is None:
+            return None
+        strip = best[1]
+        strip.backups += 1
+        self.backups.append({"strip": strip.id, "worker": worker_id, "of": next(iter(strip.running_on)), "at": now})
+        return self._start(strip, worker_id, now)
+
+    # ------------------------------------------------------------------ outcomes
     def complete(self, strip_id: int, worker_id: str, now: float) -> bool:
         """Record a result. Returns True if this result is the one that counts (first wins)."""
         strip = self.strips[strip_id]
-        strip.running_on.discard(worker_id)
+        strip.running_on.pop(worker_id, None)
         if strip.state is StripState.DONE:
             return False
         strip.state = StripState.DONE
@@ -111,26 +247,24 @@ class Scheduler:
     def attempt_failed(self, strip_id: int, worker_id: str, now: float, reason: str) -> None:
         """The attempt of ``worker_id`` on a strip ended without a result: requeue or give up."""
         strip = self.strips[strip_id]
-        if worker_id not in strip.running_on:
-            return
-        strip.running_on.discard(worker_id)
-        if strip.state is StripState.DONE:
+        if strip.running_on.pop(worker_id, None) is None or strip.state is StripState.DONE:
             return
         strip.failed_on.append(worker_id)
         self.requeued.append({"strip": strip_id, "worker": worker_id, "reason": reason, "at": now})
-        if len(strip.failed_on) >= self.max_attempts:
+        if len(strip.failed_on) >= self.policy.max_attempts:
             self.failure = (
                 f"strip {strip_id} (rows {strip.row_start}-{strip.row_stop - 1}) failed on"
                 f" {len(strip.failed_on)} workers ({', '.join(strip.failed_on)}); last: {reason}"
             )
             return
-        if not strip.running_on:
+        if not strip.running_on:  # no backup copy still running: queue it again, first in line
             strip.state = StripState.PENDING
-            self._pending.appendleft(strip_id)  # redo lost work first
+            self._pending.appendleft(strip_id)
 
     def worker_lost(self, worker_id: str, now: float, reason: str) -> list[int]:
         """Requeue every strip running on a worker that left; returns their ids."""
         lost = [s.id for s in self.strips if worker_id in s.running_on]
         for sid in reversed(lost):
             self.attempt_failed(sid, worker_id, now, reason)
+        self.speeds.pop(worker_id, None)
         return lost

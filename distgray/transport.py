@@ -145,6 +145,11 @@ class Channel:
             raise ProtocolError(f"{self.peer}: expected {kind.__name__}, got {type(message).__name__}")
         return message
 
+    def half_close(self) -> None:
+        """Stop sending (the peer reads end-of-stream after what we sent); keep receiving."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+
     def close(self) -> None:
         """Close the socket; a thread blocked in recv on it wakes with PeerDisconnected."""
         if self.closed:

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 BACKOFF_BASE_S = 0.2
 BACKOFF_CAP_S = 10.0
 CONNECT_TIMEOUT_S = 10.0
+BYE_GRACE_S = 1.0  # after a failed send, how long to look for a BYE the master sent before closing
 #: A worker refuses any single task bigger than this (an 8K RGB image whole is ~100 MB).
 MAX_STRIP_BYTES = 512 << 20
 
@@ -175,9 +176,27 @@ class Worker:
             # it has read this result, possibly before send() returns here.
             slots.release()
             sent = time.perf_counter()
-            channel.send(result, out.data)
+            try:
+                channel.send(result, out.data)
+            except PeerDisconnected:
+                self._leave_if_told(inbox)
+                raise
             self._last_send_done_us = int((time.perf_counter() - sent) * 1e6)
             self.tasks_done += 1
+
+    def _leave_if_told(self, inbox: Inbox) -> None:
+        """After a failed send: if the master's BYE arrived just before, leave instead of reconnecting."""
+        deadline = time.monotonic() + BYE_GRACE_S
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                item = inbox.get(timeout=left)
+            except queue.Empty:
+                return
+            if isinstance(item, P.Bye):
+                log.info("worker %s: master said bye: %s", self.worker_id, item.reason)
+                raise _Leave
+            if isinstance(item, BaseException):
+                return
 
     def _read(self, channel: Channel, inbox: Inbox, slots: threading.Semaphore, prefetch: int) -> None:
         marks: list[float] = []

@@ -102,7 +102,9 @@ def test_odd_sized_8k_through_the_cli(odd_8k: Path, tmp_path: Path) -> None:
     # the terminal summary shows the same figures
     assert "7679x4321" in proc.stdout and "rows/s" in proc.stdout
     for wid, w in data["workers"].items():
-        assert re.search(rf"^{re.escape(wid)}\s+{w['strips']}\s+{w['rows']}\s", proc.stdout, re.M)
+        assert re.search(rf"^{re.escape(wid)}\s+\w+\s+{w['strips']}\s+{w['rows']}\s", proc.stdout, re.M)
+    # every local worker heard BYE and left by itself
+    assert "did not leave" not in proc.stderr and "reconnecting" not in proc.stderr
 
 
 class MasterProcess:
