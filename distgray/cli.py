@@ -60,6 +60,13 @@ def _nonnegative(text: str) -> int:
     return value
 
 
+def _throttle(text: str) -> float:
+    value = float(text)
+    if not 1.0 <= value <= 1000.0:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 1000, got {text}")
+    return value
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -284,6 +291,14 @@ def build_worker_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="keep trying to reach the master this long before giving up (default %(default)s)",
     )
+    p.add_argument(
+        "--throttle",
+        type=_throttle,
+        default=1.0,
+        metavar="FACTOR",
+        help="testing and demo aid: make this worker FACTOR times slower per strip (sleeps), to show"
+        " heterogeneous clusters on one machine (default 1 = full speed)",
+    )
     p.add_argument("--max-tasks", type=_positive, metavar="N", help="leave after N strips (for tests and demos)")
     p.add_argument(
         "--log-level",
@@ -306,6 +321,7 @@ def worker_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
             worker_id=args.id,
             retry_for_s=args.retry_for,
             max_tasks=args.max_tasks,
+            throttle=args.throttle,
         )
     )
 

@@ -37,6 +37,10 @@ class PeerDisconnected(DistgrayError):
         self.mid_frame = mid_frame
 
 
+class PeerTimeout(PeerDisconnected):
+    """The peer went silent: nothing arrived, or nothing could be sent, within the timeout."""
+
+
 class AuthenticationError(DistgrayError):
     """The shared-token handshake failed (wrong token, or the peer refused ours)."""
 

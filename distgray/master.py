@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from distgray import protocol as P
-from distgray.errors import DistgrayError, PeerDisconnected, ProtocolError, RemoteError
+from distgray.errors import DistgrayError, PeerDisconnected, PeerTimeout, ProtocolError, RemoteError
 from distgray.imaging import U8Array
 from distgray.scheduler import Policy, Scheduler
 from distgray.transport import HANDSHAKE_TIMEOUT_S, Channel, listen, server_handshake
@@ -364,7 +364,8 @@ class Master:
                 else:
                     raise ProtocolError(f"unexpected {type(message).__name__} from a worker")
         except PeerDisconnected as exc:
-            self._drop(w, WorkerState.LOST if exc.mid_frame else WorkerState.GONE, str(exc))
+            broke = exc.mid_frame or isinstance(exc, PeerTimeout)  # silent or cut off mid-frame: lost
+            self._drop(w, WorkerState.LOST if broke else WorkerState.GONE, str(exc))
         except DistgrayError as exc:
             self._drop(w, WorkerState.LOST, str(exc))
 
@@ -434,9 +435,10 @@ class Master:
             w.state, w.reason = state, reason
             job = self.job
             if job is not None and w.in_flight:
+                held = sorted(sid for (jid, sid) in w.in_flight if jid == job.id)
                 lost = job.scheduler.worker_lost(w.id, time.monotonic(), reason)
                 w.stats.failures += len(lost)
-                log.warning("worker %s: %s; requeued strips %s", w.id, reason, lost)
+                log.warning("worker %s: %s; held strips %s, requeued %s", w.id, reason, held, lost or "none")
                 if job.scheduler.finished:
                     job._finish()
             elif not self._closing:

@@ -71,8 +71,9 @@ def run_single_image(opts: RunOptions) -> int:
     procs: list[subprocess.Popen[bytes]] = []
     job = None
     workers_rss: list[float | None] = []
+    bye = "master interrupted"
     try:
-        _announce(host, port, token)
+        worker_cmd = _announce(host, port, token)
         # Local workers start (importing NumPy and Pillow) while the image decodes.
         procs = spawn_local_workers(opts.local_workers, port, token, opts.log_level, opts.env)
         loaded = imaging.load_image(opts.image, opts.max_pixels)
@@ -82,10 +83,11 @@ def run_single_image(opts: RunOptions) -> int:
         if loaded.kind is imaging.Kind.GRAY:
             log.info("%s: already grayscale (%s): copied unchanged, no workers needed", opts.image, loaded.mode)
         else:
-            job = _run_job(master, loaded, opts, procs)
+            job = _run_job(master, loaded, opts, procs, worker_cmd)
             workers_rss = [peak_rss_mb(p.pid) for p in procs]  # before they leave
+        bye = "job finished"
     finally:
-        master.close("job finished")
+        master.close(bye)
         reap(procs)
     report = job_report(job, master) if job is not None else None
     if job is not None and job.failure:
@@ -138,7 +140,8 @@ def _reachable_addresses() -> list[str]:
     return sorted({str(info[4][0]) for info in infos if not str(info[4][0]).startswith("127.")})
 
 
-def _announce(host: str, port: int, token: str | None) -> None:
+def _announce(host: str, port: int, token: str | None) -> str:
+    """Print where the master listens and how to start a worker; returns that command."""
     print(f"distgray-master: listening on {host}:{port}", file=sys.stderr)
     if host in ("0.0.0.0", "::"):
         others = _reachable_addresses()
@@ -157,16 +160,19 @@ def _announce(host: str, port: int, token: str | None) -> None:
             file=sys.stderr,
         )
     auth = f" --token {token}" if token is not None else ""
-    print(
-        f"distgray-master: start workers with:\n    python worker_client.py --host {shown} --port {port}{auth}",
-        file=sys.stderr,
-    )
+    command = f"python worker_client.py --host {shown} --port {port}{auth}"
+    print(f"distgray-master: start workers with:\n    {command}", file=sys.stderr)
     if where:
         print(f"    {where}", file=sys.stderr)
+    return command
 
 
 def _run_job(
-    master: Master, loaded: imaging.LoadedImage, opts: RunOptions, procs: list[subprocess.Popen[bytes]]
+    master: Master,
+    loaded: imaging.LoadedImage,
+    opts: RunOptions,
+    procs: list[subprocess.Popen[bytes]],
+    worker_cmd: str,
 ) -> Job:
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -185,8 +191,17 @@ def _run_job(
         logging_redirect_tqdm(),
         tqdm(total=job.height, unit="rows", desc=loaded.path.name, disable=None, leave=False) as bar,
     ):
+        waiting = False
         while not job.wait(0.2):
             bar.update(job.rows_done - bar.n)
+            if not master.live_workers() and not waiting:  # say it once per episode, not every tick
+                log.warning(
+                    "no workers connected: the job waits (%d/%d rows done). Start one with:\n    %s",
+                    job.rows_done,
+                    job.height,
+                    worker_cmd,
+                )
+            waiting = not master.live_workers()
             if deadline is not None and time.monotonic() > deadline:
                 raise DistgrayError(f"timed out after {opts.timeout:g} s ({job.rows_done}/{job.height} rows done)")
         bar.update(job.rows_done - bar.n)

@@ -262,9 +262,11 @@ class Scheduler:
             self._pending.appendleft(strip_id)
 
     def worker_lost(self, worker_id: str, now: float, reason: str) -> list[int]:
-        """Requeue every strip running on a worker that left; returns their ids."""
-        lost = [s.id for s in self.strips if worker_id in s.running_on]
-        for sid in reversed(lost):
+        """End every attempt of a worker that left. Returns the strips that had to be requeued
+        (not those already done, e.g. by a backup copy, nor those a backup copy still runs)."""
+        held = [s.id for s in self.strips if worker_id in s.running_on]
+        before = len(self.requeued)
+        for sid in reversed(held):
             self.attempt_failed(sid, worker_id, now, reason)
         self.speeds.pop(worker_id, None)
-        return lost
+        return sorted(int(str(r["strip"])) for r in self.requeued[before:])

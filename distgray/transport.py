@@ -25,6 +25,7 @@ from distgray import protocol as P
 from distgray.errors import (
     AuthenticationError,
     PeerDisconnected,
+    PeerTimeout,
     ProtocolError,
     RemoteError,
     VersionMismatch,
@@ -88,7 +89,7 @@ class Channel:
             while pos < len(view):
                 pos += self.sock.send(view[pos : pos + SEND_CHUNK_BYTES])
         except TimeoutError as exc:
-            raise PeerDisconnected(f"{self.peer}: send stalled (timeout)", mid_frame=True) from exc
+            raise PeerTimeout(f"{self.peer}: send stalled for {self.sock.gettimeout()} s", mid_frame=True) from exc
         except OSError as exc:
             raise PeerDisconnected(f"{self.peer}: send failed: {exc}", mid_frame=pos > 0) from exc
 
@@ -124,7 +125,7 @@ class Channel:
                     raise PeerDisconnected(f"{self.peer}: connection closed {where}", mid_frame=inside)
                 pos += n
         except TimeoutError as exc:
-            raise PeerDisconnected(
+            raise PeerTimeout(
                 f"{self.peer}: silent for {self.sock.gettimeout()} s", mid_frame=pos > 0 or not first
             ) from exc
         except OSError as exc:

@@ -58,6 +58,7 @@ class WorkerConfig:
     retry_for_s: float = 60.0  # keep trying to reach the master this long; then give up
     max_tasks: int | None = None  # leave after this many strips (burst mode, for tests and demos)
     max_strip_bytes: int = MAX_STRIP_BYTES
+    throttle: float = 1.0  # >1: sleep so each strip takes this many times as long (testing, demos)
 
 
 Inbox = queue.Queue[tuple[P.Task, np.ndarray, int] | BaseException | P.Bye]
@@ -161,6 +162,9 @@ class Worker:
             src = pixels.reshape(task.rows, task.width, task.channels)
             out = np.empty((task.rows, task.width), dtype=np.uint8)
             to_grayscale(src, out)
+            if self.config.throttle > 1:  # a testing and demo aid: be FACTOR times slower per strip
+                spent = time.perf_counter() - started + recv_us / 1e6
+                time.sleep((self.config.throttle - 1) * spent)
             compute_us = int((time.perf_counter() - started) * 1e6)
             result = P.Result(
                 task.job_id,

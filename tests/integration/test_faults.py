@@ -1,0 +1,236 @@
+"""Workers that die, hang, lie, join late or leave; masters that restart or are interrupted.
+
+Each job still completes with output bit-identical to Pillow, and the report shows what was redone.
+Workers are slowed with ``--throttle`` so that "mid-job" is a state the test can wait for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distgray import protocol as P
+from distgray.imaging import load_image
+from distgray.master import Job, Master, WorkerState
+from distgray.report import job_report
+from tests.conftest import decoded, pillow_reference
+from tests.integration.conftest import ROOT, TOKEN, WAIT_S, FakeWorker, Workers, wait_until
+from tests.integration.test_end_to_end import MasterProcess
+
+SLOW = ("--throttle", "40")
+HEARTBEAT = {"heartbeat_interval_s": 0.25, "heartbeat_timeout_s": 3.0}
+
+
+@pytest.fixture(scope="module")
+def photo_job(photo: Path) -> tuple[np.ndarray, np.ndarray]:
+    loaded = load_image(photo)
+    assert loaded.pixels is not None
+    return loaded.pixels, pillow_reference(photo)
+
+
+def _mid_job(master: Master, job: Job, worker_id: str) -> None:
+    """Wait until ``worker_id`` has finished a strip and holds another: it is mid-job."""
+    wait_until(
+        lambda: (
+            master.workers.get(worker_id) is not None
+            and master.workers[worker_id].stats.strips >= 1
+            and bool(master.workers[worker_id].in_flight)
+        ),
+        what=f"{worker_id} to be mid-job",
+    )
+    assert not job.wait(0), "the job must still be running for this test to mean anything"
+
+
+def _finish(master: Master, job: Job, expected: np.ndarray) -> dict[str, object]:
+    assert job.wait(WAIT_S * 3), "job did not finish"
+    assert job.failure is None, job.failure
+    assert np.array_equal(job.output, expected)
+    return job_report(job, master)
+
+
+def test_kill_9_one_of_three_workers(
+    make_master: Callable[..., Master], workers: Workers, photo_job: tuple[np.ndarray, np.ndarray]
+) -> None:
+    pixels, expected = photo_job
+    master = make_master(**HEARTBEAT)
+    procs = {w: workers.start(master.address[1], worker_id=w, extra=SLOW) for w in ("a", "b", "victim")}
+    assert master.wait_for_workers(3, timeout=WAIT_S)
+    job = master.submit(pixels, "photo")
+    _mid_job(master, job, "victim")
+    held = sorted(sid for (_, sid) in master.workers["victim"].in_flight)
+    procs["victim"].send_signal(signal.SIGKILL)
+    report = _finish(master, job, expected)
+    redone = {r["strip"] for r in report["requeued"] if r["worker"] == "victim"}  # type: ignore[union-attr]
+    redone |= {b["strip"] for b in report["backups"] if b["of"] == "victim"}  # type: ignore[union-attr]
+    assert set(held) <= redone, "every strip it held was redone elsewhere"
+    assert any(r["worker"] == "victim" for r in report["requeued"]), "the report shows its requeued strips"  # type: ignore[union-attr]
+    assert master.workers["victim"].state in (WorkerState.LOST, WorkerState.GONE)
+
+
+def test_sigstop_worker_is_declared_lost_and_its_late_results_ignored(
+    make_master: Callable[..., Master], workers: Workers, photo_job: tuple[np.ndarray, np.ndarray]
+) -> None:
+    pixels, expected = photo_job
+    master = make_master(**HEARTBEAT)
+    procs = {w: workers.start(master.address[1], worker_id=w, extra=SLOW) for w in ("a", "b", "sleeper")}
+    assert master.wait_for_workers(3, timeout=WAIT_S)
+    job = master.submit(pixels, "photo")
+    _mid_job(master, job, "sleeper")
+    procs["sleeper"].send_signal(signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    held = {sid for (_, sid) in master.workers["sleeper"].in_flight}
+    try:
+        wait_until(lambda: master.workers["sleeper"].state is WorkerState.LOST, what="the hung worker to be lost")
+        detected = time.monotonic() - stopped_at
+        print(f"\nhung worker declared lost {detected:.2f} s after SIGSTOP (heartbeat timeout 3 s)")
+        assert any(w in master.workers["sleeper"].reason for w in ("silent for", "stalled for"))
+        report = _finish(master, job, expected)
+    finally:
+        procs["sleeper"].send_signal(signal.SIGCONT)
+    # Each strip it held was redone elsewhere: requeued when it was declared lost, or already
+    # rescued by a backup copy before that (a straggler gets one after 4x its expected time).
+    rescued = {r["strip"] for r in report["requeued"] if r["worker"] == "sleeper"}  # type: ignore[union-attr]
+    rescued |= {b["strip"] for b in report["backups"] if b["of"] == "sleeper"}  # type: ignore[union-attr]
+    assert held <= rescued, (held, report["requeued"], report["backups"])
+    assert all(job.scheduler.strips[sid].done_by != "sleeper" for sid in held)
+    # It wakes up, finds its connection gone and reconnects under a new id; whatever it still
+    # had never reaches the finished output.
+    wait_until(lambda: "sleeper#2" in master.workers, what="the woken worker to reconnect")
+    assert np.array_equal(job.output, expected)
+
+
+def test_authenticated_worker_sending_garbage_is_dropped(
+    make_master: Callable[..., Master], workers: Workers, photo_job: tuple[np.ndarray, np.ndarray]
+) -> None:
+    pixels, expected = photo_job
+    master = make_master(**HEARTBEAT)
+    liar = FakeWorker(master.address[1], worker_id="garbage")
+    job = master.submit(pixels, "photo")
+    task, _ = liar.recv_task()
+    with contextlib.suppress(OSError):  # the master may hang up while we are still sending
+        liar.channel.sock.sendall(os.urandom(4096))
+    wait_until(lambda: master.workers["garbage"].state is WorkerState.LOST, what="the liar to be dropped")
+    workers.start(master.address[1], worker_id="honest")
+    report = _finish(master, job, expected)
+    assert task.strip_id in [r["strip"] for r in report["requeued"] if r["worker"] == "garbage"]  # type: ignore[union-attr]
+    liar.close()
+
+
+def test_worker_joining_mid_job_gets_work_at_once(
+    make_master: Callable[..., Master], workers: Workers, photo_job: tuple[np.ndarray, np.ndarray]
+) -> None:
+    pixels, expected = photo_job
+    master = make_master(**HEARTBEAT)
+    workers.start(master.address[1], worker_id="early", extra=SLOW)
+    assert master.wait_for_workers(1, timeout=WAIT_S)
+    job = master.submit(pixels, "photo")
+    _mid_job(master, job, "early")
+    workers.start(master.address[1], worker_id="late")
+    report = _finish(master, job, expected)
+    late = report["workers"]["late"]  # type: ignore[index]
+    assert late["strips"] >= 1 and late["rows"] > 0
+    # the fast late-comer does most of the rows that were left
+    assert late["rows"] > report["workers"]["early"]["rows"] / 2  # type: ignore[index]
+
+
+def test_second_ctrl_c_quits_at_once(make_master: Callable[..., Master], workers: Workers) -> None:
+    master = make_master(**HEARTBEAT)
+    proc = workers.start(master.address[1], worker_id="stubborn", extra=("--throttle", "1000"))
+    rgb = np.zeros((4000, 1000, 3), np.uint8)
+    job = master.submit(rgb, "big")
+    wait_until(lambda: bool(master.workers.get("stubborn") and master.workers["stubborn"].in_flight), what="work")
+    proc.send_signal(signal.SIGINT)  # finish the strip in hand... which takes minutes at 1000x
+    wait_until(lambda: "finishing the current strip" in workers.log_of(proc), what="the first Ctrl+C to register")
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=WAIT_S) == 130
+    wait_until(lambda: master.workers["stubborn"].state in (WorkerState.LOST, WorkerState.GONE), what="drop")
+    assert not job.wait(0)
+
+
+def test_no_workers_left_the_job_waits_and_says_how_to_start_one(photo: Path, tmp_path: Path) -> None:
+    master = MasterProcess(
+        ["--image", str(photo), "--host", "127.0.0.1", "--port", "0", "--log-level", "info"], tmp_path
+    )
+    cmd = master.worker_command()
+    port, token = cmd[cmd.index("--port") + 1], cmd[cmd.index("--token") + 1]
+    worker = [sys.executable, str(ROOT / "worker_client.py"), "--host", "127.0.0.1", "--port", port, "--token", token]
+    first = subprocess.run([*worker, "--max-tasks", "1", "--throttle", "5"], capture_output=True, timeout=WAIT_S)
+    assert first.returncode == 0
+    wait_until(lambda: "no workers connected" in master.stderr, what="the master to say it is waiting")
+    waiting = master.stderr.split("no workers connected")[1]
+    assert "worker_client.py --host 127.0.0.1 --port" in waiting and token in waiting
+    second = subprocess.Popen(worker, stderr=subprocess.DEVNULL)
+    master.finish(timeout=WAIT_S * 2)
+    assert master.proc.returncode == 0, master.stderr
+    assert second.wait(timeout=WAIT_S) == 0
+    assert np.array_equal(decoded(tmp_path / "results" / "sample_4k_gray.jpg").shape, (2160, 3840))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_workers_reconnect_to_a_restarted_master(photo: Path, tmp_path: Path, workers: Workers) -> None:
+    port = _free_port()
+    args = ["--image", str(photo), "--host", "127.0.0.1", "--port", str(port), "--token", TOKEN, "--min-workers", "2"]
+    first = MasterProcess([*args, "--output", str(tmp_path / "first.png")], tmp_path)
+    first.worker_command()
+    procs = [workers.start(port, worker_id=f"r{i}", extra=("--throttle", "40", "--retry-for", "60")) for i in (1, 2)]
+    wait_until(lambda: first.stderr.count("joined from") >= 2, what="both workers to join")
+    first.proc.send_signal(signal.SIGKILL)  # the master crashes mid-job: no BYE
+    first.finish(timeout=WAIT_S)
+    assert not (tmp_path / "first.png").exists(), "a crashed master leaves no output"
+    wait_until(lambda: all("reconnecting" in workers.log_of(p) for p in procs), what="workers to notice")
+    second = MasterProcess([*args, "--output", str(tmp_path / "second.png")], tmp_path)
+    second.finish(timeout=WAIT_S * 3)
+    assert second.proc.returncode == 0, second.stderr
+    assert np.array_equal(decoded(tmp_path / "second.png"), pillow_reference(photo))
+    for p in procs:
+        assert p.wait(timeout=WAIT_S) == 0  # they heard the second master's BYE
+
+
+def test_master_ctrl_c_mid_job_says_bye_and_writes_nothing(photo: Path, tmp_path: Path, workers: Workers) -> None:
+    port = _free_port()
+    master = MasterProcess(
+        ["--image", str(photo), "--host", "127.0.0.1", "--port", str(port), "--token", TOKEN], tmp_path
+    )
+    master.worker_command()
+    proc = workers.start(port, worker_id="w", extra=("--throttle", "200"))
+    wait_until(lambda: "job 1:" in master.stderr, what="the job to start")
+    master.proc.send_signal(signal.SIGINT)
+    master.finish(timeout=WAIT_S)
+    assert master.proc.returncode == 130 and "interrupted; no output written" in master.stderr
+    assert proc.wait(timeout=WAIT_S) == 0, workers.log_of(proc)
+    assert "master said bye" in workers.log_of(proc)
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+
+
+def test_a_strip_failing_on_every_worker_fails_the_job_with_a_reason(
+    make_master: Callable[..., Master], photo_job: tuple[np.ndarray, np.ndarray]
+) -> None:
+    from distgray.scheduler import Policy
+
+    pixels, _ = photo_job
+    master = make_master(policy=Policy(max_attempts=2), strip_rows=2160, **HEARTBEAT)
+    job = master.submit(pixels, "photo")
+    for name in ("bad1", "bad2"):
+        liar = FakeWorker(master.address[1], worker_id=name)
+        task, _ = liar.recv_task()
+        wrong = P.Result(task.job_id, task.strip_id, task.row_start, task.row_stop, task.width + 1)
+        with contextlib.suppress(Exception):
+            liar.channel.send(wrong, bytes(wrong.payload_len))
+        wait_until(lambda n=name: master.workers[n].state is WorkerState.LOST, what=f"{name} dropped")
+    assert job.wait(WAIT_S)
+    assert job.failure is not None and "failed on 2 workers (bad1, bad2)" in job.failure
