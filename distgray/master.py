@@ -337,6 +337,7 @@ class Master:
                     w.channel.send(P.Heartbeat())
                     continue
                 task = P.Task(job.id, strip.id, strip.row_start, strip.row_stop, job.width, job.channels)
+                log.debug("worker %s: strip %d, rows %d-%d", w.id, strip.id, strip.row_start, strip.row_stop - 1)
                 rows = job.pixels[strip.row_start : strip.row_stop]
                 job_bytes = job.worker_bytes.setdefault(w.id, [0, 0])
                 job_bytes[0] += w.channel.send(task, rows.data)
