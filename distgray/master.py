@@ -76,6 +76,16 @@ class WorkerStats:
         }
 
 
+@dataclass(frozen=True)
+class Assignment:
+    """A task given to a worker, kept until its result is in: what a valid result must match."""
+
+    sent_at: float
+    row_start: int
+    row_stop: int
+    width: int
+
+
 @dataclass
 class WorkerConn:
     id: str
@@ -83,7 +93,7 @@ class WorkerConn:
     channel: Channel
     capabilities: tuple[str, ...]
     state: WorkerState = WorkerState.IDLE
-    in_flight: dict[tuple[int, int], float] = field(default_factory=dict)  # (job, strip) -> sent at
+    in_flight: dict[tuple[int, int], Assignment] = field(default_factory=dict)  # by (job id, strip id)
     stats: WorkerStats = field(default_factory=WorkerStats)
     reason: str = ""
     reader: threading.Thread | None = None
@@ -322,7 +332,9 @@ class Master:
                         live = [x.id for x in self._live()]
                         strip = job.scheduler.next_strip(w.id, time.monotonic(), live)
                         if strip is not None:
-                            w.in_flight[(job.id, strip.id)] = time.monotonic()
+                            w.in_flight[(job.id, strip.id)] = Assignment(
+                                time.monotonic(), strip.row_start, strip.row_stop, job.width
+                            )
                             w.state = WorkerState.BUSY
                             break
                     if time.monotonic() - w.channel.last_send >= interval:
@@ -375,27 +387,33 @@ class Master:
         if not isinstance(message, P.Result):
             raise ProtocolError(f"unexpected payload on {type(message).__name__}")
         with self._lock:
-            job = self.job
-            if job is None or job.id != message.job_id or (job.id, message.strip_id) not in w.in_flight:
+            task = w.in_flight.get((message.job_id, message.strip_id))
+            if task is None:
                 raise ProtocolError(f"result for job {message.job_id} strip {message.strip_id}, not assigned to it")
-            strip = job.scheduler.strips[message.strip_id]
-            if (message.row_start, message.row_stop, message.width) != (strip.row_start, strip.row_stop, job.width):
+            if (message.row_start, message.row_stop, message.width) != (task.row_start, task.row_stop, task.width):
                 raise ProtocolError(
                     f"result shape rows [{message.row_start}, {message.row_stop}) x {message.width}"
-                    f" does not match task rows [{strip.row_start}, {strip.row_stop}) x {job.width}"
+                    f" does not match task rows [{task.row_start}, {task.row_stop}) x {task.width}"
                 )
             w.result_started = time.monotonic()
-            if strip.done_by is not None:
-                return None  # another copy already won; read and discard
-            return job.output[strip.row_start : strip.row_stop].data.cast("B")
+            job = self.job
+            if job is None or job.id != message.job_id:
+                return None  # a backup copy for a job already finished: read and discard
+            if job.scheduler.strips[message.strip_id].done_by is not None:
+                return None  # another copy already won: read and discard
+            return job.output[task.row_start : task.row_stop].data.cast("B")
 
     def _complete(self, w: WorkerConn, result: P.Result) -> None:
         now = time.monotonic()
         with self._work:
             job = self.job
-            sent_at = w.in_flight.pop((result.job_id, result.strip_id), None)
-            if job is None or job.started is None or job.id != result.job_id or sent_at is None:
-                return  # the worker was dropped while its result was arriving: ignore it
+            task = w.in_flight.pop((result.job_id, result.strip_id), None)
+            if not w.in_flight and w.state is WorkerState.BUSY:
+                w.state = WorkerState.IDLE
+            self._work.notify_all()  # a prefetch slot is free
+            if job is None or job.started is None or job.id != result.job_id or task is None:
+                return  # dropped while its result arrived, or a late copy for a finished job
+            sent_at = task.sent_at
             counted = job.scheduler.complete(result.strip_id, w.id, now)
             rows = result.row_stop - result.row_start
             busy = (result.recv_us + result.compute_us) / 1e6
@@ -422,11 +440,8 @@ class Master:
                     counted,
                 )
             )
-            if not w.in_flight:
-                w.state = WorkerState.IDLE
             if job.scheduler.finished:
                 job._finish()
-            self._work.notify_all()
 
     def _drop(self, w: WorkerConn, state: WorkerState, reason: str) -> None:
         """End one worker: requeue its strips first, then close its socket. Idempotent."""

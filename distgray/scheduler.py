@@ -10,11 +10,14 @@ The policy (parameters in :class:`Policy`):
 2. A new strip's height follows the asking worker's measured speed: an EWMA of its rows/s, where
    a strip's time is what the worker spent receiving and converting it plus what the master spent
    receiving its result. It is sized to take about ``target_strip_s`` on that worker; a worker
-   with no measurement yet gets ``initial_strip_bytes``.
-3. Guided self-scheduling: a strip never exceeds the worker's share of the remaining rows
-   (its speed over the sum of live workers' speeds) divided by ``tail_factor``, so strips shrink
-   geometrically towards the end and all workers finish together. ``min_strip_bytes`` bounds the
-   shrinking, since each strip costs a round trip.
+   with no measurement yet gets one strip of ``initial_strip_bytes`` and nothing more until its
+   result has measured it (a slow newcomer must not sit on two big strips).
+3. Guided self-scheduling, aware of what each worker already holds: a strip never exceeds what
+   the worker can finish by the time all workers, at their speeds, would finish the rows left
+   (minus the rows it already holds), divided by ``tail_factor``. Strips shrink geometrically
+   towards the end and all workers finish together; a slow worker holding enough is given
+   nothing more for now rather than a strip everybody would wait for. ``min_strip_bytes``
+   bounds the shrinking, since each strip costs a round trip.
 4. Stragglers: when nothing is left to hand out, an idle worker gets a *backup copy* of a strip
    that has run more than ``speculate_after`` times its expected time on its worker, and at least
    ``speculate_min_s`` (a strip may wait behind another in its worker's prefetch queue, and early
@@ -152,20 +155,37 @@ class Scheduler:
         a = self.policy.ewma_alpha
         self.speeds[worker_id] = rate if old is None else a * rate + (1 - a) * old
 
+    def _held_rows(self, worker_id: str) -> int:
+        return sum(s.rows for s in self.strips if s.state is StripState.RUNNING and worker_id in s.running_on)
+
     def strip_rows_for(self, worker_id: str, live: Sequence[str]) -> int:
-        """How many new rows the policy gives ``worker_id`` now (before clamping to what is left)."""
+        """How many new rows the policy gives ``worker_id`` now; 0 means "you hold your share: wait".
+
+        With speeds known, the rows left (unassigned plus held by live workers) would take
+        ``finish = left / sum(speeds)`` seconds if every worker ran at its speed to the end. A
+        worker's *budget* is what it can do in that time minus what it already holds; it gets
+        ``budget / tail_factor`` rows, at most ``target_strip_s`` worth. A worker without a
+        measurement gets one strip of ``initial_strip_bytes`` (at most an equal share of what is
+        left), and no second one until that strip's result has measured it.
+        """
         p = self.policy
         min_rows = max(1, p.min_strip_bytes // self.row_bytes)
         max_rows = max(min_rows, p.max_strip_bytes // self.row_bytes)
+        held = self._held_rows(worker_id)
         speed = self.speeds.get(worker_id)
+        left = self.rows_unassigned + sum(s.rows for s in self.strips if s.state is StripState.RUNNING)
         if speed is None:
-            rows = max(min_rows, p.initial_strip_bytes // self.row_bytes)
+            if held:
+                return 0  # one strip at a time until its first result tells us its speed
+            rows = min(p.initial_strip_bytes // self.row_bytes, math.ceil(left / (len(live) * p.tail_factor)))
         else:
             known = [self.speeds[w] for w in live if w in self.speeds]
             typical = sum(known) / len(known) if known else speed
-            total = sum(self.speeds.get(w, typical) for w in live) or speed
-            share = speed / max(total, speed)
-            rows = math.ceil(min(speed * p.target_strip_s, self.rows_unassigned * share / p.tail_factor))
+            total = sum(self.speeds.get(w, typical) for w in live)
+            budget = speed * (left / total) - held
+            rows = math.ceil(min(speed * p.target_strip_s, budget / p.tail_factor))
+            if rows < min_rows and held:
+                return 0  # it already holds what it can finish in time; someone faster takes the rest
         rows = max(min_rows, min(max_rows, rows))
         if self.rows_unassigned - rows < min_rows:  # do not leave a sliver behind
             rows = self.rows_unassigned
@@ -191,6 +211,8 @@ class Scheduler:
         # 2. new rows, sized for this worker
         if self.rows_unassigned:
             rows = self.strip_rows_for(worker_id, live)
+            if rows == 0:
+                return None
             strip = self._new_strip(self._next_row, self._next_row + rows)
             self._next_row += rows
             return self._start(strip, worker_id, now)

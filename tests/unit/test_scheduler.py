@@ -230,9 +230,24 @@ def test_attempt_failed_for_an_unassigned_worker_is_ignored() -> None:
 
 
 def test_no_sliver_is_left_behind() -> None:
-    s = Scheduler(70, ROW_BYTES, POLICY)  # initial 64 rows would leave 6 < min 8
+    s = Scheduler(70, ROW_BYTES, Policy(target_strip_s=0.25, tail_factor=1.0, min_strip_bytes=8 * ROW_BYTES))
+    s.observe("a", 256, 1.0)  # 0.25 s is 64 rows, which would leave a sliver of 6 < 8
     strip = s.next_strip("a", 0.0, ["a"])
     assert strip is not None and strip.rows == 70
+
+
+def test_a_slow_worker_holding_its_share_waits() -> None:
+    s = Scheduler(10_000, ROW_BYTES, POLICY)
+    s.observe("fast", 10_000, 1.0)
+    s.observe("slow", 1_000, 1.0)
+    first = s.next_strip("slow", 0.0, ["fast", "slow"])
+    assert first is not None
+    # the slow worker now holds about its share of the finishing time: nothing more for now
+    while (more := s.next_strip("slow", 0.0, ["fast", "slow"])) is not None:
+        assert more.rows >= 8
+    held = sum(x.rows for x in s.strips if "slow" in x.running_on)
+    assert held <= 10_000 * 1_000 / 11_000 + 8
+    assert s.next_strip("fast", 0.0, ["fast", "slow"]) is not None
 
 
 def test_policy_validation() -> None:
