@@ -158,12 +158,14 @@ class Worker:
             if isinstance(item, BaseException):
                 raise item
             task, pixels, recv_us = item
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.thread_time()
             src = pixels.reshape(task.rows, task.width, task.channels)
             out = np.empty((task.rows, task.width), dtype=np.uint8)
             to_grayscale(src, out)
-            if self.config.throttle > 1:  # a testing and demo aid: be FACTOR times slower per strip
-                spent = time.perf_counter() - started + recv_us / 1e6
+            if self.config.throttle > 1:
+                # A testing and demo aid: FACTOR times the work. Measured in CPU time, so that a
+                # worker paused (SIGSTOP) or starved of CPU is not slowed further by it.
+                spent = time.thread_time() - cpu_started + recv_us / 1e6
                 time.sleep((self.config.throttle - 1) * spent)
             compute_us = int((time.perf_counter() - started) * 1e6)
             result = P.Result(
