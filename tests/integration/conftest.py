@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -163,3 +164,64 @@ def closed_by_peer(sock: socket.socket, timeout: float = WAIT_S) -> bool:
     except ConnectionResetError:
         pass
     return True
+
+
+class MasterProcess:
+    """``master_server.py`` as a user runs it in a terminal; stderr read in a thread."""
+
+    running: ClassVar[list[MasterProcess]] = []  # killed after each test if still alive
+
+    def __init__(self, args: list[str], cwd: Path) -> None:
+        MasterProcess.running.append(self)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "master_server.py"), *args],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.err_lines: list[str] = []
+        self.out_lines: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read, args=(s, lines), daemon=True)
+            for s, lines in ((self.proc.stderr, self.err_lines), (self.proc.stdout, self.out_lines))
+        ]
+        for t in self._readers:
+            t.start()
+
+    @staticmethod
+    def _read(stream: object, lines: list[str]) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            lines.append(line)
+
+    def finish(self, timeout: float) -> str:
+        """Wait for the master to exit; returns its stdout."""
+        self.proc.wait(timeout=timeout)
+        for t in self._readers:
+            t.join(timeout=timeout)
+        return "".join(self.out_lines)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.err_lines)
+
+    def worker_command(self) -> list[str]:
+        wait_until(
+            lambda: (
+                "start workers with:" in self.stderr
+                and "worker_client.py" in self.stderr.split("start workers with:")[1]
+            ),
+            what="the master to print the worker command",
+        )
+        line = next(ln for ln in self.err_lines if "worker_client.py" in ln)
+        return line.split()
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_masters() -> Iterator[None]:
+    yield
+    while MasterProcess.running:
+        proc = MasterProcess.running.pop().proc
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=WAIT_S)

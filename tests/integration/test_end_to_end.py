@@ -19,7 +19,7 @@ import pytest
 from distgray.imaging import load_image
 from distgray.master import Master, WorkerState
 from tests.conftest import decoded, pillow_reference
-from tests.integration.conftest import ROOT, WAIT_S, Workers, wait_until
+from tests.integration.conftest import ROOT, WAIT_S, MasterProcess, Workers, wait_until
 
 
 def _coverage(master: Master) -> list[int]:
@@ -105,54 +105,6 @@ def test_odd_sized_8k_through_the_cli(odd_8k: Path, tmp_path: Path) -> None:
         assert re.search(rf"^{re.escape(wid)}\s+\w+\s+{w['strips']}\s+{w['rows']}\s", proc.stdout, re.M)
     # every local worker heard BYE and left by itself
     assert "did not leave" not in proc.stderr and "reconnecting" not in proc.stderr
-
-
-class MasterProcess:
-    """``master_server.py`` as a user runs it in a terminal; stderr read in a thread."""
-
-    def __init__(self, args: list[str], cwd: Path) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "master_server.py"), *args],
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.err_lines: list[str] = []
-        self.out_lines: list[str] = []
-        self._readers = [
-            threading.Thread(target=self._read, args=(s, lines), daemon=True)
-            for s, lines in ((self.proc.stderr, self.err_lines), (self.proc.stdout, self.out_lines))
-        ]
-        for t in self._readers:
-            t.start()
-
-    @staticmethod
-    def _read(stream: object, lines: list[str]) -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            lines.append(line)
-
-    def finish(self, timeout: float) -> str:
-        """Wait for the master to exit; returns its stdout."""
-        self.proc.wait(timeout=timeout)
-        for t in self._readers:
-            t.join(timeout=timeout)
-        return "".join(self.out_lines)
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self.err_lines)
-
-    def worker_command(self) -> list[str]:
-        wait_until(
-            lambda: (
-                "start workers with:" in self.stderr
-                and "worker_client.py" in self.stderr.split("start workers with:")[1]
-            ),
-            what="the master to print the worker command",
-        )
-        line = next(ln for ln in self.err_lines if "worker_client.py" in ln)
-        return line.split()
 
 
 def test_multi_terminal_flow_as_in_the_readme(photo: Path, tmp_path: Path) -> None:

@@ -24,8 +24,7 @@ from distgray.imaging import load_image
 from distgray.master import Job, Master, WorkerState
 from distgray.report import job_report
 from tests.conftest import decoded, pillow_reference
-from tests.integration.conftest import ROOT, TOKEN, WAIT_S, FakeWorker, Workers, wait_until
-from tests.integration.test_end_to_end import MasterProcess
+from tests.integration.conftest import ROOT, TOKEN, WAIT_S, FakeWorker, MasterProcess, Workers, wait_until
 
 SLOW = ("--throttle", "40")
 HEARTBEAT = {"heartbeat_interval_s": 0.25, "heartbeat_timeout_s": 3.0}
