@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distgray import imaging
-from distgray.errors import DistgrayError
+from distgray.errors import DistgrayError, TaskFailed
 from distgray.master import Job, Master, MasterConfig
 from distgray.report import format_summary, job_report, write_json_atomic
 
@@ -91,7 +91,7 @@ def run_single_image(opts: RunOptions) -> int:
         reap(procs)
     report = job_report(job, master) if job is not None else None
     if job is not None and job.failure:
-        raise DistgrayError(f"job failed: {job.failure}")
+        raise TaskFailed(f"job failed: {job.failure}")
     image, notes = imaging.compose_output(loaded, job.output if job is not None else None, opts.format)
     for note in notes:
         log.warning("%s: %s", opts.output, note)
@@ -183,9 +183,9 @@ def _run_job(
         log.info("waiting for %d worker(s)...", opts.min_workers)
     while not master.wait_for_workers(opts.min_workers, timeout=0.5):
         if procs and all(p.poll() is not None for p in procs) and len(procs) >= opts.min_workers:
-            raise DistgrayError(f"local workers exited (codes {[p.returncode for p in procs]}) before joining")
+            raise TaskFailed(f"local workers exited (codes {[p.returncode for p in procs]}) before joining")
         if deadline is not None and time.monotonic() > deadline:
-            raise DistgrayError(f"timed out after {opts.timeout:g} s waiting for {opts.min_workers} worker(s)")
+            raise TaskFailed(f"timed out after {opts.timeout:g} s waiting for {opts.min_workers} worker(s)")
     job = master.submit(loaded.pixels, loaded.path.name)
     with (
         logging_redirect_tqdm(),
@@ -203,7 +203,7 @@ def _run_job(
                 )
             waiting = not master.live_workers()
             if deadline is not None and time.monotonic() > deadline:
-                raise DistgrayError(f"timed out after {opts.timeout:g} s ({job.rows_done}/{job.height} rows done)")
+                raise TaskFailed(f"timed out after {opts.timeout:g} s ({job.rows_done}/{job.height} rows done)")
         bar.update(job.rows_done - bar.n)
     return job
 
