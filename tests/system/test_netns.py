@@ -1,13 +1,17 @@
 """Master and workers on separate hosts: network namespaces joined by a bridge (utils/netlab.py).
 
 Needs root and iproute2; skips with the reason otherwise. CI runs as root, so it runs there.
+Only addresses inside the lab's own 10.231.77.0/24 are used, and the lab is removed afterwards.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,7 @@ from tests.integration.conftest import ROOT, WAIT_S
 netlab = _load_utils("netlab")
 REASON = netlab.unavailable_reason()
 pytestmark = [pytest.mark.system, pytest.mark.skipif(REASON is not None, reason=f"netns lab: {REASON}")]
+ENV = {**os.environ, "DISTGRAY_TOKEN": "lab-token"}
 
 
 @pytest.fixture
@@ -29,170 +34,118 @@ def lab() -> Iterator[Any]:
         yield lab
 
 
-def test_master_and_two_workers_on_three_hosts(lab: Any, odd_8k: Path, tmp_path: Path) -> None:
-    master_ip = lab.address("h0")
-    out = tmp_path / "out.png"
-    env = {**os.environ, "DISTGRAY_TOKEN": "lab-token"}
-    master = subprocess.Popen(
-        lab.command(
-            "h0",
-            [
-                sys.executable,
-                str(ROOT / "master_server.py"),
-                "--image",
-                str(odd_8k),
-                "--output",
-                str(out),
-                "--png-level",
-                "1",
-                "--host",
-                master_ip,
-                "--port",
-                "5003",
-                "--min-workers",
-                "2",
-            ],
-        ),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    workers = [
-        subprocess.Popen(
-            lab.command(
-                h,
-                [
-                    sys.executable,
-                    str(ROOT / "worker_client.py"),
-                    "--host",
-                    master_ip,
-                    "--port",
-                    "5003",
-                    "--id",
-                    h,
-                    "--retry-for",
-                    "30",
-                ],
-            ),
-            env=env,
-            stderr=subprocess.PIPE,
-            text=True,
+class Cluster:
+    """A master on h0 and workers on other hosts, as subprocesses; stderr of the master collected."""
+
+    def __init__(self, lab: Any, image: Path, out: Path, master_args: list[str], worker_args: list[str]) -> None:
+        self.master_ip = lab.address("h0")
+        argv = [
+            sys.executable,
+            str(ROOT / "master_server.py"),
+            "--image",
+            str(image),
+            "--output",
+            str(out),
+            "--png-level",
+            "1",
+            "--host",
+            self.master_ip,
+            "--port",
+            "5003",
+            "--min-workers",
+            "2",
+            *master_args,
+        ]
+        self.master = subprocess.Popen(
+            lab.command("h0", argv), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
-        for h in ("h1", "h2")
-    ]
-    try:
-        stdout, stderr = master.communicate(timeout=WAIT_S * 3)
-        assert master.returncode == 0, stderr
-        for w in workers:
-            _, err = w.communicate(timeout=WAIT_S)
-            assert w.returncode == 0, err
-    finally:
-        for p in [master, *workers]:
+        self.workers = {
+            h: subprocess.Popen(
+                lab.command(
+                    h,
+                    [
+                        sys.executable,
+                        str(ROOT / "worker_client.py"),
+                        "--host",
+                        self.master_ip,
+                        "--port",
+                        "5003",
+                        "--id",
+                        h,
+                        "--retry-for",
+                        "30",
+                        *worker_args,
+                    ],
+                ),
+                env=ENV,
+                stderr=subprocess.DEVNULL,
+            )
+            for h in ("h1", "h2")
+        }
+        self.err: list[str] = []
+        self.out: list[str] = []
+        self._readers = [
+            threading.Thread(target=lambda s=s, d=d: d.extend(s), daemon=True)
+            for s, d in ((self.master.stderr, self.err), (self.master.stdout, self.out))
+        ]
+        for t in self._readers:
+            t.start()
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.err)
+
+    def wait_for(self, text: str) -> None:
+        deadline = time.monotonic() + WAIT_S
+        while text not in self.stderr:
+            assert time.monotonic() < deadline and self.master.poll() is None, self.stderr
+            time.sleep(0.02)
+
+    def finish(self) -> str:
+        """Wait for the master to exit 0; returns its stdout."""
+        self.master.wait(timeout=WAIT_S * 3)
+        for t in self._readers:
+            t.join(timeout=WAIT_S)
+        assert self.master.returncode == 0, self.stderr
+        return "".join(self.out)
+
+    def kill(self) -> None:
+        for p in [self.master, *self.workers.values()]:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def test_master_and_two_workers_on_three_hosts(lab: Any, odd_8k: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.png"
+    cluster = Cluster(lab, odd_8k, out, [], [])
+    try:
+        stdout = cluster.finish()
+        for w in cluster.workers.values():
+            assert w.wait(timeout=WAIT_S) == 0  # they heard BYE across the bridge
+    finally:
+        cluster.kill()
     assert np.array_equal(decoded(out), pillow_reference(odd_8k))
-    # both remote hosts did work, and each came from its own address
-    assert "joined from 10.231.77.2" in stderr and "joined from 10.231.77.3" in stderr
+    # both remote hosts did work, each from its own address, and the master listened on the lab only
+    assert "joined from 10.231.77.2" in cluster.stderr and "joined from 10.231.77.3" in cluster.stderr
     assert all(f"\n{h} " in "\n" + stdout for h in ("h1", "h2")), stdout
-    # and the master could not be reached from outside the lab: it listened on the lab address only
-    assert f"listening on {master_ip}:5003" in stderr
+    assert f"listening on {cluster.master_ip}:5003" in cluster.stderr
 
 
 def test_cutting_a_workers_link_mid_job(lab: Any, odd_8k: Path, tmp_path: Path) -> None:
     """Unplug one worker's host mid-job: it is declared lost after the heartbeat timeout, its
     strips are redone by the other, and the output is still bit-identical."""
-    import json
-    import time
-
-    master_ip = lab.address("h0")
     out, report = tmp_path / "out.png", tmp_path / "report.json"
-    env = {**os.environ, "DISTGRAY_TOKEN": "lab-token"}
-    master = subprocess.Popen(
-        lab.command(
-            "h0",
-            [
-                sys.executable,
-                str(ROOT / "master_server.py"),
-                "--image",
-                str(odd_8k),
-                "--output",
-                str(out),
-                "--png-level",
-                "1",
-                "--host",
-                master_ip,
-                "--port",
-                "5003",
-                "--min-workers",
-                "2",
-                "--heartbeat",
-                "0.25",
-                "--heartbeat-timeout",
-                "3",
-                "--report",
-                str(report),
-                "--log-level",
-                "debug",
-            ],
-        ),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    workers = {
-        h: subprocess.Popen(
-            lab.command(
-                h,
-                [
-                    sys.executable,
-                    str(ROOT / "worker_client.py"),
-                    "--host",
-                    master_ip,
-                    "--port",
-                    "5003",
-                    "--id",
-                    h,
-                    "--throttle",
-                    "40",
-                    "--retry-for",
-                    "30",
-                ],
-            ),
-            env=env,
-            stderr=subprocess.DEVNULL,
-        )
-        for h in ("h1", "h2")
-    }
-    err_lines: list[str] = []
-
-    def read_stderr() -> None:
-        assert master.stderr is not None
-        err_lines.extend(master.stderr)
-
-    import threading
-
-    reader = threading.Thread(target=read_stderr, daemon=True)
-    reader.start()
+    master_args = ["--heartbeat", "0.25", "--heartbeat-timeout", "3", "--report", str(report), "--log-level", "debug"]
+    cluster = Cluster(lab, odd_8k, out, master_args, ["--throttle", "40"])
     try:
-        deadline = time.monotonic() + WAIT_S
-        while "worker h2: strip" not in "".join(err_lines):  # h2 holds work: it is mid-job
-            assert time.monotonic() < deadline and master.poll() is None, "".join(err_lines)
-            time.sleep(0.02)
+        cluster.wait_for("worker h2: strip")  # h2 holds work: it is mid-job
         lab.cut("h2")
         cut_at = time.monotonic()
-        master.wait(timeout=WAIT_S * 3)
-        reader.join(timeout=WAIT_S)
-        stderr = "".join(err_lines)
-        assert master.returncode == 0, stderr
-        assert workers["h1"].wait(timeout=WAIT_S) == 0
+        cluster.finish()
+        assert cluster.workers["h1"].wait(timeout=WAIT_S) == 0
     finally:
-        for p in [master, *workers.values()]:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        cluster.kill()
     assert np.array_equal(decoded(out), pillow_reference(odd_8k))
     data = json.loads(report.read_text())
     lost = [r for r in data["requeued"] if r["worker"] == "h2"]
