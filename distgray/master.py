@@ -37,6 +37,7 @@ HEARTBEAT_TIMEOUT_S = 20.0
 PREFETCH = 2
 SPECULATION_POLL_S = 0.05  # how often an idle worker's writer looks for a straggler to back up
 READER_GRACE_S = 1.0  # after a failed send, how long the reader may take to say why
+MAX_HANDSHAKES = 64  # connections allowed to be mid-handshake at once
 CLOSE_GRACE_S = 2.0  # on shutdown, how long a worker may take to hang up after our BYE
 
 
@@ -50,6 +51,7 @@ class MasterConfig:
     prefetch: int = PREFETCH
     strip_rows: int | None = None
     policy: Policy = field(default_factory=Policy)
+    max_handshakes: int = MAX_HANDSHAKES
 
 
 class WorkerState(enum.StrEnum):
@@ -161,6 +163,7 @@ class Master:
         self.workers: dict[str, WorkerConn] = {}  # every worker of this run, including departed
         self._taken_ids: set[str] = set()
         self._handshaking: set[Channel] = set()
+        self._handshake_slots = threading.BoundedSemaphore(config.max_handshakes)
         self.job: Job | None = None
         self._job_ids = itertools.count(1)
         self._listener: socket.socket | None = None
@@ -271,12 +274,21 @@ class Master:
                 if not self._closing:
                     log.exception("accept failed")
                 return
+            if not self._handshake_slots.acquire(blocking=False):
+                # A flood of connections that never finish their handshake must not cost a thread
+                # each: past the limit, new ones are closed at once until a slot frees up.
+                log.warning(
+                    "connection %s:%d: refused: %d handshakes already pending", *addr[:2], self.config.max_handshakes
+                )
+                sock.close()
+                continue
             self._spawn(self._serve_worker, f"distgray-conn-{addr[1]}", sock, f"{addr[0]}:{addr[1]}")
 
     def _serve_worker(self, sock: socket.socket, address: str) -> None:
         channel = Channel(sock, peer=address, timeout=HANDSHAKE_TIMEOUT_S)
         with self._lock:
             if self._closing:
+                self._handshake_slots.release()
                 channel.close()
                 return
             self._handshaking.add(channel)
@@ -288,6 +300,7 @@ class Master:
             channel.close()
             return
         finally:
+            self._handshake_slots.release()
             with self._lock:
                 self._handshaking.discard(channel)
         channel.peer = f"worker {welcome.worker_id}"
@@ -310,10 +323,11 @@ class Master:
     def _welcome(self, hello: P.Hello, proof: bytes) -> P.Welcome:
         with self._lock:
             wid = hello.worker_id
+            base = wid.encode()[:100].decode("utf-8", "ignore")  # room for "#n" within 128 bytes
             for n in itertools.count(2):
                 if wid not in self._taken_ids:
                     break
-                wid = f"{hello.worker_id}#{n}"
+                wid = f"{base}#{n}"
             self._taken_ids.add(wid)  # ids stay unique for the master's whole run
         cfg = self.config
         return P.Welcome(

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from distgray import protocol as P
-from distgray.errors import AuthenticationError, PeerDisconnected
+from distgray.errors import AuthenticationError, DistgrayError, PeerDisconnected
 from distgray.imaging import load_image
 from distgray.master import Master, WorkerState
 from tests.conftest import pillow_reference
@@ -172,3 +172,33 @@ def test_a_silent_peer_mid_handshake_does_not_hold_up_shutdown(master: Master) -
         master.close("test over")
         assert not [t.name for t in master._threads if t.is_alive()], "every master thread has ended"
         assert closed_by_peer(s)
+
+
+def test_a_flood_of_silent_connections_is_capped(make_master: Callable[..., Master]) -> None:
+    master = make_master(max_handshakes=2)
+    silent = [_raw(master.address[1]) for _ in range(2)]
+    for s in silent:  # each is mid-handshake: it said HELLO and got the CHALLENGE
+        s.sendall(P.encode_frame(P.Hello("mute")))
+        s.settimeout(WAIT_S)
+        assert s.recv(4096)
+    with _raw(master.address[1]) as third:
+        assert closed_by_peer(third), "past the cap a connection is closed at once"
+    silent[0].close()  # a slot frees up: a real worker gets in
+    wait_until(lambda: _handshake_works(master), what="a worker to get a free handshake slot")
+    silent[1].close()
+
+
+def _handshake_works(master: Master) -> bool:
+    try:
+        FakeWorker(master.address[1], worker_id="legit").close()
+        return True
+    except DistgrayError:
+        return False
+
+
+def test_duplicate_long_worker_ids_stay_within_the_limit(master: Master) -> None:
+    long_id = "w" * 128
+    first, second = FakeWorker(master.address[1], worker_id=long_id), FakeWorker(master.address[1], worker_id=long_id)
+    assert first.id == long_id and second.id == "w" * 100 + "#2"
+    first.close()
+    second.close()
