@@ -71,7 +71,7 @@ def run_single_image(opts: RunOptions) -> int:
     procs: list[subprocess.Popen[bytes]] = []
     job = None
     workers_rss: list[float | None] = []
-    bye = "master interrupted"
+    bye = "master stopping"
     try:
         worker_cmd = _announce(host, port, token)
         # Local workers start (importing NumPy and Pillow) while the image decodes.
@@ -91,6 +91,8 @@ def run_single_image(opts: RunOptions) -> int:
         reap(procs)
     report = job_report(job, master) if job is not None else None
     if job is not None and job.failure:
+        if opts.report and report is not None:  # what happened is most useful when it went wrong
+            write_json_atomic(report, opts.report)
         raise TaskFailed(f"job failed: {job.failure}")
     image, notes = imaging.compose_output(loaded, job.output if job is not None else None, opts.format)
     for note in notes:
