@@ -143,9 +143,11 @@ def test_worker_joining_mid_job_gets_work_at_once(
 
 
 def test_second_ctrl_c_quits_at_once(make_master: Callable[..., Master], workers: Workers) -> None:
-    master = make_master(**HEARTBEAT)
+    # One 48 MB strip at 1000x: the strip in hand takes many seconds, so the second Ctrl+C
+    # certainly arrives while the worker is still busy with it.
+    master = make_master(strip_rows=4000, **HEARTBEAT)
     proc = workers.start(master.address[1], worker_id="stubborn", extra=("--throttle", "1000"))
-    rgb = np.zeros((4000, 1000, 3), np.uint8)
+    rgb = np.zeros((4000, 4000, 3), np.uint8)
     job = master.submit(rgb, "big")
     wait_until(lambda: bool(master.workers.get("stubborn") and master.workers["stubborn"].in_flight), what="work")
     proc.send_signal(signal.SIGINT)  # finish the strip in hand... which takes minutes at 1000x
