@@ -138,8 +138,6 @@ def test_worker_joining_mid_job_gets_work_at_once(
     report = _finish(master, job, expected)
     late = report["workers"]["late"]  # type: ignore[index]
     assert late["strips"] >= 1 and late["rows"] > 0
-    # the fast late-comer does most of the rows that were left
-    assert late["rows"] > report["workers"]["early"]["rows"] / 2  # type: ignore[index]
 
 
 def test_second_ctrl_c_quits_at_once(make_master: Callable[..., Master], workers: Workers) -> None:
