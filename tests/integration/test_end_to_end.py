@@ -239,3 +239,51 @@ def test_worker_mid_handshake_during_shutdown_is_told_bye(master: Master) -> Non
     closer.join(timeout=WAIT_S)
     assert not closer.is_alive()
     channel.close()
+
+
+def test_progress_bar_on_a_terminal(photo: Path, tmp_path: Path) -> None:
+    """With stderr on a terminal the master draws a progress bar; piped, it stays quiet."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    main_fd, sub_fd = pty.openpty()
+    fcntl.ioctl(sub_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a 120-column terminal
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "master_server.py"),
+            "--image",
+            str(photo),
+            "--output",
+            str(tmp_path / "o.png"),
+            "--local-workers",
+            "1",
+            "--strip-rows",
+            "16",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--png-level",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=sub_fd,
+        cwd=tmp_path,
+    )
+    os.close(sub_fd)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(main_fd, 65536)
+        except OSError:  # the terminal closed: the master has exited
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(main_fd)
+    assert proc.wait(timeout=WAIT_S) == 0
+    text = seen.decode(errors="replace")
+    assert "sample_4k.jpg:" in text and "rows/s" in text and "/2160" in text, text[-2000:]
