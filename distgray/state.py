@@ -1,0 +1,108 @@
+"""What the master knows about workers and jobs: plain data, shared by master, report and status.
+
+No sockets are opened and no threads started here; the master mutates these objects under its
+own lock, and readers (the summary, the status page) copy what they need under the same lock.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from distgray.imaging import U8Array
+from distgray.scheduler import Policy, Scheduler
+from distgray.transport import Channel
+
+
+class WorkerState(enum.StrEnum):
+    IDLE = "idle"
+    BUSY = "busy"
+    LOST = "lost"  # went silent or broke the protocol
+    GONE = "gone"  # left cleanly or was sent away
+
+
+@dataclass
+class WorkerStats:
+    strips: int = 0
+    rows: int = 0
+    busy_s: float = 0.0
+    failures: int = 0
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A task given to a worker, kept until its result is in: what a valid result must match."""
+
+    sent_at: float
+    row_start: int
+    row_stop: int
+    width: int
+
+
+@dataclass
+class WorkerConn:
+    id: str
+    address: str
+    channel: Channel
+    capabilities: tuple[str, ...]
+    state: WorkerState = WorkerState.IDLE
+    in_flight: dict[tuple[int, int], Assignment] = field(default_factory=dict)  # by (job id, strip id)
+    stats: WorkerStats = field(default_factory=WorkerStats)
+    reason: str = ""
+    reader: threading.Thread | None = None
+    result_started: float = 0.0  # when the payload of the result being received began
+
+
+@dataclass
+class StripRecord:
+    strip: int
+    worker: str
+    row_start: int
+    row_stop: int
+    bytes_out: int
+    bytes_in: int
+    sent_s: float
+    done_s: float
+    recv_us: int
+    compute_us: int
+    send_us: int
+    counted: bool
+
+
+class Job:
+    """One image's conversion: source pixels in, gray output array filled by the workers."""
+
+    def __init__(self, job_id: int, name: str, pixels: U8Array, policy: Policy, strip_rows: int | None = None) -> None:
+        if pixels.ndim != 3 or pixels.shape[2] not in (3, 4) or not pixels.flags.c_contiguous:
+            raise ValueError("pixels must be a C-contiguous (height, width, 3|4) uint8 array")
+        self.id = job_id
+        self.name = name
+        self.pixels = pixels
+        self.height, self.width, self.channels = pixels.shape
+        self.output: U8Array = np.empty((self.height, self.width), dtype=np.uint8)
+        self.scheduler = Scheduler(self.height, self.width * self.channels, policy, strip_rows=strip_rows)
+        self.created = time.monotonic()
+        self.started: float | None = None
+        self.finished_at: float | None = None
+        self.records: list[StripRecord] = []
+        self.worker_bytes: dict[str, list[int]] = {}  # worker -> [bytes_out, bytes_in]
+        self._done = threading.Event()
+
+    @property
+    def rows_done(self) -> int:
+        return self.scheduler.rows_done
+
+    @property
+    def failure(self) -> str | None:
+        return self.scheduler.failure
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    def _finish(self) -> None:
+        self.finished_at = time.monotonic()
+        self._done.set()
