@@ -67,7 +67,9 @@ class Channel:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def settimeout(self, timeout: float) -> None:
-        self.sock.settimeout(timeout)
+        # Another thread may have closed the socket; the next send or receive reports that.
+        with contextlib.suppress(OSError):
+            self.sock.settimeout(timeout)
 
     # ------------------------------------------------------------------ sending
     def send(self, message: P.Message, payload: Buffer | None = None) -> int:
