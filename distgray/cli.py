@@ -337,3 +337,8 @@ def worker_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         return worker.run()
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # last resort: one line, traceback only in debug
+        if args.log_level == "debug":
+            log.exception("failed")
+        print(f"distgray-worker: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1

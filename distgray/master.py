@@ -69,6 +69,7 @@ class Master:
         self._job_ids = itertools.count(1)
         self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
+        self._threads_lock = threading.Lock()
         self._closing = False
         self.address: tuple[str, int] = (config.host, config.port)
 
@@ -109,7 +110,9 @@ class Master:
             with contextlib.suppress(OSError):  # wakes a thread blocked in accept() at once (Linux)
                 self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
-        for t in self._threads:
+        with self._threads_lock:
+            threads = list(self._threads)
+        for t in threads:
             t.join(timeout=5.0)
 
     def __enter__(self) -> Master:
@@ -122,7 +125,8 @@ class Master:
     def _spawn(self, target: Any, name: str, *args: Any) -> threading.Thread:
         t = threading.Thread(target=target, args=args, name=name, daemon=True)
         t.start()
-        self._threads = [x for x in self._threads if x.is_alive()] + [t]
+        with self._threads_lock:  # spawned from the accept loop and from connection threads
+            self._threads = [x for x in self._threads if x.is_alive()] + [t]
         return t
 
     # ------------------------------------------------------------------ queries

@@ -102,10 +102,10 @@ class Worker:
             except _Leave:
                 return 0
             except RemoteError as exc:
-                if exc.code != P.ErrorCode.SHUTTING_DOWN:
-                    raise
-                log.info("worker %s: %s", self.worker_id, exc)
-                return 0
+                if exc.code == P.ErrorCode.SHUTTING_DOWN:
+                    log.info("worker %s: %s", self.worker_id, exc)
+                    return 0
+                log.warning("worker %s: %s; reconnecting", self.worker_id, exc)
             except (AuthenticationError, VersionMismatch) as exc:
                 log.error("worker %s: %s", self.worker_id, exc)
                 return 1

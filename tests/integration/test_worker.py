@@ -109,3 +109,14 @@ def test_worker_told_bye_during_the_handshake_leaves_cleanly(workers: Workers) -
         assert proc.wait(timeout=WAIT_S) == 0
         assert "said bye: master shutting down" in workers.log_of(proc)
         channel.close()
+
+
+def test_worker_told_an_error_reconnects_without_a_traceback(workers: Workers) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        proc = workers.start(server.getsockname()[1], worker_id="told", extra=("--retry-for", "1"))
+        channel = _accept_worker(server)
+        channel.send(P.Error(P.ErrorCode.INTERNAL, "master bug, sorry"))
+        channel.close()
+    assert proc.wait(timeout=WAIT_S) == 1  # reconnecting found no master; it gave up after 1 s
+    log = workers.log_of(proc)
+    assert "master bug, sorry; reconnecting" in log and "Traceback" not in log
