@@ -158,6 +158,9 @@ class Worker:
             if isinstance(item, BaseException):
                 raise item
             task, pixels, recv_us = item
+            log.debug(
+                "worker %s: strip %d, rows %d-%d", self.worker_id, task.strip_id, task.row_start, task.row_stop - 1
+            )
             started, cpu_started = time.perf_counter(), time.thread_time()
             src = pixels.reshape(task.rows, task.width, task.channels)
             out = np.empty((task.rows, task.width), dtype=np.uint8)

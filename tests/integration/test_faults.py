@@ -144,10 +144,11 @@ def test_second_ctrl_c_quits_at_once(make_master: Callable[..., Master], workers
     # One 48 MB strip at 1000x: the strip in hand takes many seconds, so the second Ctrl+C
     # certainly arrives while the worker is still busy with it.
     master = make_master(strip_rows=4000, **HEARTBEAT)
-    proc = workers.start(master.address[1], worker_id="stubborn", extra=("--throttle", "1000"))
+    proc = workers.start(master.address[1], worker_id="stubborn", extra=("--throttle", "1000", "--log-level", "debug"))
     rgb = np.zeros((4000, 4000, 3), np.uint8)
     job = master.submit(rgb, "big")
-    wait_until(lambda: bool(master.workers.get("stubborn") and master.workers["stubborn"].in_flight), what="work")
+    # the worker itself has started the strip (the master may have sent it while it is still arriving)
+    wait_until(lambda: "worker stubborn: strip 0" in workers.log_of(proc), what="the worker to start its strip")
     proc.send_signal(signal.SIGINT)  # finish the strip in hand... which takes minutes at 1000x
     wait_until(lambda: "finishing the current strip" in workers.log_of(proc), what="the first Ctrl+C to register")
     proc.send_signal(signal.SIGINT)
