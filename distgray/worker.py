@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 BACKOFF_BASE_S = 0.2
 BACKOFF_CAP_S = 10.0
 CONNECT_TIMEOUT_S = 10.0
-BYE_GRACE_S = 1.0  # after a failed send, how long to look for a BYE the master sent before closing
+BYE_GRACE_S = 1.0  # how long to wait for the other side of a goodbye (its BYE, or its hang-up)
 #: A worker refuses any single task bigger than this (an 8K RGB image whole is ~100 MB).
 MAX_STRIP_BYTES = 512 << 20
 
@@ -129,23 +129,30 @@ class Worker:
         # before its payload is allocated, so a runaway master cannot exhaust our memory.
         slots = threading.Semaphore(welcome.prefetch)
         ended = threading.Event()
-        threading.Thread(
+        reader = threading.Thread(
             target=self._read, args=(channel, inbox, slots, welcome.prefetch), daemon=True, name="distgray-worker-read"
-        ).start()
+        )
+        reader.start()
         threading.Thread(
             target=self._heartbeat, args=(channel, welcome, ended), daemon=True, name="distgray-worker-heartbeat"
         ).start()
         try:
-            self._work(channel, inbox, slots)
+            self._work(channel, inbox, slots, reader)
         finally:
             ended.set()
 
-    def _work(self, channel: Channel, inbox: Inbox, slots: threading.Semaphore) -> None:
+    def _work(self, channel: Channel, inbox: Inbox, slots: threading.Semaphore, reader: threading.Thread) -> None:
         while True:
             if self._stop.is_set() or (self.config.max_tasks is not None and self.tasks_done >= self.config.max_tasks):
                 reason = "stopped" if self._stop.is_set() else f"done {self.tasks_done} tasks"
                 with contextlib.suppress(DistgrayError):
                     channel.send(P.Bye(reason))
+                # A graceful close: stop sending, then let the reader drain whatever the master
+                # still sends until it hangs up. Closing with unread data would reset the
+                # connection and could destroy our last result and the BYE before the master
+                # reads them.
+                channel.half_close()
+                reader.join(timeout=BYE_GRACE_S)
                 log.info("worker %s: leaving (%s)", self.worker_id, reason)
                 raise _Leave
             try:
