@@ -61,7 +61,7 @@ class WorkerConfig:
     throttle: float = 1.0  # >1: sleep so each strip takes this many times as long (testing, demos)
 
 
-Inbox = queue.Queue[tuple[P.Task, np.ndarray, int] | BaseException | P.Bye]
+Inbox = queue.Queue[tuple[P.Task, np.ndarray, int, float] | BaseException | P.Bye]  # task, pixels, recv us, recv CPU s
 
 
 class _Leave(Exception):
@@ -164,7 +164,7 @@ class Worker:
                 raise _Leave
             if isinstance(item, BaseException):
                 raise item
-            task, pixels, recv_us = item
+            task, pixels, recv_us, recv_cpu_s = item
             log.debug(
                 "worker %s: strip %d, rows %d-%d", self.worker_id, task.strip_id, task.row_start, task.row_stop - 1
             )
@@ -175,7 +175,7 @@ class Worker:
             if self.config.throttle > 1:
                 # A testing and demo aid: FACTOR times the work. Measured in CPU time, so that a
                 # worker paused (SIGSTOP) or starved of CPU is not slowed further by it.
-                spent = time.thread_time() - cpu_started + recv_us / 1e6
+                spent = time.thread_time() - cpu_started + recv_cpu_s
                 time.sleep((self.config.throttle - 1) * spent)
             compute_us = int((time.perf_counter() - started) * 1e6)
             result = P.Result(
@@ -222,7 +222,7 @@ class Worker:
                 raise ProtocolError("only TASK frames carry a payload to a worker")
             if not slots.acquire(blocking=False):
                 raise ProtocolError(f"master sent more than {prefetch} tasks at once (its own prefetch limit)")
-            marks.append(time.perf_counter())
+            marks.extend((time.perf_counter(), time.thread_time()))
             return np.empty(message.payload_len, dtype=np.uint8).data
 
         try:
@@ -232,7 +232,8 @@ class Worker:
                 if isinstance(message, P.Task):
                     assert payload is not None
                     recv_us = int((time.perf_counter() - marks[0]) * 1e6)
-                    inbox.put((message, np.frombuffer(payload, dtype=np.uint8), recv_us))
+                    recv_cpu_s = time.thread_time() - marks[1]
+                    inbox.put((message, np.frombuffer(payload, dtype=np.uint8), recv_us, recv_cpu_s))
                 elif isinstance(message, P.Bye):
                     inbox.put(message)
                     return
