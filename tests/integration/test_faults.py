@@ -166,7 +166,10 @@ def test_no_workers_left_the_job_waits_and_says_how_to_start_one(photo: Path, tm
     worker = [sys.executable, str(ROOT / "worker_client.py"), "--host", "127.0.0.1", "--port", port, "--token", token]
     first = subprocess.run([*worker, "--max-tasks", "1", "--throttle", "5"], capture_output=True, timeout=WAIT_S)
     assert first.returncode == 0
-    wait_until(lambda: "no workers connected" in master.stderr, what="the master to say it is waiting")
+    wait_until(
+        lambda: "worker_client.py" in master.stderr.partition("no workers connected")[2],
+        what="the master to say it is waiting, and how to start a worker",
+    )
     waiting = master.stderr.split("no workers connected")[1]
     assert "worker_client.py --host 127.0.0.1 --port" in waiting and token in waiting
     second = subprocess.Popen(worker, stderr=subprocess.DEVNULL)
