@@ -72,7 +72,9 @@ def bench_kernel(rgb: np.ndarray, repeat: int) -> list[tuple[str, float]]:
     ]
 
 
-def start_workers(port: int, n: int) -> list[subprocess.Popen[bytes]]:
+def start_workers(port: int, n: int, throttles: list[float] | None = None) -> list[subprocess.Popen[bytes]]:
+    """``n`` local ``worker_client.py`` processes for a master on 127.0.0.1:``port`` (shared by the benches)."""
+    throttles = throttles or [1.0] * n
     return [
         subprocess.Popen(
             [
@@ -85,12 +87,14 @@ def start_workers(port: int, n: int) -> list[subprocess.Popen[bytes]]:
                 "--token",
                 TOKEN,
                 "--id",
-                f"bench-{i}",
+                f"bench-{i}-x{t:g}",
+                "--throttle",
+                str(t),
                 "--log-level",
                 "warning",
             ]
         )
-        for i in range(n)
+        for i, t in enumerate(throttles[:n])
     ]
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -34,8 +33,7 @@ sys.path.insert(0, str(ROOT))
 from distgray.imaging import load_image  # noqa: E402
 from distgray.master import Job, Master, MasterConfig  # noqa: E402
 from distgray.scheduler import Policy  # noqa: E402
-
-TOKEN = "bench"
+from utils.bench import TOKEN, start_workers  # noqa: E402
 
 
 def run_cluster(pixels: np.ndarray, throttles: list[float], repeat: int, policy: Policy) -> dict[str, float]:
@@ -53,27 +51,7 @@ def run_cluster(pixels: np.ndarray, throttles: list[float], repeat: int, policy:
         )
         master = Master(config)
         master.start()
-        procs = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    str(ROOT / "worker_client.py"),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(master.address[1]),
-                    "--token",
-                    TOKEN,
-                    "--id",
-                    f"w{i}-x{t:g}",
-                    "--throttle",
-                    str(t),
-                    "--log-level",
-                    "warning",
-                ]
-            )
-            for i, t in enumerate(throttles)
-        ]
+        procs = start_workers(master.address[1], len(throttles), throttles)
         try:
             if not master.wait_for_workers(len(throttles), timeout=60):
                 raise SystemExit("workers did not join")

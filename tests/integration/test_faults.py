@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -50,7 +51,27 @@ def _mid_job(master: Master, job: Job, worker_id: str) -> None:
     assert not job.wait(0), "the job must still be running for this test to mean anything"
 
 
-def _finish(master: Master, job: Job, expected: np.ndarray) -> dict[str, object]:
+def _three_workers_mid_job(
+    make_master: Callable[..., Master], workers: Workers, pixels: np.ndarray, victim: str
+) -> tuple[Master, Job, dict[str, subprocess.Popen[bytes]], set[int]]:
+    """Three slowed workers on a running job; returns when ``victim`` is mid-job, with the strips it holds."""
+    master = make_master(**HEARTBEAT)
+    procs = {w: workers.start(master.address[1], worker_id=w, extra=SLOW) for w in ("a", "b", victim)}
+    assert master.wait_for_workers(3, timeout=WAIT_S)
+    job = master.submit(pixels, "photo")
+    _mid_job(master, job, victim)
+    held = {sid for (_, sid) in master.workers[victim].in_flight}
+    assert held
+    return master, job, procs, held
+
+
+def _redone(report: dict[str, Any], worker: str) -> set[int]:
+    """Strips of ``worker`` that the report shows redone elsewhere: requeued, or backed up."""
+    redone = {r["strip"] for r in report["requeued"] if r["worker"] == worker}
+    return redone | {b["strip"] for b in report["backups"] if b["of"] == worker}
+
+
+def _finish(master: Master, job: Job, expected: np.ndarray) -> dict[str, Any]:
     assert job.wait(WAIT_S * 3), "job did not finish"
     assert job.failure is None, job.failure
     assert np.array_equal(job.output, expected)
@@ -61,18 +82,10 @@ def test_kill_9_one_of_three_workers(
     make_master: Callable[..., Master], workers: Workers, photo_job: tuple[np.ndarray, np.ndarray]
 ) -> None:
     pixels, expected = photo_job
-    master = make_master(**HEARTBEAT)
-    procs = {w: workers.start(master.address[1], worker_id=w, extra=SLOW) for w in ("a", "b", "victim")}
-    assert master.wait_for_workers(3, timeout=WAIT_S)
-    job = master.submit(pixels, "photo")
-    _mid_job(master, job, "victim")
-    held = sorted(sid for (_, sid) in master.workers["victim"].in_flight)
+    master, job, procs, held = _three_workers_mid_job(make_master, workers, pixels, victim="victim")
     procs["victim"].send_signal(signal.SIGKILL)
     report = _finish(master, job, expected)
-    redone = {r["strip"] for r in report["requeued"] if r["worker"] == "victim"}  # type: ignore[union-attr]
-    redone |= {b["strip"] for b in report["backups"] if b["of"] == "victim"}  # type: ignore[union-attr]
-    assert set(held) <= redone, "every strip it held was redone elsewhere"
-    assert any(r["worker"] == "victim" for r in report["requeued"]), "the report shows its requeued strips"  # type: ignore[union-attr]
+    assert held <= _redone(report, "victim"), "every strip it held was redone elsewhere, as the report shows"
     assert master.workers["victim"].state in (WorkerState.LOST, WorkerState.GONE)
 
 
@@ -80,14 +93,9 @@ def test_sigstop_worker_is_declared_lost_and_its_late_results_ignored(
     make_master: Callable[..., Master], workers: Workers, photo_job: tuple[np.ndarray, np.ndarray]
 ) -> None:
     pixels, expected = photo_job
-    master = make_master(**HEARTBEAT)
-    procs = {w: workers.start(master.address[1], worker_id=w, extra=SLOW) for w in ("a", "b", "sleeper")}
-    assert master.wait_for_workers(3, timeout=WAIT_S)
-    job = master.submit(pixels, "photo")
-    _mid_job(master, job, "sleeper")
+    master, job, procs, held = _three_workers_mid_job(make_master, workers, pixels, victim="sleeper")
     procs["sleeper"].send_signal(signal.SIGSTOP)
     stopped_at = time.monotonic()
-    held = {sid for (_, sid) in master.workers["sleeper"].in_flight}
     try:
         wait_until(lambda: master.workers["sleeper"].state is WorkerState.LOST, what="the hung worker to be lost")
         detected = time.monotonic() - stopped_at
@@ -98,9 +106,7 @@ def test_sigstop_worker_is_declared_lost_and_its_late_results_ignored(
         procs["sleeper"].send_signal(signal.SIGCONT)
     # Each strip it held was redone elsewhere: requeued when it was declared lost, or already
     # rescued by a backup copy before that (a straggler gets one after 4x its expected time).
-    rescued = {r["strip"] for r in report["requeued"] if r["worker"] == "sleeper"}  # type: ignore[union-attr]
-    rescued |= {b["strip"] for b in report["backups"] if b["of"] == "sleeper"}  # type: ignore[union-attr]
-    assert held <= rescued, (held, report["requeued"], report["backups"])
+    assert held <= _redone(report, "sleeper"), (held, report["requeued"], report["backups"])
     assert all(job.scheduler.strips[sid].done_by != "sleeper" for sid in held)
     # It wakes up, finds its connection gone and reconnects under a new id; whatever it still
     # had never reaches the finished output.
