@@ -127,7 +127,7 @@ def test_authenticated_worker_sending_garbage_is_dropped(
     wait_until(lambda: master.workers["garbage"].state is WorkerState.LOST, what="the liar to be dropped")
     workers.start(master.address[1], worker_id="honest")
     report = _finish(master, job, expected)
-    assert task.strip_id in [r["strip"] for r in report["requeued"] if r["worker"] == "garbage"]  # type: ignore[union-attr]
+    assert task.strip_id in [r["strip"] for r in report["requeued"] if r["worker"] == "garbage"]
     liar.close()
 
 
@@ -142,7 +142,7 @@ def test_worker_joining_mid_job_gets_work_at_once(
     _mid_job(master, job, "early")
     workers.start(master.address[1], worker_id="late")
     report = _finish(master, job, expected)
-    late = report["workers"]["late"]  # type: ignore[index]
+    late = report["workers"]["late"]
     assert late["strips"] >= 1 and late["rows"] > 0
 
 
