@@ -338,9 +338,6 @@ class Master:
             busy = (result.recv_us + result.compute_us) / 1e6
             # Speed includes transfer both ways: the worker's receive + compute, our receive.
             job.scheduler.observe(w.id, rows, busy + max(0.0, now - w.result_started))
-            w.stats.strips += 1
-            w.stats.rows += rows
-            w.stats.busy_s += busy
             job_bytes = job.worker_bytes.setdefault(w.id, [0, 0])
             job_bytes[1] += P.PREFIX_BYTES + len(result.encode()) + result.payload_len
             job.records.append(
@@ -372,7 +369,6 @@ class Master:
             if job is not None and w.in_flight:
                 held = sorted(sid for (jid, sid) in w.in_flight if jid == job.id)
                 lost = job.scheduler.worker_lost(w.id, time.monotonic(), reason)
-                w.stats.failures += len(lost)
                 log.warning("worker %s: %s; held strips %s, requeued %s", w.id, reason, held, lost or "none")
                 if job.scheduler.finished:
                     job._finish()

@@ -14,20 +14,24 @@ from typing import Any
 from distgray.master import Job, Master
 
 
-def job_report(job: Job, master: Master, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def _blank_worker() -> dict[str, Any]:
+    return {"strips": 0, "rows": 0, "busy_s": 0.0, "discarded": 0, "bytes_in": 0, "bytes_out": 0}
+
+
+def job_report(job: Job, master: Master) -> dict[str, Any]:
     """Figures of one job: image, strips (with per-strip times), per worker, requeues."""
     assert job.started is not None
     wall = (job.finished_at or job.started) - job.started
     per_worker: dict[str, dict[str, Any]] = {}
     for r in job.records:
-        w = per_worker.setdefault(r.worker, {"strips": 0, "rows": 0, "busy_s": 0.0, "discarded": 0})
+        w = per_worker.setdefault(r.worker, _blank_worker())
         if not r.counted:
             w["discarded"] += 1
         w["strips"] += 1
         w["rows"] += r.row_stop - r.row_start
         w["busy_s"] += (r.recv_us + r.compute_us) / 1e6
     for wid, (sent, received) in job.worker_bytes.items():
-        w = per_worker.setdefault(wid, {"strips": 0, "rows": 0, "busy_s": 0.0, "discarded": 0})
+        w = per_worker.setdefault(wid, _blank_worker())
         w["bytes_in"] = sent  # bytes into the worker: its tasks
         w["bytes_out"] = received  # bytes out of the worker: its results
     for wid, w in per_worker.items():
@@ -38,8 +42,6 @@ def job_report(job: Job, master: Master, extra: dict[str, Any] | None = None) ->
         w["rows_per_s"] = round(w["rows"] / w["busy_s"], 1) if w["busy_s"] else None
         speed = job.scheduler.speeds.get(wid)
         w["speed_rows_per_s"] = round(speed, 1) if speed is not None else None  # the scheduler's EWMA
-        w.setdefault("bytes_in", 0)
-        w.setdefault("bytes_out", 0)
     report: dict[str, Any] = {
         "job": job.id,
         "name": job.name,
@@ -56,8 +58,6 @@ def job_report(job: Job, master: Master, extra: dict[str, Any] | None = None) ->
         "backups": job.scheduler.backups,
         "strip_log": [vars(r) for r in job.records],
     }
-    if extra:
-        report.update(extra)
     return report
 
 

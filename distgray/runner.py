@@ -196,14 +196,15 @@ def _run_job(
         waiting = False
         while not job.wait(0.2):
             bar.update(job.rows_done - bar.n)
-            if not master.live_workers() and not waiting:  # say it once per episode, not every tick
+            none_left = not master.live_workers()
+            if none_left and not waiting:  # say it once per episode, not every tick
                 log.warning(
                     "no workers connected: the job waits (%d/%d rows done). Start one with:\n    %s",
                     job.rows_done,
                     job.height,
                     worker_cmd,
                 )
-            waiting = not master.live_workers()
+            waiting = none_left
             if deadline is not None and time.monotonic() > deadline:
                 raise TaskFailed(f"timed out after {opts.timeout:g} s ({job.rows_done}/{job.height} rows done)")
         bar.update(job.rows_done - bar.n)

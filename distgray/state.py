@@ -25,14 +25,6 @@ class WorkerState(enum.StrEnum):
     GONE = "gone"  # left cleanly or was sent away
 
 
-@dataclass
-class WorkerStats:
-    strips: int = 0
-    rows: int = 0
-    busy_s: float = 0.0
-    failures: int = 0
-
-
 @dataclass(frozen=True)
 class Assignment:
     """A task given to a worker, kept until its result is in: what a valid result must match."""
@@ -51,7 +43,6 @@ class WorkerConn:
     capabilities: tuple[str, ...]
     state: WorkerState = WorkerState.IDLE
     in_flight: dict[tuple[int, int], Assignment] = field(default_factory=dict)  # by (job id, strip id)
-    stats: WorkerStats = field(default_factory=WorkerStats)
     reason: str = ""
     reader: threading.Thread | None = None
     result_started: float = 0.0  # when the payload of the result being received began
@@ -85,7 +76,6 @@ class Job:
         self.height, self.width, self.channels = pixels.shape
         self.output: U8Array = np.empty((self.height, self.width), dtype=np.uint8)
         self.scheduler = Scheduler(self.height, self.width * self.channels, policy, strip_rows=strip_rows)
-        self.created = time.monotonic()
         self.started: float | None = None
         self.finished_at: float | None = None
         self.records: list[StripRecord] = []

@@ -43,7 +43,7 @@ def _mid_job(master: Master, job: Job, worker_id: str) -> None:
     wait_until(
         lambda: (
             master.workers.get(worker_id) is not None
-            and master.workers[worker_id].stats.strips >= 1
+            and any(r.worker == worker_id for r in job.records)
             and bool(master.workers[worker_id].in_flight)
         ),
         what=f"{worker_id} to be mid-job",
