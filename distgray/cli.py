@@ -20,14 +20,14 @@ from typing import Any
 from distgray import imaging
 from distgray.errors import DistgrayError
 from distgray.master import HEARTBEAT_INTERVAL_S, HEARTBEAT_TIMEOUT_S
-from distgray.runner import RunOptions, run_single_image
+from distgray.runner import RunOptions, run_master
 from distgray.worker import Worker, WorkerConfig
 
 log = logging.getLogger("distgray")
 
 DEFAULT_PORT = 5003
 LOG_LEVELS = ("debug", "info", "warning", "error")
-EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp", "GIF": ".gif"}
+DEFAULT_DASHBOARD_PORT = 5006
 
 
 def _env(env: Mapping[str, str], *names: str) -> str | None:
@@ -94,10 +94,14 @@ examples:
   several machines: start the master, then on each worker machine the command it prints:
     python master_server.py --image big.png --host 0.0.0.0 --port 5003
     python worker_client.py --host <master-ip> --port 5003 --token <token>
+  a service: no --image; upload images on the status page, they queue and run in order:
+    python master_server.py --local-workers 2      # then open http://127.0.0.1:5006/
 
-environment: MASTER_HOST, MASTER_PORT, NUM_WORKERS, DISTGRAY_TOKEN, DISTGRAY_LOG_LEVEL
+The status page (http://127.0.0.1:5006/ unless --dashboard-host/--dashboard-port say otherwise)
+shows progress, ETA, every worker and the strip map live; --no-dashboard turns it off.
+environment: MASTER_HOST, MASTER_PORT, NUM_WORKERS, FLASK_PORT, DISTGRAY_TOKEN, DISTGRAY_LOG_LEVEL
 (a flag given on the command line wins over its environment variable).
-exit codes: 0 done, 1 the job failed, 2 usage error, 130 interrupted.
+exit codes: 0 done, 1 a job failed, 2 usage error, 130 interrupted.
 """
 
 
@@ -110,8 +114,24 @@ def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     io = p.add_argument_group("input and output")
-    io.add_argument("--image", type=Path, required=True, help="the image to convert")
-    io.add_argument("--output", type=Path, help="output file (default: results/<stem>_gray.<input extension>)")
+    io.add_argument("--image", type=Path, help="the image to convert (without it: serve mode, see --serve)")
+    io.add_argument("--output", type=Path, help="output file (default: <output-dir>/<stem>_gray.<input extension>)")
+    io.add_argument("--output-dir", type=Path, default=Path("results"), help="where outputs go (default %(default)s)")
+    io.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep running after --image and accept uploads on the status page (the default without --image)",
+    )
+    io.add_argument(
+        "--upload-dir", type=Path, help="serve mode: where uploaded images are kept (default <output-dir>/uploads)"
+    )
+    io.add_argument(
+        "--max-upload-mb",
+        type=_positive,
+        default=512,
+        metavar="MB",
+        help="serve mode: largest upload accepted (default %(default)s)",
+    )
     io.add_argument(
         "--format", help="output format, e.g. png, jpeg, webp, tiff (default: from --output, else the input's)"
     )
@@ -151,6 +171,19 @@ def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=_env_default(p, env, ("MASTER_PORT",), _port, DEFAULT_PORT),
         help="port to listen on; 0 picks a free one (env MASTER_PORT; default %(default)s)",
     )
+    dash = p.add_argument_group("status page")
+    dash.add_argument(
+        "--dashboard-port",
+        type=_port,
+        default=_env_default(p, env, ("FLASK_PORT",), _port, DEFAULT_DASHBOARD_PORT),
+        help="port of the status page; 0 picks a free one (env FLASK_PORT; default %(default)s)",
+    )
+    dash.add_argument(
+        "--dashboard-host",
+        default="127.0.0.1",
+        help="address of the status page (default %(default)s: this machine only; 0.0.0.0 shares it)",
+    )
+    dash.add_argument("--no-dashboard", action="store_true", help="do not serve the status page")
     net.add_argument(
         "--local-workers",
         type=_nonnegative,
@@ -209,18 +242,34 @@ def master_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         parser.error(str(exc))
     if args.heartbeat <= 0 or args.heartbeat_timeout < args.heartbeat:
         parser.error("--heartbeat must be positive and --heartbeat-timeout at least as long")
+    if args.image is None:
+        if args.output is not None:
+            parser.error("--output needs --image (in serve mode outputs go to --output-dir)")
+        if args.no_dashboard:
+            parser.error("serve mode (no --image) needs the status page: drop --no-dashboard")
+    # SIGTERM (docker stop, systemd) stops the master the way Ctrl+C does: workers hear BYE.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         options = {f: getattr(args, f) for f in RunOptions.__dataclass_fields__ if hasattr(args, f)}
-        return run_single_image(RunOptions(**{**options, "output": output, "format": fmt, "env": env}))
+        options.update(
+            output=output, format=fmt, env=env, serve=args.serve or args.image is None, dashboard=not args.no_dashboard
+        )
+        return run_master(RunOptions(**options))
     except DistgrayError as exc:
         _fail(args, exc)
         return 1
     except KeyboardInterrupt:
-        print("distgray-master: interrupted; no output written", file=sys.stderr)
+        print("distgray-master: interrupted; no output written for the unfinished job", file=sys.stderr)
         return 130
     except Exception as exc:
         _fail(args, exc, internal=True)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def _fail(args: argparse.Namespace, exc: BaseException, internal: bool = False) -> None:
@@ -231,14 +280,16 @@ def _fail(args: argparse.Namespace, exc: BaseException, internal: bool = False) 
     print(f"distgray-master: error: {what}{hint}", file=sys.stderr)
 
 
-def _resolve_output(args: argparse.Namespace) -> tuple[Path, str]:
+def _resolve_output(args: argparse.Namespace) -> tuple[Path | None, str | None]:
+    if args.image is None:
+        return None, None
     if args.output is not None:
         fmt = imaging.output_format(args.output, args.format)
         output = args.output
     else:
         fmt = imaging.output_format(args.image, args.format)
-        ext = EXTENSIONS.get(fmt, args.image.suffix) if args.format else args.image.suffix
-        output = Path("results") / f"{args.image.stem}_gray{ext}"
+        ext = imaging.EXTENSIONS.get(fmt, args.image.suffix) if args.format else args.image.suffix
+        output = args.output_dir / f"{args.image.stem}_gray{ext}"
     if imaging.same_file(args.image, output):
         raise ValueError(f"--output {output} would overwrite the input")
     return output, fmt

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distgray import protocol as P
+from distgray import status
 from distgray.errors import DistgrayError, PeerDisconnected, PeerTimeout, ProtocolError, RemoteError
 from distgray.imaging import U8Array
 from distgray.scheduler import Policy
@@ -133,6 +134,11 @@ class Master:
     def live_workers(self) -> list[WorkerConn]:
         with self._lock:
             return self._live()
+
+    def snapshot(self) -> dict[str, Any]:
+        """Workers and the current job's progress, copied under the lock (the status page)."""
+        with self._lock:
+            return status.describe(list(self.workers.values()), self.job, time.monotonic())
 
     def _live(self) -> list[WorkerConn]:  # caller holds the lock
         return [w for w in self.workers.values() if w.state in (WorkerState.IDLE, WorkerState.BUSY)]
@@ -271,7 +277,9 @@ class Master:
                 log.debug("worker %s: strip %d, rows %d-%d", w.id, strip.id, strip.row_start, strip.row_stop - 1)
                 rows = job.pixels[strip.row_start : strip.row_stop]
                 job_bytes = job.worker_bytes.setdefault(w.id, [0, 0])
-                job_bytes[0] += w.channel.send(task, rows.data)
+                sent = w.channel.send(task, rows.data)
+                job_bytes[0] += sent
+                w.bytes_in += sent
             except DistgrayError as exc:
                 # The reader has the last word on why a connection ended: a worker that said BYE
                 # and hung up just as we sent it a task left cleanly; it is not lost.
@@ -338,8 +346,11 @@ class Master:
             busy = (result.recv_us + result.compute_us) / 1e6
             # Speed includes transfer both ways: the worker's receive + compute, our receive.
             job.scheduler.observe(w.id, rows, busy + max(0.0, now - w.result_started))
-            job_bytes = job.worker_bytes.setdefault(w.id, [0, 0])
-            job_bytes[1] += P.PREFIX_BYTES + len(result.encode()) + result.payload_len
+            received = P.PREFIX_BYTES + len(result.encode()) + result.payload_len
+            job.worker_bytes.setdefault(w.id, [0, 0])[1] += received
+            w.strips, w.rows, w.bytes_out = w.strips + 1, w.rows + rows, w.bytes_out + received
+            w.speed = job.scheduler.speeds.get(w.id, w.speed)
+            w.mp_per_s = None if w.speed is None else w.speed * job.width / 1e6
             job.records.append(
                 StripRecord(
                     result.strip_id,
@@ -369,6 +380,7 @@ class Master:
             if job is not None and w.in_flight:
                 held = sorted(sid for (jid, sid) in w.in_flight if jid == job.id)
                 lost = job.scheduler.worker_lost(w.id, time.monotonic(), reason)
+                w.failures += len(lost)
                 log.warning("worker %s: %s; held strips %s, requeued %s", w.id, reason, held, lost or "none")
                 if job.scheduler.finished:
                     job._finish()

@@ -1,6 +1,6 @@
-"""Running one image end to end: start the master and local workers, load, convert, save, report.
+"""One master run: start the master, its status page and local workers, then run the jobs.
 
-The CLI parses flags into :class:`RunOptions` and calls :func:`run_single_image`; everything here
+The CLI parses flags into :class:`RunOptions` and calls :func:`run_master`; everything here
 takes its settings from those options (and the environment mapping inside them), never from
 ``sys.argv`` or ``os.environ``. Status lines for the person at the terminal go to stderr; the
 summary table goes to stdout.
@@ -9,37 +9,45 @@ summary table goes to stdout.
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from distgray import imaging
-from distgray.errors import DistgrayError, TaskFailed
-from distgray.master import Job, Master, MasterConfig
-from distgray.report import format_summary, job_report, write_json_atomic
+from distgray.dashboard import Dashboard
+from distgray.errors import DistgrayError
+from distgray.master import Master, MasterConfig
+from distgray.service import Service, ServiceOptions
 
 log = logging.getLogger("distgray")
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    """Everything one ``distgray-master --image`` run needs (see ``--help`` for each)."""
+    """Everything one ``distgray-master`` run needs (see ``--help`` for each)."""
 
-    image: Path
-    output: Path
-    format: str
+    image: Path | None = None
+    output: Path | None = None
+    format: str | None = None
+    serve: bool = False
+    output_dir: Path = Path("results")
+    upload_dir: Path | None = None  # default: <output_dir>/uploads
+    max_upload_mb: int = 512
     quality: int | None = None
     png_level: int = imaging.DEFAULT_PNG_LEVEL
     max_pixels: int = imaging.DEFAULT_MAX_PIXELS
     report: Path | None = None
     host: str = "0.0.0.0"
     port: int = 5003
+    dashboard: bool = True
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 5006
     local_workers: int = 0
     min_workers: int = 1
     token: str | None = None
@@ -52,8 +60,12 @@ class RunOptions:
     env: Mapping[str, str] = field(default_factory=dict)  # passed on to local worker processes
 
 
-def run_single_image(opts: RunOptions) -> int:
-    t0 = time.monotonic()
+def run_master(opts: RunOptions) -> int:
+    """Convert ``opts.image`` and exit, or serve: run queued and uploaded jobs until stopped.
+
+    Returns the exit code: 0 when every job finished, 1 when some failed (serve mode; a single
+    image that fails raises instead).
+    """
     token = None if opts.no_auth else (opts.token or secrets.token_urlsafe(18))
     config = MasterConfig(
         host=opts.host,
@@ -69,68 +81,67 @@ def run_single_image(opts: RunOptions) -> int:
     except OSError as exc:
         raise DistgrayError(f"cannot listen on {opts.host}:{opts.port}: {exc.strerror or exc}") from exc
     procs: list[subprocess.Popen[bytes]] = []
-    job = None
-    workers_rss: list[float | None] = []
+    dashboard: Dashboard | None = None
     bye = "master stopping"
     try:
         worker_cmd = _announce(host, port, token)
+        service = Service(master, _service_options(opts, worker_cmd), procs)
+        dashboard = _start_dashboard(service, opts)
         # Local workers start (importing NumPy and Pillow) while the image decodes.
-        procs = spawn_local_workers(opts.local_workers, port, token, opts.log_level, opts.env)
-        loaded = imaging.load_image(opts.image, opts.max_pixels)
-        t_loaded = time.monotonic()
-        for note in loaded.notes:
-            log.info("%s: %s", opts.image, note)
-        if loaded.kind is imaging.Kind.GRAY:
-            log.info("%s: already grayscale (%s): copied unchanged, no workers needed", opts.image, loaded.mode)
-        else:
-            job = _run_job(master, loaded, opts, procs, worker_cmd)
-            workers_rss = [peak_rss_mb(p.pid) for p in procs]  # before they leave
-        bye = "job finished"
+        procs += spawn_local_workers(opts.local_workers, port, token, opts.log_level, opts.env)
+        if opts.image is not None:
+            assert opts.output is not None and opts.format is not None
+            entry = service.enqueue(opts.image, opts.output, opts.format)
+            if not opts.serve:
+                service.process(entry)
+                bye = "job finished"
+                return 0
+        print("distgray-master: serving; Ctrl+C (or SIGTERM) stops", file=sys.stderr, flush=True)
+        try:
+            service.serve_forever(threading.Event())
+        except KeyboardInterrupt:
+            print("distgray-master: stopping", file=sys.stderr)
+        return 1 if any(j["state"] == "failed" for j in service.status()["jobs"]) else 0
     finally:
+        if dashboard is not None:
+            dashboard.close()
         master.close(bye)
         reap(procs)
-    report = job_report(job, master) if job is not None else None
-    if job is not None and job.failure:
-        if opts.report and report is not None:  # what happened is most useful when it went wrong
-            write_json_atomic(report, opts.report)
-        raise TaskFailed(f"job failed: {job.failure}")
-    image, notes = imaging.compose_output(loaded, job.output if job is not None else None, opts.format)
-    for note in notes:
-        log.warning("%s: %s", opts.output, note)
-    t_save = time.monotonic()
-    imaging.save_atomic(
-        image, opts.output, opts.format, imaging.save_options(opts.format, opts.quality, opts.png_level)
-    )
-    total = time.monotonic() - t0
-    if report is None:
-        print(f"{opts.output}: written ({loaded.width}x{loaded.height}, {loaded.mode}) in {total:.3f} s")
-        return 0
-    known_rss = [r for r in workers_rss if r is not None]
-    report.update(
-        output=str(opts.output),
-        input=str(opts.image),
-        total_s=round(total, 4),
-        load_s=round(t_loaded - t0, 4),
-        save_s=round(time.monotonic() - t_save, 4),
-        master_peak_rss_mb=peak_rss_mb(os.getpid()),
-        local_worker_peak_rss_mb=max(known_rss) if known_rss else None,
-    )
-    print(format_summary(report))
-    if opts.report:
-        write_json_atomic(report, opts.report)
-    return 0
 
 
-def peak_rss_mb(pid: int) -> float | None:
-    """Peak resident memory of a live process in MB (Linux /proc VmHWM); None where unknown."""
+def _service_options(opts: RunOptions, worker_cmd: str) -> ServiceOptions:
+    return ServiceOptions(
+        quality=opts.quality,
+        png_level=opts.png_level,
+        max_pixels=opts.max_pixels,
+        min_workers=opts.min_workers,
+        timeout=opts.timeout,
+        report=opts.report,
+        output_dir=opts.output_dir,
+        upload_dir=opts.upload_dir or opts.output_dir / "uploads",
+        max_upload_bytes=opts.max_upload_mb << 20,
+        serve=opts.serve,
+        worker_command=worker_cmd,
+    )
+
+
+def _start_dashboard(service: Service, opts: RunOptions) -> Dashboard | None:
+    if not opts.dashboard:
+        return None
     try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
+        dashboard = Dashboard(service, opts.dashboard_host, opts.dashboard_port)
+    except OSError as exc:
+        where = f"{opts.dashboard_host}:{opts.dashboard_port}"
+        if opts.serve:  # the page is how a serving master is used: without it, stop
+            raise DistgrayError(f"status page: cannot listen on {where}: {exc.strerror or exc}") from exc
+        print(
+            f"distgray-master: WARNING: status page not started: cannot listen on {where}"
+            f" ({exc.strerror or exc}); pick another with --dashboard-port",
+            file=sys.stderr,
+        )
+        return None
+    print(f"distgray-master: status page at {dashboard.url}", file=sys.stderr, flush=True)
+    return dashboard
 
 
 def _reachable_addresses() -> list[str]:
@@ -167,48 +178,6 @@ def _announce(host: str, port: int, token: str | None) -> str:
     if where:
         print(f"    {where}", file=sys.stderr)
     return command
-
-
-def _run_job(
-    master: Master,
-    loaded: imaging.LoadedImage,
-    opts: RunOptions,
-    procs: list[subprocess.Popen[bytes]],
-    worker_cmd: str,
-) -> Job:
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    assert loaded.pixels is not None
-    deadline = None if opts.timeout is None else time.monotonic() + opts.timeout
-    if len(master.live_workers()) < opts.min_workers:
-        log.info("waiting for %d worker(s)...", opts.min_workers)
-    while not master.wait_for_workers(opts.min_workers, timeout=0.5):
-        if procs and all(p.poll() is not None for p in procs) and len(procs) >= opts.min_workers:
-            raise TaskFailed(f"local workers exited (codes {[p.returncode for p in procs]}) before joining")
-        if deadline is not None and time.monotonic() > deadline:
-            raise TaskFailed(f"timed out after {opts.timeout:g} s waiting for {opts.min_workers} worker(s)")
-    job = master.submit(loaded.pixels, loaded.path.name)
-    with (
-        logging_redirect_tqdm(),
-        tqdm(total=job.height, unit="rows", desc=loaded.path.name, disable=None, leave=False) as bar,
-    ):
-        waiting = False
-        while not job.wait(0.2):
-            bar.update(job.rows_done - bar.n)
-            none_left = not master.live_workers()
-            if none_left and not waiting:  # say it once per episode, not every tick
-                log.warning(
-                    "no workers connected: the job waits (%d/%d rows done). Start one with:\n    %s",
-                    job.rows_done,
-                    job.height,
-                    worker_cmd,
-                )
-            waiting = none_left
-            if deadline is not None and time.monotonic() > deadline:
-                raise TaskFailed(f"timed out after {opts.timeout:g} s ({job.rows_done}/{job.height} rows done)")
-        bar.update(job.rows_done - bar.n)
-    return job
 
 
 def spawn_local_workers(

@@ -46,6 +46,14 @@ class WorkerConn:
     reason: str = ""
     reader: threading.Thread | None = None
     result_started: float = 0.0  # when the payload of the result being received began
+    # Figures over the master's whole run (the status page); per-job figures live in Job.records.
+    strips: int = 0  # results received, counted or not
+    rows: int = 0
+    bytes_in: int = 0  # task bytes sent to the worker
+    bytes_out: int = 0  # result bytes it sent back
+    failures: int = 0  # strips that had to be requeued from it
+    speed: float | None = None  # the scheduler's last estimate, rows/s
+    mp_per_s: float | None = None  # the same speed in megapixels/s, at the width it was measured on
 
 
 @dataclass

@@ -28,7 +28,10 @@ def test_master_defaults() -> None:
 @pytest.mark.parametrize(
     ("argv", "env"),
     [
-        ([], {}),  # --image is required
+        (["--output", "x.png"], {}),  # serve mode has no single output
+        (["--no-dashboard"], {}),  # serve mode is used through the page
+        (["--image", "x.jpg"], {"FLASK_PORT": "web"}),
+        (["--image", "x.jpg", "--dashboard-port", "65536"], {}),
         (["--image", "x.jpg", "--port", "70000"], {}),
         (["--image", "x.jpg", "--local-workers", "-1"], {}),
         (["--image", "x.jpg", "--quality", "0"], {}),
