@@ -16,6 +16,7 @@ uploads are written under the service's upload folder with names the service cho
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from typing import Any
 
@@ -128,8 +129,12 @@ class Dashboard:
     def __init__(self, service: Service, host: str, port: int) -> None:
         if not log.isEnabledFor(logging.DEBUG):  # one line per request only when debugging
             logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self._server: BaseWSGIServer = make_server(host, port, create_app(service), threaded=True)
-        self.host, self.port = host, self._server.server_port
+        # We bind the socket ourselves: werkzeug answers a busy port with sys.exit, and the caller
+        # decides whether a missing page is fatal. OSError here means "cannot listen".
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.create_server((host, port), family=family, backlog=64) as sock:
+            self._server: BaseWSGIServer = make_server(host, port, create_app(service), threaded=True, fd=sock.fileno())
+        self.host, self.port = host, int(self._server.socket.getsockname()[1])
         self._thread = threading.Thread(target=self._server.serve_forever, name="distgray-dashboard", daemon=True)
         self._thread.start()
 

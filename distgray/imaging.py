@@ -281,7 +281,9 @@ def probe_upload(data: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, 
         with _pixel_limit(max_pixels), Image.open(data) as im:
             fmt, width, height = im.format or "", im.width, im.height
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"{exc}; the master's --max-pixels sets the limit") from exc
+        raise ImageError(
+            f"more pixels than the decompression-bomb limit of {max_pixels:,} (the master's --max-pixels sets it)"
+        ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError("not an image Pillow can read") from exc
     if fmt not in UPLOAD_FORMATS:

@@ -9,6 +9,7 @@ summary table goes to stdout.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import socket
 import subprocess
@@ -132,11 +133,12 @@ def _start_dashboard(service: Service, opts: RunOptions) -> Dashboard | None:
         dashboard = Dashboard(service, opts.dashboard_host, opts.dashboard_port)
     except OSError as exc:
         where = f"{opts.dashboard_host}:{opts.dashboard_port}"
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
         if opts.serve:  # the page is how a serving master is used: without it, stop
-            raise DistgrayError(f"status page: cannot listen on {where}: {exc.strerror or exc}") from exc
+            raise DistgrayError(f"status page: cannot listen on {where}: {why}") from exc
         print(
             f"distgray-master: WARNING: status page not started: cannot listen on {where}"
-            f" ({exc.strerror or exc}); pick another with --dashboard-port",
+            f" ({why}); pick another with --dashboard-port",
             file=sys.stderr,
         )
         return None

@@ -23,6 +23,13 @@ def test_master_env_fallbacks_and_flag_precedence() -> None:
 def test_master_defaults() -> None:
     args = cli.build_master_parser({}).parse_args(["--image", "x.jpg"])
     assert (args.host, args.port, args.local_workers, args.min_workers, args.token) == ("0.0.0.0", 5003, 0, 1, None)
+    assert (args.dashboard_host, args.dashboard_port, args.no_dashboard) == ("127.0.0.1", 5006, False)
+
+
+def test_status_page_port_from_flask_port() -> None:
+    assert cli.build_master_parser({"FLASK_PORT": "8080"}).parse_args([]).dashboard_port == 8080
+    args = cli.build_master_parser({"FLASK_PORT": "8080"}).parse_args(["--dashboard-port", "0"])
+    assert args.dashboard_port == 0
 
 
 @pytest.mark.parametrize(
