@@ -64,7 +64,9 @@ class JobEntry:
     def finished(self) -> bool:
         return self.state in (JobState.DONE, JobState.FAILED)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, detail: bool = True) -> dict[str, Any]:
+        """JSON for the page. ``detail`` adds the per-worker summary (not the per-strip log, and
+        no server-side paths: the page shows file names only)."""
         took = None
         if self.started_at is not None:
             took = round((self.finished_at or time.time()) - self.started_at, 3)
@@ -85,8 +87,14 @@ class JobEntry:
             "seconds": took,
             "thumbnails": sorted(self.thumbnails),
             "download": self.state is JobState.DONE,
-            "summary": self.report,
+            "summary": _page_summary(self.report) if detail else None,
         }
+
+
+def _page_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    if report is None:
+        return None
+    return {k: v for k, v in report.items() if k not in ("strip_log", "input", "output")}
 
 
 @dataclass(frozen=True)
@@ -176,7 +184,7 @@ class Service:
             "worker_command": self.options.worker_command,
             "uptime_s": round(time.time() - self.started_at, 1),
             "current": None if shown is None else {**shown.describe(), "progress": progress},
-            "jobs": [e.describe() for e in reversed(entries)],
+            "jobs": [e.describe(detail=False) for e in reversed(entries)],
             "workers": snap["workers"],
         }
 
@@ -191,6 +199,9 @@ class Service:
                 self.process(entry)
             except DistgrayError as exc:
                 log.error("job %d (%s) failed: %s", entry.id, entry.name, exc)
+            except Exception as exc:  # a bug must cost one job, not the service
+                log.error("job %d (%s) failed: internal error: %s: %s", entry.id, entry.name, type(exc).__name__, exc)
+                log.debug("traceback", exc_info=True)
 
     def process(self, entry: JobEntry) -> None:
         """Convert one queued image end to end. Raises on failure, after marking the entry failed."""
