@@ -109,7 +109,8 @@ def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="distgray-master",
         description="Convert a colour image to grayscale (Pillow's convert('L'), bit for bit) by "
-        "splitting it into strips and sending them to worker processes on this or other machines.",
+        "splitting it into strips and sending them to worker processes on this or other machines. "
+        "Watch it on the status page; without --image, convert images uploaded there.",
         epilog=MASTER_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

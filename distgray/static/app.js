@@ -57,7 +57,9 @@ function renderJob(status) {
   $("progress-pct").textContent = pct.toFixed(1) + "%";
   document.querySelector(".progress").setAttribute("aria-valuenow", String(pct));
   $("fig-rows").textContent = p ? `${p.rows_done} / ${p.height}` : "–";
-  $("fig-strips").textContent = p ? `${p.strips_done} (${p.strips_running} running)` : "–";
+  // Strips are sized on demand, so their total is known only once every row is handed out ("+").
+  $("fig-strips").textContent = p
+    ? `${p.strips_done} / ${p.strips_planned}${p.rows_unassigned ? "+" : ""} (${p.strips_running} running)` : "–";
   $("fig-rate").textContent = p && p.mp_per_s !== null ? p.mp_per_s.toFixed(1) + " MP/s" : "–";
   $("fig-elapsed").textContent = p ? fmtS(p.elapsed_s) : "–";
   $("fig-eta").textContent = p ? (p.finished ? "done" : (p.eta_s === null ? "measuring…" : fmtS(p.eta_s))) : "–";

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -246,3 +247,29 @@ def test_uploads_are_off_unless_serving(tmp_path: Path) -> None:
     resp = client.post("/api/jobs", data={"image": (io.BytesIO(png_bytes()), "x.png")})
     assert resp.status_code == 403 and "serve" in resp.get_json()["error"]
     assert 'id="upload-form"' not in client.get("/").get_data(as_text=True)
+
+
+def test_queued_jobs_run_in_order_and_a_bad_one_does_not_stop_the_rest(service: Service, tmp_path: Path) -> None:
+    names = ["first.png", "broken.png", "third.png"]
+    for name in names:
+        path = tmp_path / name
+        path.write_bytes(png_bytes(mode="L")[: 60 if name == "broken.png" else None])
+        service.enqueue(path, tmp_path / "results" / f"{path.stem}_gray.png", "PNG")
+    stop = threading.Event()
+    runner = threading.Thread(target=service.serve_forever, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not all(e["state"] in ("done", "failed") for e in service.status()["jobs"]):
+            assert time.monotonic() < deadline, service.status()["jobs"]
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        runner.join(timeout=60)
+    jobs = sorted(service.status()["jobs"], key=lambda j: j["id"])
+    assert [(j["name"], j["state"]) for j in jobs] == [
+        ("first.png", "done"),
+        ("broken.png", "failed"),
+        ("third.png", "done"),
+    ]
+    assert jobs[0]["finished_at"] <= jobs[1]["started_at"] and jobs[1]["finished_at"] <= jobs[2]["started_at"]
