@@ -25,7 +25,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.utils import secure_filename
 
-from distgray import imaging
+from distgray import fileio, imaging
 from distgray.errors import ImageError
 from distgray.metrics import metrics_text
 from distgray.service import JobEntry, Service
@@ -97,7 +97,7 @@ def create_app(service: Service) -> Flask:
         if file is None or not file.filename:
             abort(400, description="no file: send the image as the form field 'image'")
         try:
-            fmt, width, height = imaging.probe_upload(file.stream, service.options.max_pixels)
+            fmt, width, height = fileio.probe_upload(file.stream, service.options.max_pixels)
         except ImageError as exc:
             abort(400, description=f"{file.filename}: {exc}")
         file.stream.seek(0)

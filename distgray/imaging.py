@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import io
 import os
 import tempfile
@@ -122,19 +123,24 @@ def _pixel_limit(max_pixels: int) -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS = old
 
 
-def load_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+def load_image(
+    path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS, *, data: bytes | None = None
+) -> LoadedImage:
     """Open ``path``, apply its EXIF orientation and return what the converter needs.
 
     RGB and RGBA stay as they are; P, CMYK and other colour modes are converted to RGB(A) the way
     Pillow does (so the result equals Pillow's ``convert("L")``); L, LA and 16-bit gray are
     already gray and kept unchanged.
 
+    With ``data``, the file's bytes are decoded instead of reading ``path`` (which then only
+    names the image in messages).
+
     Raises:
         ImageError: the file is missing, unreadable, not an image, truncated, or too large.
     """
     p = Path(path)
     try:
-        with _pixel_limit(max_pixels), Image.open(p) as im:
+        with _pixel_limit(max_pixels), Image.open(p if data is None else io.BytesIO(data)) as im:
             if im.width * im.height > max_pixels:
                 raise ImageError(
                     f"{p}: {im.width}x{im.height} = {im.width * im.height:,} pixels exceeds the"
@@ -158,6 +164,10 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
     except UnidentifiedImageError as exc:
         raise ImageError(f"{p}: not an image Pillow can read") from exc
     except (OSError, SyntaxError, ValueError) as exc:  # Pillow's truncated/corrupt-file errors
+        if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
+            raise ImageError(f"{p}: symbolic link loop") from exc
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is not None:  # reading
+            raise ImageError(f"{p}: cannot read: {os.strerror(exc.errno)}") from exc
         raise ImageError(f"{p}: cannot decode image: {exc}") from exc
 
 
@@ -265,52 +275,3 @@ def same_file(a: Path, b: Path) -> bool:
 
 #: The usual file extension of each output format.
 EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp", "GIF": ".gif"}
-
-#: Formats the status page accepts as uploads (what Pillow reads that people actually send).
-UPLOAD_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF"})
-THUMBNAIL_SIDE = 480
-
-
-def probe_upload(data: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, int, int]:
-    """Read only the header of an uploaded file: (format, width, height). Nothing is decoded.
-
-    Raises:
-        ImageError: not an image, a format not in UPLOAD_FORMATS, or more pixels than allowed.
-    """
-    try:
-        with _pixel_limit(max_pixels), Image.open(data) as im:
-            fmt, width, height = im.format or "", im.width, im.height
-    except Image.DecompressionBombError as exc:
-        raise ImageError(
-            f"more pixels than the decompression-bomb limit of {max_pixels:,} (the master's --max-pixels sets it)"
-        ) from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageError("not an image Pillow can read") from exc
-    if fmt not in UPLOAD_FORMATS:
-        raise ImageError(f"{fmt or 'unknown'} files are not accepted (accepted: {', '.join(sorted(UPLOAD_FORMATS))})")
-    if width * height > max_pixels:
-        raise ImageError(
-            f"{width}x{height} = {width * height:,} pixels exceeds the decompression-bomb limit of"
-            f" {max_pixels:,} (the master's --max-pixels sets it)"
-        )
-    return fmt, width, height
-
-
-def thumbnail_png(image: Image.Image, side: int = THUMBNAIL_SIDE) -> bytes:
-    """A small PNG preview (longest side ``side``) for the status page; the image is not changed."""
-    if image.mode not in ("L", "LA", "RGB", "RGBA"):
-        image = image.convert("RGBA" if "A" in image.getbands() else "L" if image.mode.startswith("I") else "RGB")
-    small = image.copy()
-    small.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    buf = io.BytesIO()
-    small.save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
-
-
-def preview_of(loaded: LoadedImage) -> Image.Image:
-    """The input as an image for previews, without copying the pixels."""
-    if loaded.pixels is None:
-        assert loaded.gray is not None
-        return loaded.gray
-    mode = "RGB" if loaded.pixels.shape[2] == 3 else "RGBA"
-    return Image.frombuffer(mode, (loaded.width, loaded.height), loaded.pixels, "raw", mode, 0, 1)

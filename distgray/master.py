@@ -25,6 +25,7 @@ from distgray import protocol as P
 from distgray import status
 from distgray.errors import DistgrayError, PeerDisconnected, PeerTimeout, ProtocolError, RemoteError
 from distgray.imaging import U8Array
+from distgray.master_files import FileWork
 from distgray.scheduler import Policy
 from distgray.state import Assignment, Job, StripRecord, WorkerConn, WorkerState
 from distgray.transport import HANDSHAKE_TIMEOUT_S, Channel, listen, server_handshake
@@ -55,7 +56,7 @@ class MasterConfig:
     max_handshakes: int = MAX_HANDSHAKES
 
 
-class Master:
+class Master(FileWork):
     """Accepts workers and converts arrays with them. ``start()``, ``run``/``submit``, ``close()``."""
 
     def __init__(self, config: MasterConfig) -> None:
@@ -250,10 +251,11 @@ class Master:
         interval = self.config.heartbeat_interval_s
         while True:
             with self._work:
-                job, strip = None, None
+                job, strip, unit = None, None, None
                 while w.state in (WorkerState.IDLE, WorkerState.BUSY) and not self._closing:
                     job = self.job
-                    if job is not None and not job.scheduler.finished and len(w.in_flight) < self.config.prefetch:
+                    room = len(w.in_flight) + len(w.files_in_flight) < self.config.prefetch
+                    if room and job is not None and not job.scheduler.finished:
                         live = [x.id for x in self._live()]
                         strip = job.scheduler.next_strip(w.id, time.monotonic(), live)
                         if strip is not None:
@@ -262,6 +264,8 @@ class Master:
                             )
                             w.state = WorkerState.BUSY
                             break
+                    if room and (unit := self._take_file(w)) is not None:  # strips first: they hold memory
+                        break
                     if time.monotonic() - w.channel.last_send >= interval:
                         break
                     # While a job runs, look again soon: a straggler may become worth a backup copy.
@@ -270,6 +274,9 @@ class Master:
                 else:
                     return
             try:
+                if unit is not None:
+                    self._send_file(w, unit)
+                    continue
                 if strip is None or job is None:
                     w.channel.send(P.Heartbeat())
                     continue
@@ -291,9 +298,11 @@ class Master:
     def _reader(self, w: WorkerConn) -> None:
         try:
             while True:
-                message, _ = w.channel.recv(lambda m: self._result_sink(w, m))
+                message, payload = w.channel.recv(lambda m: self._sink(w, m))
                 if isinstance(message, P.Result):
                     self._complete(w, message)
+                elif isinstance(message, P.FileResult):
+                    self._complete_file(w, message, payload)
                 elif isinstance(message, P.Heartbeat):
                     continue
                 elif isinstance(message, P.Bye):
@@ -308,6 +317,9 @@ class Master:
             self._drop(w, WorkerState.LOST if broke else WorkerState.GONE, str(exc))
         except DistgrayError as exc:
             self._drop(w, WorkerState.LOST, str(exc))
+
+    def _sink(self, w: WorkerConn, message: P.Message) -> memoryview | None:
+        return self._file_sink(w, message) if isinstance(message, P.FileResult) else self._result_sink(w, message)
 
     def _result_sink(self, w: WorkerConn, message: P.Message) -> memoryview | None:
         """Where a result's pixels land: their rows of the output, or scratch if already done."""
@@ -386,6 +398,10 @@ class Master:
                     job._finish()
             elif not self._closing:
                 log.info("worker %s: %s", w.id, reason)
+            if w.files_in_flight:
+                files = [str(self.files.units[u].source) for u in w.files_in_flight] if self.files else []
+                requeued = self._files_lost(w, reason)
+                log.warning("worker %s: %s; held files %s, %d requeued", w.id, reason, files, len(requeued))
             w.in_flight.clear()
             self._work.notify_all()
         w.channel.close()

@@ -34,6 +34,8 @@ class MessageType(enum.IntEnum):
     WELCOME = 0x04
     TASK = 0x10
     RESULT = 0x11
+    FILE_TASK = 0x12
+    FILE_RESULT = 0x13
     HEARTBEAT = 0x20
     ERROR = 0x7E
     BYE = 0x7F
@@ -212,113 +214,6 @@ class Welcome:
         return cls(bytes(proof), interval, timeout, prefetch, worker_id)
 
 
-_TASK = struct.Struct(">IIIIIBBBB")
-
-
-@dataclass(frozen=True)
-class Task:
-    """Convert rows [row_start, row_stop) of a width x channels uint8 image; payload = those rows."""
-
-    TYPE: ClassVar[MessageType] = MessageType.TASK
-    job_id: int
-    strip_id: int
-    row_start: int
-    row_stop: int
-    width: int
-    channels: int = 3
-
-    @property
-    def rows(self) -> int:
-        return self.row_stop - self.row_start
-
-    @property
-    def payload_len(self) -> int:
-        return self.rows * self.width * self.channels
-
-    @property
-    def result_len(self) -> int:
-        return self.rows * self.width
-
-    def encode(self) -> bytes:
-        return _TASK.pack(
-            self.job_id,
-            self.strip_id,
-            self.row_start,
-            self.row_stop,
-            self.width,
-            self.channels,
-            DTYPE_UINT8,
-            OP_LUMA,
-            0,
-        )
-
-    @classmethod
-    def decode(cls, buf: bytes, payload_len: int) -> Task:
-        r = _Reader(buf, "TASK")
-        job, strip, start, stop, width, channels, dtype, op, reserved = r.unpack(_TASK)
-        r.end()
-        if channels not in (3, 4) or dtype != DTYPE_UINT8 or op != OP_LUMA or reserved:
-            raise ProtocolError(f"TASK: unsupported channels={channels} dtype={dtype} op={op} reserved={reserved}")
-        if stop <= start:
-            raise ProtocolError(f"TASK: empty or reversed row range [{start}, {stop})")
-        _strip_bytes("TASK", stop - start, width, channels, payload_len)
-        return cls(job, strip, start, stop, width, channels)
-
-
-_RESULT = struct.Struct(">IIIIIBBHIII")
-
-
-@dataclass(frozen=True)
-class Result:
-    """Gray rows [row_start, row_stop) of a strip; payload = rows x width uint8.
-
-    Timings in microseconds: ``recv_us`` receiving the task, ``compute_us`` converting it,
-    ``send_us`` sending this worker's *previous* result (a send cannot time itself).
-    """
-
-    TYPE: ClassVar[MessageType] = MessageType.RESULT
-    job_id: int
-    strip_id: int
-    row_start: int
-    row_stop: int
-    width: int
-    recv_us: int = 0
-    compute_us: int = 0
-    send_us: int = 0
-
-    @property
-    def payload_len(self) -> int:
-        return (self.row_stop - self.row_start) * self.width
-
-    def encode(self) -> bytes:
-        clamp = 0xFFFFFFFF
-        return _RESULT.pack(
-            self.job_id,
-            self.strip_id,
-            self.row_start,
-            self.row_stop,
-            self.width,
-            1,
-            DTYPE_UINT8,
-            0,
-            min(self.recv_us, clamp),
-            min(self.compute_us, clamp),
-            min(self.send_us, clamp),
-        )
-
-    @classmethod
-    def decode(cls, buf: bytes, payload_len: int) -> Result:
-        r = _Reader(buf, "RESULT")
-        job, strip, start, stop, width, channels, dtype, reserved, rus, cus, sus = r.unpack(_RESULT)
-        r.end()
-        if channels != 1 or dtype != DTYPE_UINT8 or reserved:
-            raise ProtocolError(f"RESULT: unsupported channels={channels} dtype={dtype}")
-        if stop <= start:
-            raise ProtocolError(f"RESULT: empty or reversed row range [{start}, {stop})")
-        _strip_bytes("RESULT", stop - start, width, 1, payload_len)
-        return cls(job, strip, start, stop, width, rus, cus, sus)
-
-
 @dataclass(frozen=True)
 class Heartbeat:
     TYPE: ClassVar[MessageType] = MessageType.HEARTBEAT
@@ -372,10 +267,3 @@ class Bye:
         reason = r.string()
         r.end()
         return cls(reason)
-
-
-Message = Hello | Challenge | Auth | Welcome | Task | Result | Heartbeat | Error | Bye
-DECODERS: dict[MessageType, type[Message]] = {
-    cls.TYPE: cls for cls in (Hello, Challenge, Auth, Welcome, Task, Result, Heartbeat, Error, Bye)
-}
-CARRIES_PAYLOAD = frozenset({MessageType.TASK, MessageType.RESULT})

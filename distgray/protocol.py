@@ -56,8 +56,6 @@ from dataclasses import dataclass
 from distgray.errors import ProtocolError, VersionMismatch
 from distgray.messages import (
     CAPABILITY_LUMA_U8,
-    CARRIES_PAYLOAD,
-    DECODERS,
     DIGEST_BYTES,
     DTYPE_UINT8,
     MAX_CAPABILITIES,
@@ -73,17 +71,24 @@ from distgray.messages import (
     ErrorCode,
     Heartbeat,
     Hello,
-    Message,
     MessageType,
-    Result,
-    Task,
     Welcome,
 )
+from distgray.work_messages import CAPABILITY_FILES, FILE_FORMATS, FileResult, FileStatus, FileTask, Result, Task
+
+Message = Hello | Challenge | Auth | Welcome | Task | Result | FileTask | FileResult | Heartbeat | Error | Bye
+DECODERS: dict[MessageType, type[Message]] = {
+    cls.TYPE: cls
+    for cls in (Hello, Challenge, Auth, Welcome, Task, Result, FileTask, FileResult, Heartbeat, Error, Bye)
+}
+CARRIES_PAYLOAD = frozenset({MessageType.TASK, MessageType.RESULT, MessageType.FILE_TASK, MessageType.FILE_RESULT})
 
 __all__ = [
+    "CAPABILITY_FILES",
     "CAPABILITY_LUMA_U8",
     "DIGEST_BYTES",
     "DTYPE_UINT8",
+    "FILE_FORMATS",
     "MAGIC",
     "MAX_CAPABILITIES",
     "MAX_DIMENSION",
@@ -100,6 +105,9 @@ __all__ = [
     "Challenge",
     "Error",
     "ErrorCode",
+    "FileResult",
+    "FileStatus",
+    "FileTask",
     "FrameDecoder",
     "Heartbeat",
     "Hello",

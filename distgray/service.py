@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distgray import imaging
+from distgray import fileio, imaging
 from distgray.errors import DistgrayError, TaskFailed
 from distgray.master import Job, Master
 from distgray.report import format_summary, job_report, write_json_atomic
@@ -220,7 +220,7 @@ class Service:
             else:
                 job = self._convert(entry, loaded)
             if "input" not in entry.thumbnails:
-                entry.thumbnails["input"] = imaging.thumbnail_png(imaging.preview_of(loaded))
+                entry.thumbnails["input"] = fileio.thumbnail_png(fileio.preview_of(loaded))
             entry.state = JobState.SAVING
             image, notes = imaging.compose_output(loaded, job.output if job is not None else None, entry.format)
             for note in notes:
@@ -229,7 +229,7 @@ class Service:
             options = imaging.save_options(entry.format, opts.quality, opts.png_level)
             imaging.save_atomic(image, entry.output, entry.format, options)
             t_saved = time.monotonic()
-            entry.thumbnails["output"] = imaging.thumbnail_png(image)
+            entry.thumbnails["output"] = fileio.thumbnail_png(image)
             self._finish_report(entry, job, t0, t_loaded, t_save, t_saved)
             entry.state = JobState.DONE
         except BaseException as exc:
@@ -281,7 +281,7 @@ class Service:
         job = master.submit(loaded.pixels, entry.name)
         entry.job, entry.state = job, JobState.RUNNING
         # The preview is made while the workers convert (the master would only wait).
-        entry.thumbnails["input"] = imaging.thumbnail_png(imaging.preview_of(loaded))
+        entry.thumbnails["input"] = fileio.thumbnail_png(fileio.preview_of(loaded))
         with (
             logging_redirect_tqdm(),
             tqdm(total=job.height, unit="rows", desc=entry.name, disable=None, leave=False) as bar,

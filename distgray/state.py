@@ -43,6 +43,7 @@ class WorkerConn:
     capabilities: tuple[str, ...]
     state: WorkerState = WorkerState.IDLE
     in_flight: dict[tuple[int, int], Assignment] = field(default_factory=dict)  # by (job id, strip id)
+    files_in_flight: dict[int, int] = field(default_factory=dict)  # file unit id -> batch id
     reason: str = ""
     reader: threading.Thread | None = None
     result_started: float = 0.0  # when the payload of the result being received began

@@ -27,12 +27,14 @@ from distgray import protocol as P
 from distgray.errors import (
     AuthenticationError,
     DistgrayError,
+    ImageError,
     PeerDisconnected,
     ProtocolError,
     RemoteError,
     VersionMismatch,
 )
-from distgray.imaging import to_grayscale
+from distgray.fileio import convert_encoded
+from distgray.imaging import save_options, to_grayscale
 from distgray.transport import Channel, client_handshake, connect
 
 log = logging.getLogger(__name__)
@@ -61,7 +63,8 @@ class WorkerConfig:
     throttle: float = 1.0  # >1: sleep so each strip takes this many times as long (testing, demos)
 
 
-Inbox = queue.Queue[tuple[P.Task, np.ndarray, int, float] | BaseException | P.Bye]  # task, pixels, recv us, recv CPU s
+Work = P.Task | P.FileTask
+Inbox = queue.Queue[tuple[Work, np.ndarray, int, float] | BaseException | P.Bye]  # task, payload, recv us, recv CPU s
 
 
 class _Leave(Exception):
@@ -119,7 +122,13 @@ class Worker:
 
     # ------------------------------------------------------------------ one connection
     def _session(self, channel: Channel) -> None:
-        welcome = client_handshake(channel, self.worker_id, self.config.token, max_payload=self.config.max_strip_bytes)
+        welcome = client_handshake(
+            channel,
+            self.worker_id,
+            self.config.token,
+            (P.CAPABILITY_LUMA_U8, P.CAPABILITY_FILES),
+            max_payload=self.config.max_strip_bytes,
+        )
         self.worker_id = welcome.worker_id
         channel.peer = f"master {self.config.host}:{self.config.port}"
         channel.settimeout(welcome.heartbeat_timeout_ms / 1000)
@@ -164,36 +173,42 @@ class Worker:
                 raise _Leave
             if isinstance(item, BaseException):
                 raise item
-            task, pixels, recv_us, recv_cpu_s = item
-            log.debug(
-                "worker %s: strip %d, rows %d-%d", self.worker_id, task.strip_id, task.row_start, task.row_stop - 1
-            )
+            task, data, recv_us, recv_cpu_s = item
             started, cpu_started = time.perf_counter(), time.thread_time()
-            src = pixels.reshape(task.rows, task.width, task.channels)
-            out = np.empty((task.rows, task.width), dtype=np.uint8)
-            to_grayscale(src, out)
+            result: P.Result | P.FileResult
+            out: bytes | memoryview | None
+            if isinstance(task, P.FileTask):
+                result, out = convert_file(task, data, self.worker_id)
+            else:
+                log.debug(
+                    "worker %s: strip %d, rows %d-%d", self.worker_id, task.strip_id, task.row_start, task.row_stop - 1
+                )
+                gray = np.empty((task.rows, task.width), dtype=np.uint8)
+                to_grayscale(data.reshape(task.rows, task.width, task.channels), gray)
+                out = gray.data
             if self.config.throttle > 1:
                 # A testing and demo aid: FACTOR times the work. Measured in CPU time, so that a
                 # worker paused (SIGSTOP) or starved of CPU is not slowed further by it.
                 spent = time.thread_time() - cpu_started + recv_cpu_s
                 time.sleep((self.config.throttle - 1) * spent)
-            compute_us = int((time.perf_counter() - started) * 1e6)
-            result = P.Result(
-                task.job_id,
-                task.strip_id,
-                task.row_start,
-                task.row_stop,
-                task.width,
-                recv_us,
-                compute_us,
-                self._last_send_done_us,
-            )
+            if isinstance(task, P.Task):
+                compute_us = int((time.perf_counter() - started) * 1e6)
+                result = P.Result(
+                    task.job_id,
+                    task.strip_id,
+                    task.row_start,
+                    task.row_stop,
+                    task.width,
+                    recv_us,
+                    compute_us,
+                    self._last_send_done_us,
+                )
             # Free the slot before the result leaves: the master may send the next task the moment
             # it has read this result, possibly before send() returns here.
             slots.release()
             sent = time.perf_counter()
             try:
-                channel.send(result, out.data)
+                channel.send(result, out)
             except PeerDisconnected:
                 self._leave_if_told(inbox)
                 raise
@@ -218,8 +233,8 @@ class Worker:
         marks: list[float] = []
 
         def sink(message: P.Message) -> memoryview:
-            if not isinstance(message, P.Task):
-                raise ProtocolError("only TASK frames carry a payload to a worker")
+            if not isinstance(message, P.Task | P.FileTask):
+                raise ProtocolError("only TASK and FILE_TASK frames carry a payload to a worker")
             if not slots.acquire(blocking=False):
                 raise ProtocolError(f"master sent more than {prefetch} tasks at once (its own prefetch limit)")
             marks.extend((time.perf_counter(), time.thread_time()))
@@ -229,7 +244,7 @@ class Worker:
             while True:
                 marks.clear()
                 message, payload = channel.recv(sink)
-                if isinstance(message, P.Task):
+                if isinstance(message, P.Task | P.FileTask):
                     assert payload is not None
                     recv_us = int((time.perf_counter() - marks[0]) * 1e6)
                     recv_cpu_s = time.thread_time() - marks[1]
@@ -254,3 +269,19 @@ class Worker:
                     channel.send(P.Heartbeat())
                 except DistgrayError:
                     return
+
+
+def convert_file(task: P.FileTask, data: np.ndarray, worker_id: str) -> tuple[P.FileResult, bytes | None]:
+    """A FILE_TASK's answer: the encoded gray file, or BAD_INPUT with the reason."""
+    options = save_options(task.format, task.quality or None, task.png_level)  # as the master would save
+    log.debug("worker %s: file task %d (%d bytes -> %s)", worker_id, task.task_id, task.size, task.format)
+    try:
+        done = convert_encoded(data.tobytes(), task.format, options, task.max_pixels, name=f"file {task.task_id}")
+    except ImageError as exc:
+        message = str(exc).encode()[:1000].decode("utf-8", "ignore")
+        return P.FileResult(task.job_id, task.task_id, 0, P.FileStatus.BAD_INPUT, message=message), None
+    us = (int(done.decode_s * 1e6), int(done.compute_s * 1e6), int(done.encode_s * 1e6))
+    result = P.FileResult(
+        task.job_id, task.task_id, len(done.data), P.FileStatus.OK, done.width, done.height, *us, mode=done.mode
+    )
+    return result, done.data
