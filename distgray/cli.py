@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from distgray import imaging
+from distgray import batch, imaging
 from distgray.errors import DistgrayError
 from distgray.master import HEARTBEAT_INTERVAL_S, HEARTBEAT_TIMEOUT_S
 from distgray.runner import RunOptions, run_master
@@ -115,7 +115,28 @@ def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     io = p.add_argument_group("input and output")
-    io.add_argument("--image", type=Path, help="the image to convert (without it: serve mode, see --serve)")
+    io.add_argument(
+        "--image",
+        type=Path,
+        action="append",
+        help="an image to convert; repeat for several (a batch). Without --image or --input-dir: serve mode",
+    )
+    io.add_argument("--input-dir", type=Path, metavar="DIR", help="convert every image in DIR (a batch)")
+    io.add_argument("--recursive", action="store_true", help="with --input-dir: also its sub-folders")
+    io.add_argument(
+        "--pattern", metavar="GLOB", help="with --input-dir: only names matching GLOB, e.g. '*.jpg' (default: images)"
+    )
+    io.add_argument(
+        "--overwrite", action="store_true", help="batches: convert again even where a complete output exists"
+    )
+    io.add_argument(
+        "--whole-file-max-mp",
+        type=float,
+        default=batch.WHOLE_FILE_MAX_PIXELS / 1e6,
+        metavar="MP",
+        help="batches: images up to MP megapixels go to one worker as a whole file (decoded, converted"
+        " and encoded there); bigger ones are split into strips (default %(default)s)",
+    )
     io.add_argument("--output", type=Path, help="output file (default: <output-dir>/<stem>_gray.<input extension>)")
     io.add_argument("--output-dir", type=Path, default=Path("results"), help="where outputs go (default %(default)s)")
     io.add_argument(
@@ -243,17 +264,32 @@ def master_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         parser.error(str(exc))
     if args.heartbeat <= 0 or args.heartbeat_timeout < args.heartbeat:
         parser.error("--heartbeat must be positive and --heartbeat-timeout at least as long")
-    if args.image is None:
+    images = args.image or []
+    is_batch = args.input_dir is not None or len(images) > 1
+    if is_batch:
+        if args.output is not None or args.serve or args.report is not None:
+            parser.error("--output, --serve and --report are for one image; a batch writes into --output-dir")
+        if args.input_dir is not None and not args.input_dir.is_dir():
+            parser.error(f"--input-dir {args.input_dir}: not a folder")
+    elif not images:
         if args.output is not None:
             parser.error("--output needs --image (in serve mode outputs go to --output-dir)")
         if args.no_dashboard:
             parser.error("serve mode (no --image) needs the status page: drop --no-dashboard")
+    if args.whole_file_max_mp < 0:
+        parser.error("--whole-file-max-mp must be 0 or more")
     # SIGTERM (docker stop, systemd) stops the master the way Ctrl+C does: workers hear BYE.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         options = {f: getattr(args, f) for f in RunOptions.__dataclass_fields__ if hasattr(args, f)}
         options.update(
-            output=output, format=fmt, env=env, serve=args.serve or args.image is None, dashboard=not args.no_dashboard
+            image=images[0] if len(images) == 1 and not is_batch else None,
+            output=output,
+            format=fmt,
+            env=env,
+            serve=args.serve or not (images or is_batch),
+            dashboard=not args.no_dashboard,
+            batch=_batch_options(args) if is_batch else None,
         )
         return run_master(RunOptions(**options))
     except DistgrayError as exc:
@@ -281,17 +317,34 @@ def _fail(args: argparse.Namespace, exc: BaseException, internal: bool = False) 
     print(f"distgray-master: error: {what}{hint}", file=sys.stderr)
 
 
+def _batch_options(args: argparse.Namespace) -> batch.BatchOptions:
+    return batch.BatchOptions(
+        images=tuple(args.image or ()),
+        input_dir=args.input_dir,
+        recursive=args.recursive,
+        pattern=args.pattern,
+        output_dir=args.output_dir,
+        format=imaging.output_format(Path("x"), args.format) if args.format else None,
+        overwrite=args.overwrite,
+        whole_file_max_pixels=int(args.whole_file_max_mp * 1e6),
+        quality=args.quality,
+        png_level=args.png_level,
+        max_pixels=args.max_pixels,
+    )
+
+
 def _resolve_output(args: argparse.Namespace) -> tuple[Path | None, str | None]:
-    if args.image is None:
-        return None, None
+    if not args.image or len(args.image) > 1 or args.input_dir is not None:
+        return None, imaging.output_format(Path("x"), args.format) if args.format else None
+    image = args.image[0]
     if args.output is not None:
         fmt = imaging.output_format(args.output, args.format)
         output = args.output
     else:
-        fmt = imaging.output_format(args.image, args.format)
-        ext = imaging.EXTENSIONS.get(fmt, args.image.suffix) if args.format else args.image.suffix
-        output = args.output_dir / f"{args.image.stem}_gray{ext}"
-    if imaging.same_file(args.image, output):
+        fmt = imaging.output_format(image, args.format)
+        ext = imaging.EXTENSIONS.get(fmt, image.suffix) if args.format else image.suffix
+        output = args.output_dir / f"{image.stem}_gray{ext}"
+    if imaging.same_file(image, output):
         raise ValueError(f"--output {output} would overwrite the input")
     return output, fmt
 

@@ -265,8 +265,11 @@ def save_atomic(image: Image.Image, path: Path, fmt: str, options: dict[str, Any
 
 def same_file(a: Path, b: Path) -> bool:
     """True when writing ``b`` would overwrite ``a``."""
-    if a.resolve() == b.resolve():
-        return True
+    try:
+        if a.resolve() == b.resolve():
+            return True
+    except (OSError, RuntimeError):  # a symbolic link loop (RuntimeError before Python 3.13)
+        return False
     try:
         return os.path.samefile(a, b)
     except OSError:

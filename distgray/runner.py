@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distgray import imaging
+from distgray.batch import Batch, BatchOptions, discover, plan
 from distgray.dashboard import Dashboard
 from distgray.errors import DistgrayError
 from distgray.master import Master, MasterConfig
@@ -59,6 +60,7 @@ class RunOptions:
     timeout: float | None = None
     log_level: str = "info"
     env: Mapping[str, str] = field(default_factory=dict)  # passed on to local worker processes
+    batch: BatchOptions | None = None  # several images: see distgray.batch
 
 
 def run_master(opts: RunOptions) -> int:
@@ -90,6 +92,12 @@ def run_master(opts: RunOptions) -> int:
         dashboard = _start_dashboard(service, opts)
         # Local workers start (importing NumPy and Pillow) while the image decodes.
         procs += spawn_local_workers(opts.local_workers, port, token, opts.log_level, opts.env)
+        if opts.batch is not None:
+            items = discover(opts.batch)
+            plan(items, opts.batch)
+            code = Batch(master, service, items, opts.batch).run(worker_cmd)
+            bye = "batch finished"
+            return code
         if opts.image is not None:
             assert opts.output is not None and opts.format is not None
             entry = service.enqueue(opts.image, opts.output, opts.format)

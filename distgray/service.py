@@ -203,8 +203,10 @@ class Service:
                 log.error("job %d (%s) failed: internal error: %s: %s", entry.id, entry.name, type(exc).__name__, exc)
                 log.debug("traceback", exc_info=True)
 
-    def process(self, entry: JobEntry) -> None:
-        """Convert one queued image end to end. Raises on failure, after marking the entry failed."""
+    def process(self, entry: JobEntry, quiet: bool = False) -> None:
+        """Convert one queued image end to end. Raises on failure, after marking the entry failed.
+
+        ``quiet`` (batches): no progress bar or summary table of its own."""
         opts = self.options
         t0 = time.monotonic()
         entry.started_at, entry.state = time.time(), JobState.LOADING
@@ -218,7 +220,7 @@ class Service:
             if loaded.kind is imaging.Kind.GRAY:
                 log.info("%s: already grayscale (%s): copied unchanged, no workers needed", entry.source, loaded.mode)
             else:
-                job = self._convert(entry, loaded)
+                job = self._convert(entry, loaded, quiet)
             if "input" not in entry.thumbnails:
                 entry.thumbnails["input"] = fileio.thumbnail_png(fileio.preview_of(loaded))
             entry.state = JobState.SAVING
@@ -230,7 +232,7 @@ class Service:
             imaging.save_atomic(image, entry.output, entry.format, options)
             t_saved = time.monotonic()
             entry.thumbnails["output"] = fileio.thumbnail_png(image)
-            self._finish_report(entry, job, t0, t_loaded, t_save, t_saved)
+            self._finish_report(entry, job, t0, t_loaded, t_save, t_saved, quiet)
             entry.state = JobState.DONE
         except BaseException as exc:
             entry.state = JobState.FAILED
@@ -240,11 +242,12 @@ class Service:
             entry.finished_at = time.time()
 
     def _finish_report(
-        self, entry: JobEntry, job: Job | None, t0: float, t_loaded: float, t_save: float, t_saved: float
+        self, entry: JobEntry, job: Job | None, t0: float, t_loaded: float, t_save: float, t_saved: float, quiet: bool
     ) -> None:
         total = t_saved - t0
         if job is None:
-            print(f"{entry.output}: written ({entry.width}x{entry.height}, {entry.mode}) in {total:.3f} s", flush=True)
+            if not quiet:
+                print(f"{entry.output}: written ({entry.width}x{entry.height}, {entry.mode}) in {total:.3f} s")
             return
         rss = [r for r in (peak_rss_mb(p.pid) for p in self.local_workers) if r is not None]
         report = job_report(job, self.master)
@@ -258,11 +261,12 @@ class Service:
             local_worker_peak_rss_mb=max(rss) if rss else None,
         )
         entry.report = report
-        print(format_summary(report), flush=True)
+        if not quiet:
+            print(format_summary(report), flush=True)
         if self.options.report:
             write_json_atomic(report, self.options.report)
 
-    def _convert(self, entry: JobEntry, loaded: imaging.LoadedImage) -> Job:
+    def _convert(self, entry: JobEntry, loaded: imaging.LoadedImage, quiet: bool = False) -> Job:
         from tqdm import tqdm
         from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -284,13 +288,13 @@ class Service:
         entry.thumbnails["input"] = fileio.thumbnail_png(fileio.preview_of(loaded))
         with (
             logging_redirect_tqdm(),
-            tqdm(total=job.height, unit="rows", desc=entry.name, disable=None, leave=False) as bar,
+            tqdm(total=job.height, unit="rows", desc=entry.name, disable=True if quiet else None, leave=False) as bar,
         ):
             waiting = False
             while not job.wait(0.2):
                 bar.update(job.rows_done - bar.n)
                 none_left = not master.live_workers()
-                if none_left and not waiting:  # say it once per episode, not every tick
+                if none_left and not waiting and not quiet:  # once per episode, not every tick
                     log.warning(
                         "no workers connected: the job waits (%d/%d rows done). Start one with:\n    %s",
                         job.rows_done,

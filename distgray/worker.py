@@ -278,7 +278,8 @@ def convert_file(task: P.FileTask, data: np.ndarray, worker_id: str) -> tuple[P.
     try:
         done = convert_encoded(data.tobytes(), task.format, options, task.max_pixels, name=f"file {task.task_id}")
     except ImageError as exc:
-        message = str(exc).encode()[:1000].decode("utf-8", "ignore")
+        reason = str(exc).removeprefix(f"file {task.task_id}: ")  # the master knows which file
+        message = reason.encode()[:1000].decode("utf-8", "ignore")
         return P.FileResult(task.job_id, task.task_id, 0, P.FileStatus.BAD_INPUT, message=message), None
     us = (int(done.decode_s * 1e6), int(done.compute_s * 1e6), int(done.encode_s * 1e6))
     result = P.FileResult(
