@@ -196,6 +196,7 @@ def _prepare(p: Path, fmt: str, mode: str, im: Image.Image) -> LoadedImage:
 
 def output_format(path: Path, requested: str | None = None) -> str:
     """The Pillow format name for an output: ``requested`` or the one its extension implies."""
+    Image.init()  # every format plugin registered, not only those already imported
     if requested:
         fmt = requested.upper()
         fmt = {"JPG": "JPEG", "TIF": "TIFF"}.get(fmt, fmt)
