@@ -226,7 +226,7 @@ class Batch:
                     say = log.warning if seen_workers else log.info
                     say("no workers connected: the batch waits. Start one with:\n    %s", worker_command)
                 waiting, seen_workers = none_left, seen_workers or not none_left
-                time.sleep(0.1)
+                self.master.wait_for_change(0.1)
         strips.join()
         return self._summary(time.monotonic() - t0)
 
@@ -246,8 +246,7 @@ class Batch:
 
     def _collect(self, queue: FileQueue) -> int:
         """Move finished units' results onto their items; log each file once. Returns how many are final."""
-        with self.master._lock:
-            states = {uid: (u.state, u.worker, u.error, u.done_at) for uid, u in queue.units.items()}
+        states = self.master.file_states() if queue.units else {}
         for uid, (state, worker, error, done_at) in states.items():
             item = self._units[uid]
             if item.entry is not None and state is UnitState.RUNNING:

@@ -15,13 +15,17 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from distgray import batch, imaging
+from distgray import imaging
 from distgray.errors import DistgrayError
-from distgray.master import HEARTBEAT_INTERVAL_S, HEARTBEAT_TIMEOUT_S
-from distgray.runner import RunOptions, run_master
-from distgray.worker import Worker, WorkerConfig
+
+if TYPE_CHECKING:
+    from distgray.batch import BatchOptions
+
+# The master's modules are imported inside the master's functions and the worker's inside the
+# worker's, so that a worker starts without loading the master (local workers start in parallel
+# with the master's first job, and their start-up counts in every batch).
 
 log = logging.getLogger("distgray")
 
@@ -106,6 +110,9 @@ exit codes: 0 done, 1 a job failed, 2 usage error, 130 interrupted.
 
 
 def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    from distgray import batch
+    from distgray.master import HEARTBEAT_INTERVAL_S, HEARTBEAT_TIMEOUT_S
+
     p = argparse.ArgumentParser(
         prog="distgray-master",
         description="Convert a colour image to grayscale (Pillow's convert('L'), bit for bit) by "
@@ -281,6 +288,8 @@ def master_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     # SIGTERM (docker stop, systemd) stops the master the way Ctrl+C does: workers hear BYE.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
+        from distgray.runner import RunOptions, run_master
+
         options = {f: getattr(args, f) for f in RunOptions.__dataclass_fields__ if hasattr(args, f)}
         options.update(
             image=images[0] if len(images) == 1 and not is_batch else None,
@@ -317,8 +326,10 @@ def _fail(args: argparse.Namespace, exc: BaseException, internal: bool = False) 
     print(f"distgray-master: error: {what}{hint}", file=sys.stderr)
 
 
-def _batch_options(args: argparse.Namespace) -> batch.BatchOptions:
-    return batch.BatchOptions(
+def _batch_options(args: argparse.Namespace) -> BatchOptions:
+    from distgray.batch import BatchOptions
+
+    return BatchOptions(
         images=tuple(args.image or ()),
         input_dir=args.input_dir,
         recursive=args.recursive,
@@ -418,6 +429,8 @@ def worker_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     env = os.environ if env is None else env
     args = build_worker_parser(env).parse_args(argv)
     _setup_logging(args.log_level)
+    from distgray.worker import Worker, WorkerConfig
+
     worker = Worker(
         WorkerConfig(
             host=args.host,

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from distgray.errors import ImageError
@@ -27,7 +26,6 @@ from distgray.imaging import (
     _pixel_limit,
     compose_output,
     load_image,
-    to_grayscale,
 )
 
 #: Formats the status page accepts as uploads (what Pillow reads that people actually send).
@@ -129,13 +127,9 @@ def convert_encoded(
     the same save options), so the bytes equal what the master would have written.
     """
     t0 = time.perf_counter()
-    loaded = load_image(name, max_pixels, data=data)
+    loaded = load_image(name, max_pixels, data=data, packed=False)
     t1 = time.perf_counter()
-    gray = None
-    if loaded.pixels is not None:
-        gray = np.empty((loaded.height, loaded.width), dtype=np.uint8)
-        to_grayscale(loaded.pixels, gray)
-    image, _ = compose_output(loaded, gray, fmt)
+    image, _ = compose_output(loaded, None, fmt)
     t2 = time.perf_counter()
     buf = io.BytesIO()
     try:

@@ -68,10 +68,14 @@ class LoadedImage:
     pixels: U8Array | None = None
     #: GRAY: the untouched Pillow image (L, LA, I;16...).
     gray: Image.Image | None = None
+    #: COLOR loaded with ``packed=False`` (whole files on a worker): the RGB(A) Pillow image.
+    color: Image.Image | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
     def has_alpha(self) -> bool:
+        if self.color is not None:
+            return self.color.mode == "RGBA"
         return self.pixels is not None and self.pixels.shape[2] == 4
 
     @property
@@ -124,7 +128,11 @@ def _pixel_limit(max_pixels: int) -> Iterator[None]:
 
 
 def load_image(
-    path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS, *, data: bytes | None = None
+    path: str | os.PathLike[str],
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    *,
+    data: bytes | None = None,
+    packed: bool = True,
 ) -> LoadedImage:
     """Open ``path``, apply its EXIF orientation and return what the converter needs.
 
@@ -133,7 +141,8 @@ def load_image(
     already gray and kept unchanged.
 
     With ``data``, the file's bytes are decoded instead of reading ``path`` (which then only
-    names the image in messages).
+    names the image in messages). ``packed=False`` keeps a colour image as Pillow's RGB(A) image
+    (``color``) instead of copying it into a NumPy array (``pixels``): for converting it whole.
 
     Raises:
         ImageError: the file is missing, unreadable, not an image, truncated, or too large.
@@ -150,7 +159,7 @@ def load_image(
             mode = im.mode
             im.load()
             ImageOps.exif_transpose(im, in_place=True)
-            return _prepare(p, fmt, mode, im)
+            return _prepare(p, fmt, mode, im, packed)
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -171,7 +180,7 @@ def load_image(
         raise ImageError(f"{p}: cannot decode image: {exc}") from exc
 
 
-def _prepare(p: Path, fmt: str, mode: str, im: Image.Image) -> LoadedImage:
+def _prepare(p: Path, fmt: str, mode: str, im: Image.Image, packed: bool = True) -> LoadedImage:
     loaded = LoadedImage(p, fmt, mode, Kind.COLOR, im.width, im.height)
     if im.mode in _GRAY_MODES:
         loaded.kind = Kind.GRAY
@@ -188,6 +197,9 @@ def _prepare(p: Path, fmt: str, mode: str, im: Image.Image) -> LoadedImage:
         target = "RGBA" if transparent or im.mode == "RGBa" else "RGB"
         loaded.notes.append(f"{mode} converted to {target} as Pillow does")
         im = im.convert(target)
+    if not packed:
+        loaded.color = im
+        return loaded
     channels = 3 if im.mode == "RGB" else 4
     # One copy out of Pillow's 4-bytes-per-pixel storage into a packed C-contiguous array.
     loaded.pixels = np.frombuffer(im.tobytes(), dtype=np.uint8).reshape(im.height, im.width, channels)
@@ -220,13 +232,19 @@ def compose_output(loaded: LoadedImage, gray: U8Array | None, fmt: str) -> tuple
             notes.append(f"{fmt} has no alpha channel: alpha dropped")
             out = out.getchannel("L")
         return out, notes
-    assert gray is not None and loaded.pixels is not None
-    lum = Image.frombuffer("L", (loaded.width, loaded.height), gray, "raw", "L", 0, 1)
+    if gray is not None:
+        lum = Image.frombuffer("L", (loaded.width, loaded.height), gray, "raw", "L", 0, 1)
+    else:  # a whole file on a worker: Pillow's own convert("L"), which the strip kernel equals
+        assert loaded.color is not None
+        lum = loaded.color.convert("L")
     if not loaded.has_alpha:
         return lum, notes
     if fmt not in _ALPHA_FORMATS:
         notes.append(f"{fmt} has no alpha channel: alpha dropped")
         return lum, notes
+    if loaded.color is not None:
+        return Image.merge("LA", (lum, loaded.color.getchannel("A"))), notes
+    assert loaded.pixels is not None
     alpha = np.ascontiguousarray(loaded.pixels[..., 3])
     return Image.merge("LA", (lum, Image.fromarray(alpha))), notes
 

@@ -141,6 +141,11 @@ class Master(FileWork):
         with self._lock:
             return status.describe(list(self.workers.values()), self.job, time.monotonic())
 
+    def wait_for_change(self, timeout: float) -> None:
+        """Sleep until a result, a join or a loss changes something, or ``timeout`` passes."""
+        with self._work:
+            self._work.wait(timeout)
+
     def _live(self) -> list[WorkerConn]:  # caller holds the lock
         return [w for w in self.workers.values() if w.state in (WorkerState.IDLE, WorkerState.BUSY)]
 

@@ -35,6 +35,12 @@ class FileWork:
             self.files = queue
             self._work.notify_all()
 
+    def file_states(self) -> dict[int, tuple[UnitState, str | None, str | None, float | None]]:
+        """Each unit of the current batch: (state, worker, error, done_at), copied under the lock."""
+        with self._work:
+            units = self.files.units.values() if self.files is not None else ()
+            return {u.id: (u.state, u.worker, u.error, u.done_at) for u in units}
+
     def _take_file(self, w: WorkerConn) -> FileUnit | None:  # caller holds the lock
         if self.files is None or P.CAPABILITY_FILES not in w.capabilities:
             return None

@@ -19,12 +19,15 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from distgray import imaging
 from distgray.batch import Batch, BatchOptions, discover, plan
-from distgray.dashboard import Dashboard
 from distgray.errors import DistgrayError
 from distgray.master import Master, MasterConfig
+
+if TYPE_CHECKING:
+    from distgray.dashboard import Dashboard
 from distgray.service import Service, ServiceOptions
 
 log = logging.getLogger("distgray")
@@ -89,9 +92,9 @@ def run_master(opts: RunOptions) -> int:
     try:
         worker_cmd = _announce(host, port, token)
         service = Service(master, _service_options(opts, worker_cmd), procs)
-        dashboard = _start_dashboard(service, opts)
-        # Local workers start (importing NumPy and Pillow) while the image decodes.
+        # Local workers start (importing NumPy and Pillow) while the page starts and the image decodes.
         procs += spawn_local_workers(opts.local_workers, port, token, opts.log_level, opts.env)
+        dashboard = _start_dashboard(service, opts)
         if opts.batch is not None:
             items = discover(opts.batch)
             plan(items, opts.batch)
@@ -137,6 +140,8 @@ def _service_options(opts: RunOptions, worker_cmd: str) -> ServiceOptions:
 def _start_dashboard(service: Service, opts: RunOptions) -> Dashboard | None:
     if not opts.dashboard:
         return None
+    from distgray.dashboard import Dashboard  # Flask only where the page is served
+
     try:
         dashboard = Dashboard(service, opts.dashboard_host, opts.dashboard_port)
     except OSError as exc:

@@ -2,6 +2,7 @@
 """Derive the larger and odd-sized test images from the bundled 4K photo, deterministically.
 
     python utils/make_test_images.py              # writes test_images/sample_8k.png and sample_8k_odd.png
+    python utils/make_test_images.py --batch      # also test_images/batch_4k/photo_00..39.jpg
 
 The 8K image is the 4K photo (test_images/sample_4k.jpg, CC-BY-4.0, Aitzol Berasategi, see
 test_images/ATTRIBUTION.md) upscaled 2x with Lanczos; the odd-sized one is the same photo resized
@@ -36,12 +37,34 @@ def make_odd(source: Path = SOURCE, seed: int = 20261122) -> Image.Image:
     return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8), "RGB")
 
 
+def make_batch(out_dir: Path, count: int = 40, source: Path = SOURCE) -> list[Path]:
+    """``count`` different 4K JPEGs from the photo: shifted (wrapping), every other one mirrored,
+    at qualities 85-95, so no two files are alike. Kept if already there."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with Image.open(source) as im:
+        base = np.asarray(im.convert("RGB"))
+    paths = []
+    for i in range(count):
+        path = out_dir / f"photo_{i:02d}.jpg"
+        if not path.exists():
+            a = np.roll(base, shift=(i * 37, i * 211), axis=(0, 1))
+            Image.fromarray(a[:, ::-1] if i % 2 else a).save(path, quality=85 + i % 11)
+        paths.append(path)
+    return paths
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out-dir", type=Path, default=ROOT / "test_images")
     parser.add_argument("--png-level", type=int, default=1, help="zlib level for the PNGs (default 1: fast)")
+    parser.add_argument(
+        "--batch", action="store_true", help="also test_images/batch_4k/: 40 4K JPEGs (for bench_batch.py)"
+    )
     args = parser.parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    if args.batch:
+        paths = make_batch(args.out_dir / "batch_4k")
+        print(f"{paths[0].parent}: {len(paths)} JPEGs, {sum(p.stat().st_size for p in paths) / 1e6:.1f} MB")
     for name, make in (("sample_8k.png", make_8k), ("sample_8k_odd.png", make_odd)):
         path = args.out_dir / name
         make().save(path, compress_level=args.png_level)

@@ -244,6 +244,7 @@ def test_multi_page_tiff_converts_the_first_page(crop: Image.Image) -> None:
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(done.data))), np.asarray(crop.convert("L")))
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow warns about the damaged files: expected
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(["PNG", "JPEG", "WEBP", "GIF", "TIFF", "BMP"]), st.data())
 def test_mutated_real_files_only_raise_image_errors(fmt: str, data: st.DataObject) -> None:
