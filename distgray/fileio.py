@@ -6,11 +6,8 @@ master writing what they return. Pure Pillow/NumPy and files; no sockets or thre
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import io
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +17,14 @@ from PIL import Image, UnidentifiedImageError
 
 from distgray.errors import ImageError
 from distgray.imaging import (
-    _UMASK,
     DEFAULT_MAX_PIXELS,
     LoadedImage,
     _pixel_limit,
+    atomic_write,
     compose_output,
+    file_error,
     load_image,
+    os_reason,
 )
 
 #: Formats the status page accepts as uploads (what Pillow reads that people actually send).
@@ -97,13 +96,8 @@ def probe_file(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, i
                 fmt, width, height = probe_upload(fh, max_pixels, allowed=None)
             except ImageError as exc:
                 raise ImageError(f"{path}: {exc}") from exc
-    except FileNotFoundError as exc:
-        raise ImageError(f"{path}: no such file") from exc
-    except PermissionError as exc:
-        raise ImageError(f"{path}: permission denied") from exc
     except OSError as exc:
-        why = "symbolic link loop" if exc.errno == errno.ELOOP else os.strerror(exc.errno or 0) or str(exc)
-        raise ImageError(f"{path}: cannot read: {why}") from exc
+        raise file_error(path, exc) or ImageError(f"{path}: cannot read: {os_reason(exc)}") from exc
     return fmt, width, height
 
 
@@ -142,22 +136,5 @@ def convert_encoded(
 
 
 def write_bytes_atomic(data: bytes | memoryview, path: Path) -> None:
-    """``data`` to ``path`` through a temporary file and ``os.replace``; ImageError on failure."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot write: {os.strerror(exc.errno or 0) or exc}") from exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fchmod(fh.fileno(), 0o666 & ~_UMASK)
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise ImageError(f"{path}: cannot write: {os.strerror(exc.errno or 0) or exc}") from exc
-        raise
+    """``data`` to ``path`` atomically (``imaging.atomic_write``); ImageError on failure."""
+    atomic_write(path, lambda fh: fh.write(data))

@@ -22,10 +22,10 @@ import io
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -164,20 +164,11 @@ def load_image(
         raise
     except Image.DecompressionBombError as exc:
         raise ImageError(f"{p}: {exc}; raise the limit with --max-pixels") from exc
-    except FileNotFoundError as exc:
-        raise ImageError(f"{p}: no such file") from exc
-    except IsADirectoryError as exc:
-        raise ImageError(f"{p}: is a directory, not an image") from exc
-    except PermissionError as exc:
-        raise ImageError(f"{p}: permission denied") from exc
     except UnidentifiedImageError as exc:
         raise ImageError(f"{p}: not an image Pillow can read") from exc
-    except (OSError, SyntaxError, ValueError) as exc:  # Pillow's truncated/corrupt-file errors
-        if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
-            raise ImageError(f"{p}: symbolic link loop") from exc
-        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is not None:  # reading
-            raise ImageError(f"{p}: cannot read: {os.strerror(exc.errno)}") from exc
-        raise ImageError(f"{p}: cannot decode image: {exc}") from exc
+    except (OSError, SyntaxError, ValueError) as exc:  # reading, or Pillow's truncated/corrupt-file errors
+        reading = file_error(p, exc) if isinstance(exc, OSError) else None
+        raise reading or ImageError(f"{p}: cannot decode image: {exc}") from exc
 
 
 def _prepare(p: Path, fmt: str, mode: str, im: Image.Image, packed: bool = True) -> LoadedImage:
@@ -260,16 +251,24 @@ def save_options(fmt: str, quality: int | None, png_level: int) -> dict[str, Any
 
 
 def save_atomic(image: Image.Image, path: Path, fmt: str, options: dict[str, Any]) -> None:
-    """Write ``image`` to ``path`` via a temporary file in the same folder and ``os.replace``.
+    """Encode ``image`` as ``fmt`` into ``path`` atomically (see ``atomic_write``)."""
+    atomic_write(path, lambda fh: image.save(fh, format=fmt, **options), f" {fmt}")
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], object], what: str = "") -> None:
+    """Write ``path`` through a temporary file in the same folder, fsync and ``os.replace``.
 
     A crash, a full disk or an encoder error leaves either the old file or nothing, never half a
     file. Raises ImageError with the reason.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot write{what}: {os_reason(exc)}") from exc
     try:
         with os.fdopen(fd, "wb") as fh:
-            image.save(fh, format=fmt, **options)
+            write(fh)
             fh.flush()
             os.fchmod(fh.fileno(), 0o666 & ~_UMASK)
             os.fsync(fh.fileno())
@@ -278,8 +277,30 @@ def save_atomic(image: Image.Image, path: Path, fmt: str, options: dict[str, Any
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(exc, (OSError, ValueError, KeyError)):
-            raise ImageError(f"{path}: cannot write {fmt}: {exc}") from exc
+            raise ImageError(f"{path}: cannot write{what}: {os_reason(exc)}") from exc
         raise
+
+
+def os_reason(exc: BaseException) -> str:
+    """``No space left on device`` rather than ``[Errno 28] No space left on device: '/x/.y.part'``."""
+    if isinstance(exc, OSError) and exc.errno:
+        return "symbolic link loop" if exc.errno == errno.ELOOP else os.strerror(exc.errno)
+    return str(exc)
+
+
+def file_error(path: Path, exc: OSError) -> ImageError | None:
+    """The one-line reason for an error opening or reading ``path``; None if it is not such an error."""
+    if isinstance(exc, FileNotFoundError):
+        return ImageError(f"{path}: no such file")
+    if isinstance(exc, IsADirectoryError):
+        return ImageError(f"{path}: is a directory, not an image")
+    if isinstance(exc, PermissionError):
+        return ImageError(f"{path}: permission denied")
+    if exc.errno == errno.ELOOP:
+        return ImageError(f"{path}: symbolic link loop")
+    if exc.errno is not None and exc.filename is not None:
+        return ImageError(f"{path}: cannot read: {os_reason(exc)}")
+    return None
 
 
 def same_file(a: Path, b: Path) -> bool:
