@@ -1,17 +1,19 @@
-"""``python -m distgray master|worker [flags]``: the same commands as the two top-level scripts."""
+"""``python -m distgray master|worker [flags]``: the same commands as the two top-level scripts.
+
+``python -m distgray health`` is the container health check."""
 
 from __future__ import annotations
 
 import sys
 
-from distgray.cli import master_main, worker_main
+from distgray.cli import health_main, master_main, worker_main
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"master": master_main, "worker": worker_main}
+    commands = {"master": master_main, "worker": worker_main, "health": health_main}
     if not argv or argv[0] not in commands:
-        print("usage: python -m distgray {master,worker} [--help]", file=sys.stderr)
+        print("usage: python -m distgray {master,worker,health} [--help]", file=sys.stderr)
         return 2
     return commands[argv[0]](argv[1:])
 

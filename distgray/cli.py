@@ -209,8 +209,9 @@ def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     dash.add_argument(
         "--dashboard-host",
-        default="127.0.0.1",
-        help="address of the status page (default %(default)s: this machine only; 0.0.0.0 shares it)",
+        default=_env(env, "DASHBOARD_HOST") or "127.0.0.1",
+        help="address of the status page (env DASHBOARD_HOST; default %(default)s: this machine only;"
+        " 0.0.0.0 shares it)",
     )
     dash.add_argument("--no-dashboard", action="store_true", help="do not serve the status page")
     net.add_argument(
@@ -459,4 +460,31 @@ def worker_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         if args.log_level == "debug":
             log.exception("failed")
         print(f"distgray-worker: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+# ====================================================================== health
+def health_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """``python -m distgray health``: the container health check (Dockerfile HEALTHCHECK).
+
+    In a container whose main process is a master, healthy means its status page answers
+    ``/healthz`` on FLASK_PORT; a worker container is healthy while its process runs.
+    Exit 0 healthy, 1 not.
+    """
+    import urllib.request
+
+    env = os.environ if env is None else env
+    try:
+        with open("/proc/1/cmdline", "rb") as fh:
+            main_process = fh.read().split(b"\0")
+    except OSError:
+        main_process = []
+    if b"master" not in main_process:
+        return 0
+    port = _env(env, "FLASK_PORT") or "5006"
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+            return 0 if resp.status == 200 else 1
+    except OSError as exc:
+        print(f"distgray health: status page on port {port} does not answer: {exc}", file=sys.stderr)
         return 1
