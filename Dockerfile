@@ -23,8 +23,8 @@ RUN python -m venv /opt/venv \
 
 WORKDIR /
 RUN useradd --uid 1000 --create-home --shell /usr/sbin/nologin distgray \
-    && mkdir -p /data \
-    && chown distgray:distgray /data
+    && mkdir -p /data/results \
+    && chown -R distgray:distgray /data
 USER 1000:1000
 WORKDIR /data
 ENV PATH=/opt/venv/bin:$PATH \

@@ -75,7 +75,8 @@ def engine_up(timeout: float = 60) -> bool:
     deadline = time.monotonic() + timeout
     while docker("info", check=False).returncode != 0:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"dockerd did not start; see {CACHE / 'dockerd.log'}")
+            tail = (CACHE / "dockerd.log").read_text(errors="replace").strip().splitlines()[-3:]
+            raise RuntimeError(f"dockerd did not start within {timeout:.0f} s: {' | '.join(tail)}")
         time.sleep(0.5)
     return True
 
