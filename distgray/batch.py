@@ -29,6 +29,7 @@ from typing import Any
 from PIL import Image
 
 from distgray import fileio, imaging
+from distgray.defaults import WHOLE_FILE_MAX_PIXELS as WHOLE_FILE_MAX_PIXELS
 from distgray.errors import DistgrayError, ImageError
 from distgray.filequeue import FileQueue, FileUnit, UnitState
 from distgray.master import Master
@@ -38,8 +39,6 @@ log = logging.getLogger("distgray")
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"})
 LOG_NAME = "distgray-log.jsonl"
-#: Images up to this many pixels go to one worker whole (24 MP: a 6K photo; 8K goes in strips).
-WHOLE_FILE_MAX_PIXELS = 24_000_000
 
 
 @dataclass(frozen=True)

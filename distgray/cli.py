@@ -10,28 +10,31 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 import signal
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from distgray import imaging
+from distgray import defaults as D
 from distgray.errors import DistgrayError
 
 if TYPE_CHECKING:
     from distgray.batch import BatchOptions
 
 # The master's modules are imported inside the master's functions and the worker's inside the
-# worker's, so that a worker starts without loading the master (local workers start in parallel
-# with the master's first job, and their start-up counts in every batch).
+# worker's: a worker starts without loading the master, and the master binds its port and starts
+# its local workers before loading NumPy and Pillow, so their start-ups overlap (start-up counts
+# in every batch).
 
 log = logging.getLogger("distgray")
 
-DEFAULT_PORT = 5003
+DEFAULT_PORT = D.DEFAULT_PORT
 LOG_LEVELS = ("debug", "info", "warning", "error")
-DEFAULT_DASHBOARD_PORT = 5006
+DEFAULT_DASHBOARD_PORT = D.DEFAULT_DASHBOARD_PORT
 
 
 def _env(env: Mapping[str, str], *names: str) -> str | None:
@@ -110,9 +113,6 @@ exit codes: 0 done, 1 a job failed, 2 usage error, 130 interrupted.
 
 
 def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
-    from distgray import batch
-    from distgray.master import HEARTBEAT_INTERVAL_S, HEARTBEAT_TIMEOUT_S
-
     p = argparse.ArgumentParser(
         prog="distgray-master",
         description="Convert a colour image to grayscale (Pillow's convert('L'), bit for bit) by "
@@ -139,7 +139,7 @@ def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     io.add_argument(
         "--whole-file-max-mp",
         type=float,
-        default=batch.WHOLE_FILE_MAX_PIXELS / 1e6,
+        default=D.WHOLE_FILE_MAX_PIXELS / 1e6,
         metavar="MP",
         help="batches: images up to MP megapixels go to one worker as a whole file (decoded, converted"
         " and encoded there); bigger ones are split into strips (default %(default)s)",
@@ -169,20 +169,20 @@ def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         type=int,
         choices=range(1, 101),
         metavar="1-100",
-        help=f"JPEG/WebP quality (JPEG default {imaging.DEFAULT_JPEG_QUALITY}; WebP is lossless unless given)",
+        help=f"JPEG/WebP quality (JPEG default {D.DEFAULT_JPEG_QUALITY}; WebP is lossless unless given)",
     )
     io.add_argument(
         "--png-level",
         type=int,
         choices=range(10),
         metavar="0-9",
-        default=imaging.DEFAULT_PNG_LEVEL,
+        default=D.DEFAULT_PNG_LEVEL,
         help="PNG zlib compression level (default %(default)s, Pillow's)",
     )
     io.add_argument(
         "--max-pixels",
         type=_positive,
-        default=imaging.DEFAULT_MAX_PIXELS,
+        default=D.DEFAULT_MAX_PIXELS,
         help="refuse larger images, a guard against decompression bombs (default %(default)s)",
     )
     io.add_argument(
@@ -238,14 +238,14 @@ def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     net.add_argument(
         "--heartbeat",
         type=float,
-        default=HEARTBEAT_INTERVAL_S,
+        default=D.HEARTBEAT_INTERVAL_S,
         metavar="SECONDS",
         help="heartbeat interval (default %(default)s)",
     )
     net.add_argument(
         "--heartbeat-timeout",
         type=float,
-        default=HEARTBEAT_TIMEOUT_S,
+        default=D.HEARTBEAT_TIMEOUT_S,
         metavar="SECONDS",
         help="a worker silent this long is lost and its strips requeued (default %(default)s)",
     )
@@ -288,7 +288,19 @@ def master_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         parser.error("--whole-file-max-mp must be 0 or more")
     # SIGTERM (docker stop, systemd) stops the master the way Ctrl+C does: workers hear BYE.
     previous = signal.signal(signal.SIGTERM, _interrupt)
+    procs: list[subprocess.Popen[bytes]] = []
     try:
+        from distgray.local_workers import reap, spawn_local_workers
+        from distgray.transport import listen
+
+        # Port and local workers first: the workers start while this process loads the rest.
+        token = None if args.no_auth else (args.token or secrets.token_urlsafe(18))
+        try:
+            listener = listen(args.host, args.port)
+        except OSError as exc:
+            raise DistgrayError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
+        port = listener.getsockname()[1]
+        procs = spawn_local_workers(args.local_workers, port, token, args.log_level, env)
         from distgray.runner import RunOptions, run_master
 
         options = {f: getattr(args, f) for f in RunOptions.__dataclass_fields__ if hasattr(args, f)}
@@ -301,7 +313,9 @@ def master_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
             dashboard=not args.no_dashboard,
             batch=_batch_options(args) if is_batch else None,
         )
-        return run_master(RunOptions(**options))
+        options["token"] = token
+        running, procs = procs, []  # run_master reaps them from here on
+        return run_master(RunOptions(**options), listener, running)
     except DistgrayError as exc:
         _fail(args, exc)
         return 1
@@ -312,6 +326,8 @@ def master_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         _fail(args, exc, internal=True)
         return 1
     finally:
+        if procs:
+            reap(procs, timeout=0)
         signal.signal(signal.SIGTERM, previous)
 
 
@@ -328,6 +344,7 @@ def _fail(args: argparse.Namespace, exc: BaseException, internal: bool = False) 
 
 
 def _batch_options(args: argparse.Namespace) -> BatchOptions:
+    from distgray import imaging
     from distgray.batch import BatchOptions
 
     return BatchOptions(
@@ -346,8 +363,12 @@ def _batch_options(args: argparse.Namespace) -> BatchOptions:
 
 
 def _resolve_output(args: argparse.Namespace) -> tuple[Path | None, str | None]:
+    if not args.format and (not args.image or len(args.image) > 1 or args.input_dir is not None):
+        return None, None  # a batch or serve mode: nothing to check yet (and no Pillow to load)
+    from distgray import imaging
+
     if not args.image or len(args.image) > 1 or args.input_dir is not None:
-        return None, imaging.output_format(Path("x"), args.format) if args.format else None
+        return None, imaging.output_format(Path("x"), args.format)
     image = args.image[0]
     if args.output is not None:
         fmt = imaging.output_format(args.output, args.format)

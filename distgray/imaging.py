@@ -31,16 +31,15 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from distgray.defaults import DEFAULT_JPEG_QUALITY as DEFAULT_JPEG_QUALITY
+from distgray.defaults import DEFAULT_MAX_PIXELS as DEFAULT_MAX_PIXELS
+from distgray.defaults import DEFAULT_PNG_LEVEL as DEFAULT_PNG_LEVEL
 from distgray.errors import ImageError
 
 U8Array = npt.NDArray[np.uint8]
 
-#: Pillow's own decompression-bomb threshold; ``--max-pixels`` raises it.
-DEFAULT_MAX_PIXELS = 89_478_485
 #: Rows converted per Pillow call: a few hundred KB keeps source and result in cache.
 KERNEL_BLOCK_BYTES = 1 << 19
-DEFAULT_JPEG_QUALITY = 95
-DEFAULT_PNG_LEVEL = 6  # zlib level; Pillow's default
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once at import: mkstemp creates 0600 files, outputs get the usual mode

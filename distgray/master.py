@@ -23,6 +23,8 @@ from typing import Any
 
 from distgray import protocol as P
 from distgray import status
+from distgray.defaults import HEARTBEAT_INTERVAL_S as HEARTBEAT_INTERVAL_S
+from distgray.defaults import HEARTBEAT_TIMEOUT_S as HEARTBEAT_TIMEOUT_S
 from distgray.errors import DistgrayError, PeerDisconnected, PeerTimeout, ProtocolError, RemoteError
 from distgray.imaging import U8Array
 from distgray.master_files import FileWork
@@ -34,8 +36,6 @@ __all__ = ["Job", "Master", "MasterConfig", "WorkerConn", "WorkerState"]
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_INTERVAL_S = 2.0
-HEARTBEAT_TIMEOUT_S = 20.0
 PREFETCH = 2
 SPECULATION_POLL_S = 0.05  # how often an idle worker's writer looks for a straggler to back up
 READER_GRACE_S = 1.0  # after a failed send, how long the reader may take to say why
@@ -76,9 +76,11 @@ class Master(FileWork):
         self.address: tuple[str, int] = (config.host, config.port)
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> tuple[str, int]:
-        """Bind and start accepting workers. Returns the bound (host, port)."""
-        self._listener = listen(self.config.host, self.config.port)
+    def start(self, listener: socket.socket | None = None) -> tuple[str, int]:
+        """Bind (or take ``listener``, already listening) and start accepting workers.
+
+        Returns the bound (host, port)."""
+        self._listener = listener if listener is not None else listen(self.config.host, self.config.port)
         self._listener.settimeout(0.5)
         self.address = self._listener.getsockname()[:2]
         self._spawn(self._accept_loop, "distgray-accept")

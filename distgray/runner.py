@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING
 from distgray import imaging
 from distgray.batch import Batch, BatchOptions, discover, plan
 from distgray.errors import DistgrayError
+from distgray.local_workers import reap, spawn_local_workers
 from distgray.master import Master, MasterConfig
 
 if TYPE_CHECKING:
@@ -66,11 +66,15 @@ class RunOptions:
     batch: BatchOptions | None = None  # several images: see distgray.batch
 
 
-def run_master(opts: RunOptions) -> int:
+def run_master(
+    opts: RunOptions, listener: socket.socket | None = None, procs: list[subprocess.Popen[bytes]] | None = None
+) -> int:
     """Convert ``opts.image`` and exit, or serve: run queued and uploaded jobs until stopped.
 
     Returns the exit code: 0 when every job finished, 1 when some failed (serve mode; a single
-    image that fails raises instead).
+    image that fails raises instead). ``listener`` and ``procs``: a socket already listening and
+    local workers already started for it (the command line starts them early); they are closed
+    and reaped here.
     """
     token = None if opts.no_auth else (opts.token or secrets.token_urlsafe(18))
     config = MasterConfig(
@@ -82,18 +86,21 @@ def run_master(opts: RunOptions) -> int:
         strip_rows=opts.strip_rows,
     )
     master = Master(config)
+    procs = [] if procs is None else procs
     try:
-        host, port = master.start()
+        host, port = master.start(listener)
     except OSError as exc:
+        reap(procs)
         raise DistgrayError(f"cannot listen on {opts.host}:{opts.port}: {exc.strerror or exc}") from exc
-    procs: list[subprocess.Popen[bytes]] = []
+    early = bool(procs)
     dashboard: Dashboard | None = None
     bye = "master stopping"
     try:
         worker_cmd = _announce(host, port, token)
         service = Service(master, _service_options(opts, worker_cmd), procs)
         # Local workers start (importing NumPy and Pillow) while the page starts and the image decodes.
-        procs += spawn_local_workers(opts.local_workers, port, token, opts.log_level, opts.env)
+        if not early:
+            procs += spawn_local_workers(opts.local_workers, port, token, opts.log_level, opts.env)
         dashboard = _start_dashboard(service, opts)
         if opts.batch is not None:
             items = discover(opts.batch)
@@ -193,48 +200,3 @@ def _announce(host: str, port: int, token: str | None) -> str:
     if where:
         print(f"    {where}", file=sys.stderr)
     return command
-
-
-def spawn_local_workers(
-    n: int, port: int, token: str | None, log_level: str, base_env: Mapping[str, str]
-) -> list[subprocess.Popen[bytes]]:
-    """Start ``n`` worker processes on loopback; the token goes by environment, not argv (ps shows argv)."""
-    env = dict(base_env)
-    env.pop("DISTGRAY_TOKEN", None)
-    if token is not None:
-        env["DISTGRAY_TOKEN"] = token
-    level = "debug" if log_level == "debug" else "warning"
-    return [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "distgray",
-                "worker",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--id",
-                f"local-{i + 1}",
-                "--retry-for",
-                "10",
-                "--log-level",
-                level,
-            ],
-            env=env,
-        )
-        for i in range(n)
-    ]
-
-
-def reap(procs: list[subprocess.Popen[bytes]], timeout: float = 10.0) -> None:
-    """Wait for local workers to leave after BYE; kill any that do not."""
-    deadline = time.monotonic() + timeout
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            log.warning("local worker (pid %d) did not leave after BYE: killing it", p.pid)
-            p.kill()
-            p.wait()

@@ -15,6 +15,7 @@ checked byte for byte against Pillow's. Prints medians and the ratio as a Markdo
 from __future__ import annotations
 
 import argparse
+import compileall
 import statistics
 import subprocess
 import sys
@@ -79,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[2])
     args = parser.parse_args(argv)
+    # Python caches compiled modules next to them; where PYTHONDONTWRITEBYTECODE is set (as on the
+    # development machine) distgray, installed editable, would be compiled again in every process
+    # while Pillow's were compiled at install time. Compile once, as any normal install does.
+    compileall.compile_dir(ROOT / "distgray", quiet=1)
     files = sorted(args.folder.glob("*.jpg"))
     if not files:
         parser.error(f"no JPEGs in {args.folder}: run python utils/make_test_images.py --batch")
