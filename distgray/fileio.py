@@ -117,8 +117,9 @@ def convert_encoded(
 ) -> ConvertedFile:
     """A whole file in, the encoded grayscale file out: decode, convert, encode in one process.
 
-    The same steps as the master's own path (``load_image``, ``to_grayscale``, ``compose_output``,
-    the same save options), so the bytes equal what the master would have written.
+    The master's own steps (``load_image``, ``compose_output``, the same save options), except that
+    the pixels stay in Pillow and are converted by Pillow's ``convert("L")``, which the strip
+    kernel equals: the bytes are what the master would have written, without an array copy.
     """
     t0 = time.perf_counter()
     loaded = load_image(name, max_pixels, data=data, packed=False)

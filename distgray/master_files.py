@@ -61,8 +61,7 @@ class FileWork:
                 queue.failed(unit.id, f"{unit.source}: cannot read: {exc.strerror or exc}", time.monotonic())
                 self._work.notify_all()
             return
-        quality = unit.quality
-        task = P.FileTask(queue.id, unit.id, len(data), queue.max_pixels, unit.format, quality, unit.png_level)
+        task = P.FileTask(queue.id, unit.id, len(data), queue.max_pixels, unit.format, unit.quality, unit.png_level)
         log.debug("worker %s: file %s (%d bytes)", w.id, unit.source, len(data))
         w.bytes_in += w.channel.send(task, data)
 

@@ -86,13 +86,13 @@ def run_master(
         strip_rows=opts.strip_rows,
     )
     master = Master(config)
+    early = procs is not None  # the command line already started the local workers
     procs = [] if procs is None else procs
     try:
         host, port = master.start(listener)
     except OSError as exc:
         reap(procs)
         raise DistgrayError(f"cannot listen on {opts.host}:{opts.port}: {exc.strerror or exc}") from exc
-    early = bool(procs)
     dashboard: Dashboard | None = None
     bye = "master stopping"
     try:
