@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +71,7 @@ class Item:
     width: int = 0
     height: int = 0
     worker: str = ""
-    started: float = field(default_factory=time.monotonic)
-    seconds: float = 0.0
+    seconds: float = 0.0  # on the workers: sent -> written (strips: load -> save)
     entry: JobEntry | None = None
 
     @property
@@ -230,32 +229,34 @@ class Batch:
         return self._summary(time.monotonic() - t0)
 
     def _run_big(self) -> None:
-        for item in self.big:
+        for item in self.big:  # the main thread logs an item once its status is final: set it last
             assert item.entry is not None
+            started = time.monotonic()
             try:
                 self.service.process(item.entry, quiet=True)
-                item.status = "converted"
                 job = item.entry.job
                 item.worker = ",".join(sorted({r.worker for r in job.records})) if job else ""
+                item.seconds, item.status = time.monotonic() - started, "converted"
             except DistgrayError as exc:
+                item.seconds = time.monotonic() - started
                 _fail(item, str(exc).removeprefix(f"{item.source}: "))
             except Exception as exc:  # one file's bug must not stop the batch
+                item.seconds = time.monotonic() - started
                 _fail(item, f"internal error: {type(exc).__name__}: {exc}")
-            item.seconds = time.monotonic() - item.started
 
     def _collect(self, queue: FileQueue) -> int:
         """Move finished units' results onto their items; log each file once. Returns how many are final."""
         states = self.master.file_states() if queue.units else {}
-        for uid, (state, worker, error, done_at) in states.items():
+        for uid, (state, worker, error, took) in states.items():
             item = self._units[uid]
             if item.entry is not None and state is UnitState.RUNNING:
                 item.entry.state = JobState.RUNNING
             if state is UnitState.DONE and item.status == "pending":
-                item.status, item.worker = "converted", worker or ""
+                item.worker, item.seconds, item.status = worker or "", took or 0.0, "converted"
             elif state is UnitState.FAILED and item.status == "pending":
                 _fail(item, (error or "failed").removeprefix(f"{item.source}: "))
             if state in (UnitState.DONE, UnitState.FAILED) and item.status != "pending":
-                item.seconds = (done_at or time.monotonic()) - item.started
+                item.seconds = took or 0.0  # sent to the worker -> written (its last attempt)
                 self._finish_entry(item)
         for item in self.items:
             if item.status != "pending":

@@ -36,10 +36,11 @@ class FileWork:
             self._work.notify_all()
 
     def file_states(self) -> dict[int, tuple[UnitState, str | None, str | None, float | None]]:
-        """Each unit of the current batch: (state, worker, error, done_at), copied under the lock."""
+        """Each unit of the current batch: (state, worker, error, seconds of its last attempt),
+        copied under the lock."""
         with self._work:
             units = self.files.units.values() if self.files is not None else ()
-            return {u.id: (u.state, u.worker, u.error, u.done_at) for u in units}
+            return {u.id: (u.state, u.worker, u.error, _took(u.sent_at, u.done_at)) for u in units}
 
     def _take_file(self, w: WorkerConn) -> FileUnit | None:  # caller holds the lock
         if self.files is None or P.CAPABILITY_FILES not in w.capabilities:
@@ -120,3 +121,7 @@ class FileWork:
         requeued = [uid for uid in held if queue.attempt_lost(uid, w.id, reason, now)]
         w.failures += len(requeued)
         return requeued
+
+
+def _took(start: float | None, end: float | None) -> float | None:
+    return None if start is None or end is None else end - start
