@@ -1,7 +1,7 @@
-"""Command lines of ``distgray-master`` and ``distgray-worker``: flags, env fallbacks, logging, exit codes.
+"""Command line of ``distgray-master``: flags, env fallbacks, logging, exit codes.
 
-The only module that reads ``sys.argv`` or ``os.environ`` and configures logging handlers.
-Precedence: command-line flag > environment variable > documented default.
+With ``cli_worker`` (``distgray-worker``, the health check) and ``cli_common``, the only modules
+that read ``sys.argv`` or ``os.environ`` and configure logging handlers.
 Exit codes: 0 all done, 1 the job (or some input) failed, 2 usage error, 130 interrupted.
 """
 
@@ -17,9 +17,23 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from distgray import defaults as D
+from distgray.cli_common import (
+    DEFAULT_DASHBOARD_PORT,
+    DEFAULT_PORT,
+    LOG_LEVELS,
+    env_default,
+    env_value,
+    nonnegative,
+    port_number,
+    positive,
+    setup_logging,
+)
+from distgray.cli_worker import build_worker_parser as build_worker_parser
+from distgray.cli_worker import health_main as health_main
+from distgray.cli_worker import worker_main as worker_main
 from distgray.errors import DistgrayError
 
 if TYPE_CHECKING:
@@ -31,66 +45,6 @@ if TYPE_CHECKING:
 # in every batch).
 
 log = logging.getLogger("distgray")
-
-DEFAULT_PORT = D.DEFAULT_PORT
-LOG_LEVELS = ("debug", "info", "warning", "error")
-DEFAULT_DASHBOARD_PORT = D.DEFAULT_DASHBOARD_PORT
-
-
-def _env(env: Mapping[str, str], *names: str) -> str | None:
-    for name in names:
-        if env.get(name):
-            return env[name]
-    return None
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)-7s %(message)s",
-        datefmt="%H:%M:%S",
-    )
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _nonnegative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def _throttle(text: str) -> float:
-    value = float(text)
-    if not 1.0 <= value <= 1000.0:
-        raise argparse.ArgumentTypeError(f"must be between 1 and 1000, got {text}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {text}")
-    return value
-
-
-def _env_default(
-    parser: argparse.ArgumentParser, env: Mapping[str, str], names: tuple[str, ...], convert: Any, fallback: Any
-) -> Any:
-    raw = _env(env, *names)
-    if raw is None:
-        return fallback
-    try:
-        return convert(raw)
-    except (ValueError, argparse.ArgumentTypeError) as exc:
-        parser.error(f"environment variable {names[0]}={raw!r}: {exc}")
 
 
 # ====================================================================== master
@@ -106,7 +60,8 @@ examples:
 
 The status page (http://127.0.0.1:5006/ unless --dashboard-host/--dashboard-port say otherwise)
 shows progress, ETA, every worker and the strip map live; --no-dashboard turns it off.
-environment: MASTER_HOST, MASTER_PORT, NUM_WORKERS, FLASK_PORT, DISTGRAY_TOKEN, DISTGRAY_LOG_LEVEL
+environment: MASTER_HOST, MASTER_PORT, NUM_WORKERS, FLASK_PORT, DASHBOARD_HOST, DISTGRAY_TOKEN,
+DISTGRAY_LOG_LEVEL
 (a flag given on the command line wins over its environment variable).
 exit codes: 0 done, 1 a job failed, 2 usage error, 130 interrupted.
 """
@@ -156,7 +111,7 @@ def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     io.add_argument(
         "--max-upload-mb",
-        type=_positive,
+        type=positive,
         default=512,
         metavar="MB",
         help="serve mode: largest upload accepted (default %(default)s)",
@@ -181,7 +136,7 @@ def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     io.add_argument(
         "--max-pixels",
-        type=_positive,
+        type=positive,
         default=D.DEFAULT_MAX_PIXELS,
         help="refuse larger images, a guard against decompression bombs (default %(default)s)",
     )
@@ -191,50 +146,50 @@ def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     net = p.add_argument_group("workers and network")
     net.add_argument(
         "--host",
-        default=_env(env, "MASTER_HOST") or "0.0.0.0",
+        default=env_value(env, "MASTER_HOST") or "0.0.0.0",
         help="address to listen on (env MASTER_HOST; default %(default)s = all interfaces)",
     )
     net.add_argument(
         "--port",
-        type=_port,
-        default=_env_default(p, env, ("MASTER_PORT",), _port, DEFAULT_PORT),
+        type=port_number,
+        default=env_default(p, env, ("MASTER_PORT",), port_number, DEFAULT_PORT),
         help="port to listen on; 0 picks a free one (env MASTER_PORT; default %(default)s)",
     )
     dash = p.add_argument_group("status page")
     dash.add_argument(
         "--dashboard-port",
-        type=_port,
-        default=_env_default(p, env, ("FLASK_PORT",), _port, DEFAULT_DASHBOARD_PORT),
+        type=port_number,
+        default=env_default(p, env, ("FLASK_PORT",), port_number, DEFAULT_DASHBOARD_PORT),
         help="port of the status page; 0 picks a free one (env FLASK_PORT; default %(default)s)",
     )
     dash.add_argument(
         "--dashboard-host",
-        default=_env(env, "DASHBOARD_HOST") or "127.0.0.1",
+        default=env_value(env, "DASHBOARD_HOST") or "127.0.0.1",
         help="address of the status page (env DASHBOARD_HOST; default %(default)s: this machine only;"
         " 0.0.0.0 shares it)",
     )
     dash.add_argument("--no-dashboard", action="store_true", help="do not serve the status page")
     net.add_argument(
         "--local-workers",
-        type=_nonnegative,
+        type=nonnegative,
         metavar="N",
-        default=_env_default(p, env, ("NUM_WORKERS",), _nonnegative, 0),
+        default=env_default(p, env, ("NUM_WORKERS",), nonnegative, 0),
         help="start N worker processes on this machine (env NUM_WORKERS; default %(default)s)",
     )
     net.add_argument(
         "--min-workers",
-        type=_positive,
+        type=positive,
         default=1,
         metavar="N",
         help="wait for N workers before starting (default %(default)s); later ones join the running job",
     )
     net.add_argument(
         "--token",
-        default=_env(env, "DISTGRAY_TOKEN"),
+        default=env_value(env, "DISTGRAY_TOKEN"),
         help="shared secret workers must prove (env DISTGRAY_TOKEN; default: a random one, printed)",
     )
     net.add_argument("--no-auth", action="store_true", help="accept workers without a token: ONLY on a closed network")
-    net.add_argument("--strip-rows", type=_positive, help="rows per strip (default: about 4 MiB of pixels per strip)")
+    net.add_argument("--strip-rows", type=positive, help="rows per strip (default: about 4 MiB of pixels per strip)")
     net.add_argument(
         "--heartbeat",
         type=float,
@@ -255,7 +210,7 @@ def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument(
         "--log-level",
         choices=LOG_LEVELS,
-        default=(_env(env, "DISTGRAY_LOG_LEVEL") or "info").lower(),
+        default=(env_value(env, "DISTGRAY_LOG_LEVEL") or "info").lower(),
         help="debug also shows tracebacks (default %(default)s)",
     )
     return p
@@ -265,7 +220,7 @@ def master_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     env = os.environ if env is None else env
     parser = build_master_parser(env)
     args = parser.parse_args(argv)
-    _setup_logging(args.log_level)
+    setup_logging(args.log_level)
     try:
         output, fmt = _resolve_output(args)
     except ValueError as exc:
@@ -380,132 +335,3 @@ def _resolve_output(args: argparse.Namespace) -> tuple[Path | None, str | None]:
     if imaging.same_file(image, output):
         raise ValueError(f"--output {output} would overwrite the input")
     return output, fmt
-
-
-# ====================================================================== worker
-WORKER_EPILOG = """\
-examples:
-  python worker_client.py --host 192.168.1.10 --port 5003 --token <token printed by the master>
-  DISTGRAY_TOKEN=<token> MASTER_HOST=192.168.1.10 python worker_client.py
-
-The worker converts strips until the master says goodbye. If the master is unreachable or goes
-away, it retries with exponential backoff for --retry-for seconds. Ctrl+C once: finish the strip in
-hand and leave; twice: leave at once.
-environment: MASTER_HOST, MASTER_PORT, DISTGRAY_TOKEN, DISTGRAY_WORKER_ID, DISTGRAY_LOG_LEVEL.
-exit codes: 0 left cleanly, 1 could not connect or was refused, 2 usage error.
-"""
-
-
-def build_worker_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="distgray-worker",
-        description="A distgray worker: converts strips of images to grayscale for a distgray master.",
-        epilog=WORKER_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--host",
-        default=_env(env, "MASTER_HOST") or "127.0.0.1",
-        help="the master's address (env MASTER_HOST; default %(default)s)",
-    )
-    p.add_argument(
-        "--port",
-        type=_port,
-        default=_env_default(p, env, ("MASTER_PORT",), _port, DEFAULT_PORT),
-        help="the master's port (env MASTER_PORT; default %(default)s)",
-    )
-    p.add_argument(
-        "--token", default=_env(env, "DISTGRAY_TOKEN"), help="the shared secret the master printed (env DISTGRAY_TOKEN)"
-    )
-    p.add_argument(
-        "--id",
-        default=_env(env, "DISTGRAY_WORKER_ID") or "",
-        help="a name for this worker (env DISTGRAY_WORKER_ID; default <hostname>-<pid>)",
-    )
-    p.add_argument(
-        "--retry-for",
-        type=float,
-        default=60.0,
-        metavar="SECONDS",
-        help="keep trying to reach the master this long before giving up (default %(default)s)",
-    )
-    p.add_argument(
-        "--throttle",
-        type=_throttle,
-        default=1.0,
-        metavar="FACTOR",
-        help="testing and demo aid: make this worker FACTOR times slower per strip (sleeps), to show"
-        " heterogeneous clusters on one machine (default 1 = full speed)",
-    )
-    p.add_argument("--max-tasks", type=_positive, metavar="N", help="leave after N strips (for tests and demos)")
-    p.add_argument(
-        "--log-level",
-        choices=LOG_LEVELS,
-        default=(_env(env, "DISTGRAY_LOG_LEVEL") or "info").lower(),
-        help="default %(default)s",
-    )
-    return p
-
-
-def worker_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
-    env = os.environ if env is None else env
-    args = build_worker_parser(env).parse_args(argv)
-    _setup_logging(args.log_level)
-    from distgray.worker import Worker, WorkerConfig
-
-    worker = Worker(
-        WorkerConfig(
-            host=args.host,
-            port=args.port,
-            token=args.token.encode() if args.token else None,
-            worker_id=args.id,
-            retry_for_s=args.retry_for,
-            max_tasks=args.max_tasks,
-            throttle=args.throttle,
-        )
-    )
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        if worker._stop.is_set():
-            raise KeyboardInterrupt
-        print("distgray-worker: finishing the current strip, then leaving (Ctrl+C again to quit now)", file=sys.stderr)
-        worker.stop()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    try:
-        return worker.run()
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # last resort: one line, traceback only in debug
-        if args.log_level == "debug":
-            log.exception("failed")
-        print(f"distgray-worker: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-
-
-# ====================================================================== health
-def health_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
-    """``python -m distgray health``: the container health check (Dockerfile HEALTHCHECK).
-
-    In a container whose main process is a master, healthy means its status page answers
-    ``/healthz`` on FLASK_PORT; a worker container is healthy while its process runs.
-    Exit 0 healthy, 1 not.
-    """
-    import urllib.request
-
-    env = os.environ if env is None else env
-    try:
-        with open("/proc/1/cmdline", "rb") as fh:
-            main_process = fh.read().split(b"\0")
-    except OSError:
-        main_process = []
-    if b"master" not in main_process:
-        return 0
-    port = _env(env, "FLASK_PORT") or "5006"
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
-            return 0 if resp.status == 200 else 1
-    except OSError as exc:
-        print(f"distgray health: status page on port {port} does not answer: {exc}", file=sys.stderr)
-        return 1
