@@ -63,8 +63,11 @@ def thumbnail_png(image: Image.Image, side: int = THUMBNAIL_SIDE) -> bytes:
     """A small PNG preview (longest side ``side``) for the status page; the image is not changed."""
     if image.mode not in ("L", "LA", "RGB", "RGBA"):
         image = image.convert("RGBA" if "A" in image.getbands() else "L" if image.mode.startswith("I") else "RGB")
-    small = image.copy()
-    small.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    scale = side / max(image.size)
+    small = image  # already small: saved as it is
+    if scale < 1:  # resize makes the small image directly: no full-size copy as thumbnail() needs
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        small = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
     buf = io.BytesIO()
     small.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
