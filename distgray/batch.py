@@ -209,9 +209,6 @@ class Batch:
             logging_redirect_tqdm(),
             tqdm(total=round(total_mp, 1), unit="MP", desc="batch", disable=None, leave=False) as bar,
         ):
-            for item in self.items:
-                if item.status != "pending":
-                    self._record(item)
             while True:
                 finished = self._collect(queue)
                 done_mp = sum(i.pixels for i in self.items if i.status != "pending" and i.unit) / 1e6
