@@ -179,6 +179,7 @@ class Worker:
             out: bytes | memoryview | None
             if isinstance(task, P.FileTask):
                 result, out = convert_file(task, data, self.worker_id)
+                self._pace(cpu_started, recv_cpu_s)
             else:
                 log.debug(
                     "worker %s: strip %d, rows %d-%d", self.worker_id, task.strip_id, task.row_start, task.row_stop - 1
@@ -186,12 +187,7 @@ class Worker:
                 gray = np.empty((task.rows, task.width), dtype=np.uint8)
                 to_grayscale(data.reshape(task.rows, task.width, task.channels), gray)
                 out = gray.data
-            if self.config.throttle > 1:
-                # A testing and demo aid: FACTOR times the work. Measured in CPU time, so that a
-                # worker paused (SIGSTOP) or starved of CPU is not slowed further by it.
-                spent = time.thread_time() - cpu_started + recv_cpu_s
-                time.sleep((self.config.throttle - 1) * spent)
-            if isinstance(task, P.Task):
+                self._pace(cpu_started, recv_cpu_s)
                 compute_us = int((time.perf_counter() - started) * 1e6)
                 result = P.Result(
                     task.job_id,
@@ -214,6 +210,13 @@ class Worker:
                 raise
             self._last_send_done_us = int((time.perf_counter() - sent) * 1e6)
             self.tasks_done += 1
+
+    def _pace(self, cpu_started: float, recv_cpu_s: float) -> None:
+        """--throttle, a testing and demo aid: FACTOR times the work. Measured in CPU time, so that
+        a worker paused (SIGSTOP) or starved of CPU is not slowed further by it."""
+        if self.config.throttle > 1:
+            spent = time.thread_time() - cpu_started + recv_cpu_s
+            time.sleep((self.config.throttle - 1) * spent)
 
     def _leave_if_told(self, inbox: Inbox) -> None:
         """After a failed send: if the master's BYE arrived just before, leave instead of reconnecting."""
