@@ -59,8 +59,10 @@ def probe_upload(
     return fmt, width, height
 
 
-def thumbnail_png(image: Image.Image, side: int = THUMBNAIL_SIDE) -> bytes:
-    """A small PNG preview (longest side ``side``) for the status page; the image is not changed."""
+def thumbnail_png(image: Image.Image, side: int = THUMBNAIL_SIDE, *, gray: bool = False) -> bytes:
+    """A small PNG preview (longest side ``side``) for the status page; the image is not changed.
+
+    ``gray``: of the image converted to gray (the preview of an output the master never holds)."""
     if image.mode not in ("L", "LA", "RGB", "RGBA"):
         image = image.convert("RGBA" if "A" in image.getbands() else "L" if image.mode.startswith("I") else "RGB")
     scale = side / max(image.size)
@@ -68,6 +70,8 @@ def thumbnail_png(image: Image.Image, side: int = THUMBNAIL_SIDE) -> bytes:
     if scale < 1:  # resize makes the small image directly: no full-size copy as thumbnail() needs
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         small = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    if gray:
+        small = small.convert("LA" if "A" in small.getbands() else "L")
     buf = io.BytesIO()
     small.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()

@@ -28,7 +28,10 @@ from distgray.defaults import HEARTBEAT_TIMEOUT_S as HEARTBEAT_TIMEOUT_S
 from distgray.errors import DistgrayError, PeerDisconnected, PeerTimeout, ProtocolError, RemoteError
 from distgray.imaging import U8Array
 from distgray.master_files import FileWork
+from distgray.master_strips import StripWire
+from distgray.pngstrip import EncodedStrip
 from distgray.scheduler import Policy
+from distgray.shm import Segment
 from distgray.state import Assignment, Job, StripRecord, WorkerConn, WorkerState
 from distgray.transport import HANDSHAKE_TIMEOUT_S, Channel, listen, server_handshake
 
@@ -54,9 +57,11 @@ class MasterConfig:
     strip_rows: int | None = None
     policy: Policy = field(default_factory=Policy)
     max_handshakes: int = MAX_HANDSHAKES
+    shared_memory: bool = True  # pixels by reference to workers that can read our memory
+    png_row_above: bool = True  # send PNG strips the row above, so their first row filters well
 
 
-class Master(FileWork):
+class Master(FileWork, StripWire):
     """Accepts workers and converts arrays with them. ``start()``, ``run``/``submit``, ``close()``."""
 
     def __init__(self, config: MasterConfig) -> None:
@@ -74,6 +79,7 @@ class Master(FileWork):
         self._threads_lock = threading.Lock()
         self._closing = False
         self.address: tuple[str, int] = (config.host, config.port)
+        self.png_row_above = config.png_row_above
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, listener: socket.socket | None = None) -> tuple[str, int]:
@@ -83,6 +89,7 @@ class Master(FileWork):
         self._listener = listener if listener is not None else listen(self.config.host, self.config.port)
         self._listener.settimeout(0.5)
         self.address = self._listener.getsockname()[:2]
+        self._open_probe(self.config.shared_memory)
         self._spawn(self._accept_loop, "distgray-accept")
         return self.address
 
@@ -118,6 +125,7 @@ class Master(FileWork):
             threads = list(self._threads)
         for t in threads:
             t.join(timeout=5.0)
+        self._close_probe()
 
     def __enter__(self) -> Master:
         self.start()
@@ -163,21 +171,36 @@ class Master(FileWork):
             return True
 
     # ------------------------------------------------------------------ jobs
-    def submit(self, pixels: U8Array, name: str = "image") -> Job:
-        """Start converting ``pixels``; returns at once. One job runs at a time."""
+    def submit(
+        self, pixels: U8Array, name: str = "image", *, png_level: int | None = None, segment: Segment | None = None
+    ) -> Job:
+        """Start converting ``pixels``; returns at once. One job runs at a time.
+
+        ``png_level``: the output is a PNG encoded strip by strip (collect it with
+        ``take_encoded``); ``segment``: ``pixels`` live in it (from ``share``)."""
         with self._lock:
             if self.job is not None and not self.job.wait(0):
                 raise RuntimeError("a job is already running")
-            job = Job(next(self._job_ids), name, pixels, self.config.policy, self.config.strip_rows)
+            job = Job(
+                next(self._job_ids),
+                name,
+                pixels,
+                self.config.policy,
+                self.config.strip_rows,
+                png_level=png_level,
+                segment=segment,
+            )
             job.started = time.monotonic()
             self.job = job
             self._work.notify_all()
         log.info("job %d: %s, %dx%d", job.id, name, job.width, job.height)
         return job
 
-    def run(self, pixels: U8Array, name: str = "image", timeout: float | None = None) -> Job:
+    def run(
+        self, pixels: U8Array, name: str = "image", timeout: float | None = None, *, png_level: int | None = None
+    ) -> Job:
         """Convert ``pixels`` and wait for the job to finish (done or failed)."""
-        job = self.submit(pixels, name)
+        job = self.submit(pixels, name, png_level=png_level)
         job.wait(timeout)
         return job
 
@@ -237,6 +260,11 @@ class Master(FileWork):
             return
         log.info("worker %s: joined from %s", w.id, address)
         w.reader = self._spawn(self._reader, f"distgray-read-{w.id}", w)
+        try:
+            self._offer_shm(w)
+        except DistgrayError as exc:
+            self._drop(w, WorkerState.LOST, str(exc))
+            return
         self._writer(w)
 
     def _welcome(self, hello: P.Hello, proof: bytes) -> P.Welcome:
@@ -258,7 +286,7 @@ class Master(FileWork):
         interval = self.config.heartbeat_interval_s
         while True:
             with self._work:
-                job, strip, unit = None, None, None
+                job, strip, unit, task, payload = None, None, None, None, None
                 while w.state in (WorkerState.IDLE, WorkerState.BUSY) and not self._closing:
                     job = self.job
                     room = len(w.in_flight) + len(w.files_in_flight) < self.config.prefetch
@@ -266,8 +294,13 @@ class Master(FileWork):
                         live = [x.id for x in self._live()]
                         strip = job.scheduler.next_strip(w.id, time.monotonic(), live)
                         if strip is not None:
+                            task, payload = self._task_for(w, job, strip)
                             w.in_flight[(job.id, strip.id)] = Assignment(
-                                time.monotonic(), strip.row_start, strip.row_stop, job.width
+                                time.monotonic(),
+                                strip.row_start,
+                                strip.row_stop,
+                                job.width,
+                                isinstance(task, P.PngTask),
                             )
                             w.state = WorkerState.BUSY
                             break
@@ -287,11 +320,10 @@ class Master(FileWork):
                 if strip is None or job is None:
                     w.channel.send(P.Heartbeat())
                     continue
-                task = P.Task(job.id, strip.id, strip.row_start, strip.row_stop, job.width, job.channels)
                 log.debug("worker %s: strip %d, rows %d-%d", w.id, strip.id, strip.row_start, strip.row_stop - 1)
-                rows = job.pixels[strip.row_start : strip.row_stop]
                 job_bytes = job.worker_bytes.setdefault(w.id, [0, 0])
-                sent = w.channel.send(task, rows.data)
+                assert task is not None
+                sent = w.channel.send(task, payload)
                 job_bytes[0] += sent
                 w.bytes_in += sent
             except DistgrayError as exc:
@@ -306,8 +338,10 @@ class Master(FileWork):
         try:
             while True:
                 message, payload = w.channel.recv(lambda m: self._sink(w, m))
-                if isinstance(message, P.Result):
-                    self._complete(w, message)
+                if isinstance(message, P.Result | P.PngResult):
+                    self._complete(w, message, payload)
+                elif isinstance(message, P.ShmAnswer):
+                    self._shm_answered(w, message)
                 elif isinstance(message, P.FileResult):
                     self._complete_file(w, message, payload)
                 elif isinstance(message, P.Heartbeat):
@@ -329,13 +363,16 @@ class Master(FileWork):
         return self._file_sink(w, message) if isinstance(message, P.FileResult) else self._result_sink(w, message)
 
     def _result_sink(self, w: WorkerConn, message: P.Message) -> memoryview | None:
-        """Where a result's pixels land: their rows of the output, or scratch if already done."""
-        if not isinstance(message, P.Result):
+        """Where a result's payload lands: its rows of the output (RESULT) or a buffer of its own
+        (PNG_RESULT, bounded by the header's checks), or scratch if the strip is already done."""
+        if not isinstance(message, P.Result | P.PngResult):
             raise ProtocolError(f"unexpected payload on {type(message).__name__}")
         with self._lock:
             task = w.in_flight.get((message.job_id, message.strip_id))
             if task is None:
                 raise ProtocolError(f"result for job {message.job_id} strip {message.strip_id}, not assigned to it")
+            if task.png != isinstance(message, P.PngResult):
+                raise ProtocolError(f"{type(message).__name__} for a {'PNG_' if task.png else ''}TASK")
             if (message.row_start, message.row_stop, message.width) != (task.row_start, task.row_stop, task.width):
                 raise ProtocolError(
                     f"result shape rows [{message.row_start}, {message.row_stop}) x {message.width}"
@@ -347,9 +384,16 @@ class Master(FileWork):
                 return None  # a backup copy for a job already finished: read and discard
             if job.scheduler.strips[message.strip_id].done_by is not None:
                 return None  # another copy already won: read and discard
+            if isinstance(message, P.PngResult):
+                return memoryview(bytearray(message.payload_len))
             return job.output[task.row_start : task.row_stop].data.cast("B")
 
-    def _complete(self, w: WorkerConn, result: P.Result) -> None:
+    def _complete(self, w: WorkerConn, result: P.Result | P.PngResult, payload: memoryview | None = None) -> None:
+        piece = None
+        if isinstance(result, P.PngResult) and payload is not None:
+            piece = EncodedStrip(payload.tobytes(), result.adler32, result.filtered_len)
+        elif isinstance(result, P.Result) and self._still_open(result):  # its rows landed in the output
+            piece = self._encode_here(self.job, result)
         now = time.monotonic()
         with self._work:
             job = self.job
@@ -361,6 +405,8 @@ class Master(FileWork):
                 return  # dropped while its result arrived, or a late copy for a finished job
             sent_at = task.sent_at
             counted = job.scheduler.complete(result.strip_id, w.id, now)
+            if counted and piece is not None:
+                job.encoded[result.row_start] = (result.row_stop, piece)
             rows = result.row_stop - result.row_start
             busy = (result.recv_us + result.compute_us) / 1e6
             # Speed includes transfer both ways: the worker's receive + compute, our receive.

@@ -36,7 +36,11 @@ class MessageType(enum.IntEnum):
     RESULT = 0x11
     FILE_TASK = 0x12
     FILE_RESULT = 0x13
+    PNG_TASK = 0x14
+    PNG_RESULT = 0x15
     HEARTBEAT = 0x20
+    SHM_OFFER = 0x21
+    SHM_ANSWER = 0x22
     ERROR = 0x7E
     BYE = 0x7F
 
@@ -226,6 +230,58 @@ class Heartbeat:
         _no_payload("HEARTBEAT", payload_len)
         _Reader(buf, "HEARTBEAT").end()
         return cls()
+
+
+SHM_PROBE_BYTES = 16
+MAX_SEGMENT_NAME_BYTES = 64
+
+
+@dataclass(frozen=True)
+class ShmOffer:
+    """Master -> worker: can you read shared-memory segment ``segment``? Its first 16 bytes are
+    ``probe``; a worker that reads them back proves it shares the master's memory."""
+
+    TYPE: ClassVar[MessageType] = MessageType.SHM_OFFER
+    segment: str
+
+    def encode(self) -> bytes:
+        return _string(self.segment, MAX_SEGMENT_NAME_BYTES)
+
+    @classmethod
+    def decode(cls, buf: bytes, payload_len: int) -> ShmOffer:
+        _no_payload("SHM_OFFER", payload_len)
+        r = _Reader(buf, "SHM_OFFER")
+        segment = r.string(MAX_SEGMENT_NAME_BYTES)
+        r.end()
+        return cls(segment)
+
+
+_SHM_ANSWER = struct.Struct(">B")
+
+
+@dataclass(frozen=True)
+class ShmAnswer:
+    """Worker -> master: the 16 bytes read from the offered segment (``ok`` 1), or ``ok`` 0."""
+
+    TYPE: ClassVar[MessageType] = MessageType.SHM_ANSWER
+    ok: bool
+    probe: bytes = bytes(SHM_PROBE_BYTES)
+
+    def encode(self) -> bytes:
+        if len(self.probe) != SHM_PROBE_BYTES:
+            raise ValueError("SHM_ANSWER: probe must be 16 bytes")
+        return _SHM_ANSWER.pack(1 if self.ok else 0) + self.probe
+
+    @classmethod
+    def decode(cls, buf: bytes, payload_len: int) -> ShmAnswer:
+        _no_payload("SHM_ANSWER", payload_len)
+        r = _Reader(buf, "SHM_ANSWER")
+        (ok,) = r.unpack(_SHM_ANSWER)
+        probe = r.take(SHM_PROBE_BYTES)
+        r.end()
+        if ok > 1:
+            raise ProtocolError(f"SHM_ANSWER: ok must be 0 or 1, got {ok}")
+        return cls(bool(ok), probe)
 
 
 _ERROR = struct.Struct(">HI")

@@ -64,6 +64,7 @@ from distgray.messages import (
     NO_STRIP,
     NONCE_BYTES,
     OP_LUMA,
+    SHM_PROBE_BYTES,
     Auth,
     Bye,
     Challenge,
@@ -72,20 +73,77 @@ from distgray.messages import (
     Heartbeat,
     Hello,
     MessageType,
+    ShmAnswer,
+    ShmOffer,
     Welcome,
 )
-from distgray.work_messages import CAPABILITY_FILES, FILE_FORMATS, FileResult, FileStatus, FileTask, Result, Task
+from distgray.work_messages import (
+    CAPABILITY_FILES,
+    CAPABILITY_PNG,
+    CAPABILITY_SHM,
+    FILE_FORMATS,
+    FileResult,
+    FileStatus,
+    FileTask,
+    PngResult,
+    PngTask,
+    Result,
+    Task,
+)
 
-Message = Hello | Challenge | Auth | Welcome | Task | Result | FileTask | FileResult | Heartbeat | Error | Bye
+Message = (
+    Hello
+    | Challenge
+    | Auth
+    | Welcome
+    | Task
+    | PngTask
+    | Result
+    | PngResult
+    | FileTask
+    | FileResult
+    | Heartbeat
+    | ShmOffer
+    | ShmAnswer
+    | Error
+    | Bye
+)
 DECODERS: dict[MessageType, type[Message]] = {
     cls.TYPE: cls
-    for cls in (Hello, Challenge, Auth, Welcome, Task, Result, FileTask, FileResult, Heartbeat, Error, Bye)
+    for cls in (
+        Hello,
+        Challenge,
+        Auth,
+        Welcome,
+        Task,
+        PngTask,
+        Result,
+        PngResult,
+        FileTask,
+        FileResult,
+        Heartbeat,
+        ShmOffer,
+        ShmAnswer,
+        Error,
+        Bye,
+    )
 }
-CARRIES_PAYLOAD = frozenset({MessageType.TASK, MessageType.RESULT, MessageType.FILE_TASK, MessageType.FILE_RESULT})
+CARRIES_PAYLOAD = frozenset(
+    {
+        MessageType.TASK,
+        MessageType.PNG_TASK,
+        MessageType.RESULT,
+        MessageType.PNG_RESULT,
+        MessageType.FILE_TASK,
+        MessageType.FILE_RESULT,
+    }
+)
 
 __all__ = [
     "CAPABILITY_FILES",
     "CAPABILITY_LUMA_U8",
+    "CAPABILITY_PNG",
+    "CAPABILITY_SHM",
     "DIGEST_BYTES",
     "DTYPE_UINT8",
     "FILE_FORMATS",
@@ -100,6 +158,7 @@ __all__ = [
     "OP_LUMA",
     "PREFIX_BYTES",
     "PROTOCOL_VERSION",
+    "SHM_PROBE_BYTES",
     "Auth",
     "Bye",
     "Challenge",
@@ -113,8 +172,12 @@ __all__ = [
     "Hello",
     "Message",
     "MessageType",
+    "PngResult",
+    "PngTask",
     "Prefix",
     "Result",
+    "ShmAnswer",
+    "ShmOffer",
     "Task",
     "Welcome",
     "decode_message",

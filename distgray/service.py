@@ -15,14 +15,16 @@ import os
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from distgray import fileio, imaging
+from distgray import fileio, imaging, pngstrip
 from distgray.errors import DistgrayError, TaskFailed
 from distgray.master import Job, Master
 from distgray.report import format_summary, job_report, write_json_atomic
+from distgray.shm import Segment
 
 log = logging.getLogger("distgray")
 
@@ -216,22 +218,14 @@ class Service:
             entry.width, entry.height, entry.mode = loaded.width, loaded.height, loaded.mode
             for note in loaded.notes:
                 log.info("%s: %s", entry.source, note)
-            job = None
-            if loaded.kind is imaging.Kind.GRAY:
-                log.info("%s: already grayscale (%s): copied unchanged, no workers needed", entry.source, loaded.mode)
+            job: Job | None
+            if loaded.kind is imaging.Kind.COLOR and entry.format == "PNG" and not loaded.has_alpha:
+                # Encoded by the workers strip by strip and written as the strips come in.
+                job, t_save = self._convert_png(entry, loaded, quiet)
+                entry.thumbnails["output"] = fileio.thumbnail_png(fileio.preview_of(loaded), gray=True)
             else:
-                job = self._convert(entry, loaded, quiet)
-            if "input" not in entry.thumbnails:
-                entry.thumbnails["input"] = fileio.thumbnail_png(fileio.preview_of(loaded))
-            entry.state = JobState.SAVING
-            image, notes = imaging.compose_output(loaded, job.output if job is not None else None, entry.format)
-            for note in notes:
-                log.warning("%s: %s", entry.output, note)
-            t_save = time.monotonic()
-            options = imaging.save_options(entry.format, opts.quality, opts.png_level)
-            imaging.save_atomic(image, entry.output, entry.format, options)
+                job, t_save = self._convert_whole(entry, loaded, quiet)
             t_saved = time.monotonic()
-            entry.thumbnails["output"] = fileio.thumbnail_png(image)
             self._finish_report(entry, job, t0, t_loaded, t_save, t_saved, quiet)
             entry.state = JobState.DONE
         except BaseException as exc:
@@ -240,6 +234,54 @@ class Service:
             raise
         finally:
             entry.finished_at = time.time()
+            if entry.job is not None:
+                entry.job.release()
+
+    def _convert_whole(self, entry: JobEntry, loaded: imaging.LoadedImage, quiet: bool) -> tuple[Job | None, float]:
+        """Convert on the workers (unless already gray), then compose and save the output here."""
+        job = None
+        if loaded.kind is imaging.Kind.GRAY:
+            log.info("%s: already grayscale (%s): copied unchanged, no workers needed", entry.source, loaded.mode)
+        else:
+            job = self._convert(entry, loaded, quiet)
+        if "input" not in entry.thumbnails:
+            entry.thumbnails["input"] = fileio.thumbnail_png(fileio.preview_of(loaded))
+        entry.state = JobState.SAVING
+        image, notes = imaging.compose_output(loaded, job.output if job is not None else None, entry.format)
+        for note in notes:
+            log.warning("%s: %s", entry.output, note)
+        t_save = time.monotonic()
+        options = imaging.save_options(entry.format, self.options.quality, self.options.png_level)
+        imaging.save_atomic(image, entry.output, entry.format, options)
+        entry.thumbnails["output"] = fileio.thumbnail_png(image)
+        return job, t_save
+
+    def _convert_png(self, entry: JobEntry, loaded: imaging.LoadedImage, quiet: bool) -> tuple[Job, float]:
+        """A PNG output made of strips the workers encoded, written in row order as they arrive
+        (through a temporary file: a failed job leaves nothing behind)."""
+        level = self.options.png_level
+        joiner = pngstrip.PngJoiner(loaded.width, loaded.height, level)
+        done: list[Job] = []
+
+        def write(fh: BinaryIO) -> None:
+            fh.write(joiner.head())
+            row = 0
+
+            def drain(job: Job) -> None:
+                nonlocal row
+                for stop, piece in self.master.take_encoded(job, row):
+                    fh.write(joiner.strip(piece))
+                    row = stop
+
+            job = self._convert(entry, loaded, quiet, png_level=level, tick=drain)
+            entry.state = JobState.SAVING
+            drain(job)
+            fh.write(joiner.tail())
+            done.append(job)
+
+        t_save = time.monotonic()
+        imaging.atomic_write(entry.output, write, " PNG")
+        return done[0], t_save
 
     def _finish_report(
         self, entry: JobEntry, job: Job | None, t0: float, t_loaded: float, t_save: float, t_saved: float, quiet: bool
@@ -266,9 +308,16 @@ class Service:
         if self.options.report:
             write_json_atomic(report, self.options.report)
 
-    def _convert(self, entry: JobEntry, loaded: imaging.LoadedImage, quiet: bool = False) -> Job:
-        from tqdm import tqdm
-        from tqdm.contrib.logging import logging_redirect_tqdm
+    def _convert(
+        self,
+        entry: JobEntry,
+        loaded: imaging.LoadedImage,
+        quiet: bool = False,
+        *,
+        png_level: int | None = None,
+        tick: Callable[[Job], None] | None = None,
+    ) -> Job:
+        """Run the job on the workers with a progress bar; ``tick(job)`` is called while it runs."""
 
         assert loaded.pixels is not None
         opts, master = self.options, self.master
@@ -282,7 +331,30 @@ class Service:
                 raise TaskFailed(f"local workers exited (codes {[p.returncode for p in procs]}) before joining")
             if deadline is not None and time.monotonic() > deadline:
                 raise TaskFailed(f"timed out after {opts.timeout:g} s waiting for {opts.min_workers} worker(s)")
-        job = master.submit(loaded.pixels, entry.name)
+        # In shared memory (if a worker can read ours), the shared copy replaces the original.
+        loaded.pixels, segment = master.share(loaded.pixels)
+        try:
+            return self._run_job(entry, loaded, loaded.pixels, segment, quiet, png_level, tick, deadline)
+        finally:
+            if segment is not None:
+                segment.close()  # unlinked now; unmapped when the last array on it goes
+
+    def _run_job(
+        self,
+        entry: JobEntry,
+        loaded: imaging.LoadedImage,
+        pixels: imaging.U8Array,
+        segment: Segment | None,
+        quiet: bool,
+        png_level: int | None,
+        tick: Callable[[Job], None] | None,
+        deadline: float | None,
+    ) -> Job:
+        from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        opts, master = self.options, self.master
+        job = master.submit(pixels, entry.name, png_level=png_level, segment=segment)
         entry.job, entry.state = job, JobState.RUNNING
         # The preview is made while the workers convert (the master would only wait).
         entry.thumbnails["input"] = fileio.thumbnail_png(fileio.preview_of(loaded))
@@ -292,6 +364,8 @@ class Service:
         ):
             waiting = False
             while not job.wait(0.2):
+                if tick is not None:
+                    tick(job)
                 bar.update(job.rows_done - bar.n)
                 none_left = not master.live_workers()
                 if none_left and not waiting and not quiet:  # once per episode, not every tick

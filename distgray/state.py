@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from distgray.imaging import U8Array
+from distgray.pngstrip import EncodedStrip
 from distgray.scheduler import Policy, Scheduler
+from distgray.shm import Segment
 from distgray.transport import Channel
 
 
@@ -33,6 +35,7 @@ class Assignment:
     row_start: int
     row_stop: int
     width: int
+    png: bool = False  # a PNG_TASK: the answer must be a PNG_RESULT
 
 
 @dataclass
@@ -45,6 +48,7 @@ class WorkerConn:
     in_flight: dict[tuple[int, int], Assignment] = field(default_factory=dict)  # by (job id, strip id)
     files_in_flight: dict[int, int] = field(default_factory=dict)  # file unit id -> batch id
     reason: str = ""
+    shm: bool = False  # it read our shared-memory probe back: pixels may go by reference
     reader: threading.Thread | None = None
     result_started: float = 0.0  # when the payload of the result being received began
     # Figures over the master's whole run (the status page); per-job figures live in Job.records.
@@ -76,7 +80,17 @@ class StripRecord:
 class Job:
     """One image's conversion: source pixels in, gray output array filled by the workers."""
 
-    def __init__(self, job_id: int, name: str, pixels: U8Array, policy: Policy, strip_rows: int | None = None) -> None:
+    def __init__(
+        self,
+        job_id: int,
+        name: str,
+        pixels: U8Array,
+        policy: Policy,
+        strip_rows: int | None = None,
+        *,
+        png_level: int | None = None,
+        segment: Segment | None = None,
+    ) -> None:
         if pixels.ndim != 3 or pixels.shape[2] not in (3, 4) or not pixels.flags.c_contiguous:
             raise ValueError("pixels must be a C-contiguous (height, width, 3|4) uint8 array")
         self.id = job_id
@@ -90,6 +104,11 @@ class Job:
         self.records: list[StripRecord] = []
         self.worker_bytes: dict[str, list[int]] = {}  # worker -> [bytes_out, bytes_in]
         self._done = threading.Event()
+        # PNG output encoded strip by strip (png_level set): the winning piece of each strip, by
+        # row_start, until the writer takes it; the master keeps no gray pixels for such a job.
+        self.png_level = png_level
+        self.encoded: dict[int, tuple[int, EncodedStrip]] = {}
+        self.segment = segment  # the pixels' shared-memory segment, if they are in one
 
     @property
     def rows_done(self) -> int:
@@ -101,6 +120,21 @@ class Job:
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._done.wait(timeout)
+
+    def release(self) -> None:
+        """Drop the pixel arrays of a finished job (its record stays in the history)."""
+        if self._done.is_set():
+            self.pixels = self.output = np.empty((0, 0, 0), dtype=np.uint8)
+            self.segment = None
+            self.encoded.clear()
+
+    def take_encoded(self, row: int) -> list[tuple[int, EncodedStrip]]:
+        """The encoded strips that follow on from ``row``, in order, removed from the job."""
+        taken = []
+        while (item := self.encoded.pop(row, None)) is not None:
+            taken.append(item)
+            row = item[0]
+        return taken
 
     def _finish(self) -> None:
         self.finished_at = time.monotonic()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from distgray.errors import ProtocolError
-from distgray.messages import DTYPE_UINT8, OP_LUMA, MessageType, _Reader, _string, _strip_bytes
+from distgray.messages import DTYPE_UINT8, MAX_DIMENSION, OP_LUMA, MessageType, _Reader, _string, _strip_bytes
 
 #: Output formats a FILE_TASK may ask for (Pillow's names).
 FILE_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF"})
@@ -20,11 +20,26 @@ CAPABILITY_FILES = "file-gray"
 
 
 _TASK = struct.Struct(">IIIIIBBBB")
+_U64 = struct.Struct(">Q")
+
+#: TASK/PNG_TASK flags. SHM: the pixels are in a shared-memory segment named in the header, not in
+#: the payload. ABOVE (PNG_TASK): the pixels start with the row above the strip. LAST (PNG_TASK):
+#: the strip ends the image, so its deflate stream is finished.
+FLAG_SHM = 0x01
+FLAG_ABOVE = 0x02
+FLAG_LAST = 0x04
+MAX_SEGMENT_BYTES = 64
+CAPABILITY_PNG = "png-strip"
+CAPABILITY_SHM = "shm"
 
 
 @dataclass(frozen=True)
 class Task:
-    """Convert rows [row_start, row_stop) of a width x channels uint8 image; payload = those rows."""
+    """Convert rows [row_start, row_stop) of a width x channels uint8 image; payload = those rows.
+
+    With ``shm_segment``, the rows are read from that shared-memory segment at ``shm_offset``
+    instead (payload empty; only for workers that passed the SHM_OFFER check).
+    """
 
     TYPE: ClassVar[MessageType] = MessageType.TASK
     job_id: int
@@ -33,20 +48,34 @@ class Task:
     row_stop: int
     width: int
     channels: int = 3
+    shm_segment: str = ""
+    shm_offset: int = 0
 
     @property
     def rows(self) -> int:
         return self.row_stop - self.row_start
 
     @property
+    def pixel_rows(self) -> int:
+        """Rows of pixels the task carries (PNG_TASK adds the row above)."""
+        return self.rows
+
+    @property
+    def pixel_bytes(self) -> int:
+        return self.pixel_rows * self.width * self.channels
+
+    @property
     def payload_len(self) -> int:
-        return self.rows * self.width * self.channels
+        return 0 if self.shm_segment else self.pixel_bytes
 
     @property
     def result_len(self) -> int:
         return self.rows * self.width
 
-    def encode(self) -> bytes:
+    def _flags(self) -> int:
+        return FLAG_SHM if self.shm_segment else 0
+
+    def _fixed(self) -> bytes:
         return _TASK.pack(
             self.job_id,
             self.strip_id,
@@ -56,20 +85,156 @@ class Task:
             self.channels,
             DTYPE_UINT8,
             OP_LUMA,
-            0,
+            self._flags(),
         )
+
+    def _trailer(self) -> bytes:
+        if not self.shm_segment:
+            return b""
+        return _string(self.shm_segment, MAX_SEGMENT_BYTES) + _U64.pack(self.shm_offset)
+
+    def encode(self) -> bytes:
+        return self._fixed() + self._trailer()
+
+    @staticmethod
+    def _read_fixed(r: _Reader, what: str, allowed_flags: int) -> tuple[int, ...]:
+        job, strip, start, stop, width, channels, dtype, op, flags = r.unpack(_TASK)
+        if channels not in (3, 4) or dtype != DTYPE_UINT8 or op != OP_LUMA or flags & ~allowed_flags:
+            raise ProtocolError(f"{what}: unsupported channels={channels} dtype={dtype} op={op} flags={flags}")
+        if stop <= start:
+            raise ProtocolError(f"{what}: empty or reversed row range [{start}, {stop})")
+        return job, strip, start, stop, width, channels, flags
+
+    @staticmethod
+    def _read_shm(r: _Reader, flags: int) -> tuple[str, int]:
+        if not flags & FLAG_SHM:
+            return "", 0
+        segment = r.string(MAX_SEGMENT_BYTES)
+        (offset,) = r.unpack(_U64)
+        if not segment or not segment.replace("-", "").replace("_", "").isalnum():
+            raise ProtocolError(f"bad shared-memory segment name {segment!r}")
+        return segment, offset
 
     @classmethod
     def decode(cls, buf: bytes, payload_len: int) -> Task:
         r = _Reader(buf, "TASK")
-        job, strip, start, stop, width, channels, dtype, op, reserved = r.unpack(_TASK)
+        job, strip, start, stop, width, channels, flags = cls._read_fixed(r, "TASK", FLAG_SHM)
+        segment, offset = cls._read_shm(r, flags)
         r.end()
-        if channels not in (3, 4) or dtype != DTYPE_UINT8 or op != OP_LUMA or reserved:
-            raise ProtocolError(f"TASK: unsupported channels={channels} dtype={dtype} op={op} reserved={reserved}")
-        if stop <= start:
-            raise ProtocolError(f"TASK: empty or reversed row range [{start}, {stop})")
-        _strip_bytes("TASK", stop - start, width, channels, payload_len)
-        return cls(job, strip, start, stop, width, channels)
+        task = cls(job, strip, start, stop, width, channels, segment, offset)
+        _strip_bytes("TASK", stop - start, width, channels, task.pixel_bytes)
+        _payload_matches("TASK", task.payload_len, payload_len)
+        return task
+
+
+_PNG_EXTRA = struct.Struct(">BBBB")
+
+
+@dataclass(frozen=True)
+class PngTask(Task):
+    """A TASK whose gray strip is also PNG-filtered and deflated by the worker (PNG_RESULT back).
+
+    ``above``: the pixels start with the row above the strip (row_start - 1), so the strip's
+    first row can be filtered against it. ``last``: the strip ends the image.
+    """
+
+    TYPE: ClassVar[MessageType] = MessageType.PNG_TASK
+    level: int = 6
+    above: bool = False
+    last: bool = False
+
+    @property
+    def pixel_rows(self) -> int:
+        return self.rows + self.above
+
+    def _flags(self) -> int:
+        return super()._flags() | (FLAG_ABOVE if self.above else 0) | (FLAG_LAST if self.last else 0)
+
+    def encode(self) -> bytes:
+        if not 0 <= self.level <= 9 or (self.above and self.row_start == 0):
+            raise ValueError("PNG_TASK: level must be 0-9, and the first strip has no row above")
+        return self._fixed() + _PNG_EXTRA.pack(self.level, 0, 0, 0) + self._trailer()
+
+    @classmethod
+    def decode(cls, buf: bytes, payload_len: int) -> PngTask:
+        r = _Reader(buf, "PNG_TASK")
+        job, strip, start, stop, width, channels, flags = cls._read_fixed(
+            r, "PNG_TASK", FLAG_SHM | FLAG_ABOVE | FLAG_LAST
+        )
+        level, *reserved = r.unpack(_PNG_EXTRA)
+        segment, offset = cls._read_shm(r, flags)
+        r.end()
+        above = bool(flags & FLAG_ABOVE)
+        if level > 9 or any(reserved) or (above and start == 0):
+            raise ProtocolError(f"PNG_TASK: level {level}, reserved {reserved}, row above for row {start}")
+        task = cls(job, strip, start, stop, width, channels, segment, offset, level, above, bool(flags & FLAG_LAST))
+        _strip_bytes("PNG_TASK", task.pixel_rows, width, channels, task.pixel_bytes)
+        _payload_matches("PNG_TASK", task.payload_len, payload_len)
+        return task
+
+
+def _payload_matches(what: str, expected: int, payload_len: int) -> None:
+    if expected != payload_len:
+        raise ProtocolError(f"{what}: the header needs {expected} bytes of payload, payload_len is {payload_len}")
+
+
+_PNG_RESULT = struct.Struct(">IIIIIIQIII")
+
+
+@dataclass(frozen=True)
+class PngResult:
+    """A PNG_TASK's strip: raw deflate bytes (payload) of ``filtered_len`` filtered bytes whose
+    Adler-32 is ``adler32``. Ends with a sync flush, or finishes the stream for the LAST strip."""
+
+    TYPE: ClassVar[MessageType] = MessageType.PNG_RESULT
+    job_id: int
+    strip_id: int
+    row_start: int
+    row_stop: int
+    width: int
+    adler32: int
+    filtered_len: int
+    size: int  # bytes of deflate data = payload_len
+    recv_us: int = 0
+    compute_us: int = 0
+    send_us: int = 0
+
+    @property
+    def payload_len(self) -> int:
+        return self.size
+
+    def encode(self) -> bytes:
+        clamp = 0xFFFFFFFF
+        return _PNG_RESULT.pack(
+            self.job_id,
+            self.strip_id,
+            self.row_start,
+            self.row_stop,
+            self.width,
+            self.adler32,
+            self.filtered_len,
+            min(self.recv_us, clamp),
+            min(self.compute_us, clamp),
+            min(self.send_us, clamp),
+        )
+
+    @classmethod
+    def decode(cls, buf: bytes, payload_len: int) -> PngResult:
+        r = _Reader(buf, "PNG_RESULT")
+        job, strip, start, stop, width, adler, flen, rus, cus, sus = r.unpack(_PNG_RESULT)
+        r.end()
+        if stop <= start or not (0 < stop - start <= MAX_DIMENSION and 0 < width <= MAX_DIMENSION):
+            raise ProtocolError(f"PNG_RESULT: bad strip shape rows [{start}, {stop}) x {width}")
+        if flen != (stop - start) * (width + 1):
+            raise ProtocolError(f"PNG_RESULT: filtered_len {flen} is not rows x (width + 1)")
+        if not 0 < payload_len <= deflate_bound(flen):
+            raise ProtocolError(f"PNG_RESULT: {payload_len} deflate bytes for {flen} filtered bytes")
+        return cls(job, strip, start, stop, width, adler, flen, payload_len, rus, cus, sus)
+
+
+def deflate_bound(filtered_len: int) -> int:
+    """The most raw deflate bytes ``filtered_len`` bytes can take (stored blocks, a flush)."""
+    return filtered_len + 5 * (filtered_len // 16383 + 2) + 16
 
 
 _RESULT = struct.Struct(">IIIIIBBHIII")

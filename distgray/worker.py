@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from distgray import pngstrip, shm
 from distgray import protocol as P
 from distgray.errors import (
     AuthenticationError,
@@ -61,6 +62,7 @@ class WorkerConfig:
     max_tasks: int | None = None  # leave after this many strips (burst mode, for tests and demos)
     max_strip_bytes: int = MAX_STRIP_BYTES
     throttle: float = 1.0  # >1: sleep so each strip takes this many times as long (testing, demos)
+    shared_memory: bool = True  # offer to read pixels from the master's shared memory (same host)
 
 
 Work = P.Task | P.FileTask
@@ -122,12 +124,11 @@ class Worker:
 
     # ------------------------------------------------------------------ one connection
     def _session(self, channel: Channel) -> None:
+        capabilities = [P.CAPABILITY_LUMA_U8, P.CAPABILITY_FILES, P.CAPABILITY_PNG]
+        if self.config.shared_memory and shm.available():
+            capabilities.append(P.CAPABILITY_SHM)
         welcome = client_handshake(
-            channel,
-            self.worker_id,
-            self.config.token,
-            (P.CAPABILITY_LUMA_U8, P.CAPABILITY_FILES),
-            max_payload=self.config.max_strip_bytes,
+            channel, self.worker_id, self.config.token, tuple(capabilities), max_payload=self.config.max_strip_bytes
         )
         self.worker_id = welcome.worker_id
         channel.peer = f"master {self.config.host}:{self.config.port}"
@@ -175,11 +176,13 @@ class Worker:
                 raise item
             task, data, recv_us, recv_cpu_s = item
             started, cpu_started = time.perf_counter(), time.thread_time()
-            result: P.Result | P.FileResult
+            result: P.Result | P.PngResult | P.FileResult
             out: bytes | memoryview | None
             if isinstance(task, P.FileTask):
                 result, out = convert_file(task, data, self.worker_id)
                 self._pace(cpu_started, recv_cpu_s)
+            elif isinstance(task, P.PngTask):
+                result, out = self._png_strip(task, data, recv_us, started, cpu_started, recv_cpu_s)
             else:
                 log.debug(
                     "worker %s: strip %d, rows %d-%d", self.worker_id, task.strip_id, task.row_start, task.row_stop - 1
@@ -199,6 +202,7 @@ class Worker:
                     compute_us,
                     self._last_send_done_us,
                 )
+            del item, data  # a shared-memory mapping goes with the last reference to its pixels
             # Free the slot before the result leaves: the master may send the next task the moment
             # it has read this result, possibly before send() returns here.
             slots.release()
@@ -210,6 +214,32 @@ class Worker:
                 raise
             self._last_send_done_us = int((time.perf_counter() - sent) * 1e6)
             self.tasks_done += 1
+
+    def _png_strip(
+        self, task: P.PngTask, data: np.ndarray, recv_us: int, started: float, cpu_started: float, recv_cpu_s: float
+    ) -> tuple[P.PngResult, bytes]:
+        log.debug(
+            "worker %s: PNG strip %d, rows %d-%d", self.worker_id, task.strip_id, task.row_start, task.row_stop - 1
+        )
+        gray = np.empty((task.pixel_rows, task.width), dtype=np.uint8)
+        to_grayscale(data.reshape(task.pixel_rows, task.width, task.channels), gray)
+        piece = pngstrip.encode_strip(gray, task.level, has_above=task.above, first=task.row_start == 0, last=task.last)
+        self._pace(cpu_started, recv_cpu_s)
+        compute_us = int((time.perf_counter() - started) * 1e6)
+        result = P.PngResult(
+            task.job_id,
+            task.strip_id,
+            task.row_start,
+            task.row_stop,
+            task.width,
+            piece.adler,
+            piece.length,
+            len(piece.data),
+            recv_us,
+            compute_us,
+            self._last_send_done_us,
+        )
+        return result, piece.data
 
     def _pace(self, cpu_started: float, recv_cpu_s: float) -> None:
         """--throttle, a testing and demo aid: FACTOR times the work. Measured in CPU time, so that
@@ -247,11 +277,24 @@ class Worker:
             while True:
                 marks.clear()
                 message, payload = channel.recv(sink)
-                if isinstance(message, P.Task | P.FileTask):
+                if isinstance(message, P.Task) and message.shm_segment:
+                    if not slots.acquire(blocking=False):
+                        raise ProtocolError(f"master sent more than {prefetch} tasks at once (its own prefetch limit)")
+                    if not self.config.shared_memory:
+                        raise ProtocolError("a task by shared memory, which this worker did not offer")
+                    try:
+                        pixels = shm.map_region(message.shm_segment, message.shm_offset, message.pixel_bytes)
+                    except OSError as exc:
+                        raise ProtocolError(f"cannot map shared memory {message.shm_segment}: {exc}") from exc
+                    inbox.put((message, pixels, 0, 0.0))
+                elif isinstance(message, P.Task | P.FileTask):
                     assert payload is not None
                     recv_us = int((time.perf_counter() - marks[0]) * 1e6)
                     recv_cpu_s = time.thread_time() - marks[1]
                     inbox.put((message, np.frombuffer(payload, dtype=np.uint8), recv_us, recv_cpu_s))
+                elif isinstance(message, P.ShmOffer):
+                    probe = shm.read_probe(message.segment) if self.config.shared_memory else None
+                    channel.send(P.ShmAnswer(probe is not None, probe or bytes(P.SHM_PROBE_BYTES)))
                 elif isinstance(message, P.Bye):
                     inbox.put(message)
                     return

@@ -1,0 +1,118 @@
+"""The master's strip-level choices, mixed into :class:`Master`: which task a worker gets, how its
+pixels travel, and what happens to an encoded strip.
+
+* PNG output: workers that offer ``png-strip`` get PNG_TASKs and return deflated strips (with the
+  row above, unless ``png_row_above`` is off); a worker without it gets a plain TASK and the
+  master encodes its gray rows itself, so any worker can take part in any job.
+* Shared memory: a worker that read back the probe (SHM_OFFER / SHM_ANSWER) gets tasks that name
+  the job's segment instead of carrying pixels, when the job's pixels are in one.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+
+import numpy as np
+
+from distgray import pngstrip, shm
+from distgray import protocol as P
+from distgray.imaging import U8Array
+from distgray.scheduler import Strip
+from distgray.state import Job, WorkerConn
+
+log = logging.getLogger(__name__)
+
+
+class StripWire:
+    """Mixin: needs ``self._lock``, and ``self._probe`` set by ``start()``."""
+
+    _lock: threading.Lock
+    _probe: shm.Probe | None = None
+    png_row_above: bool = True
+
+    # ------------------------------------------------------------------ shared memory
+    def _open_probe(self, enabled: bool) -> None:
+        if not enabled or not shm.available():
+            return
+        shm.sweep_stale()
+        try:
+            self._probe = shm.Probe()
+        except OSError as exc:
+            log.info("shared memory unavailable (%s): all pixels go over TCP", exc)
+
+    def _close_probe(self) -> None:
+        if self._probe is not None:
+            self._probe.close()
+
+    def _offer_shm(self, w: WorkerConn) -> None:
+        """Ask a worker that offers ``shm`` to prove it can read our memory (from its writer)."""
+        if self._probe is not None and P.CAPABILITY_SHM in w.capabilities:
+            w.channel.send(P.ShmOffer(self._probe.name))
+
+    def _shm_answered(self, w: WorkerConn, answer: P.ShmAnswer) -> None:
+        ok = self._probe is not None and answer.ok and hmac.compare_digest(answer.probe, self._probe.secret)
+        with self._lock:
+            w.shm = ok
+        log.info("worker %s: pixels by %s", w.id, "shared memory" if ok else "TCP")
+
+    def share(self, pixels: U8Array) -> tuple[U8Array, shm.Segment | None]:
+        """``pixels`` copied into a new shared-memory segment, if any live worker can read ours;
+        otherwise ``pixels`` itself. The caller closes the segment when the job is over."""
+        with self._lock:
+            wanted = self._probe is not None and any(w.shm for w in self._live())
+        if not wanted:
+            return pixels, None
+        try:
+            segment = shm.Segment(pixels.nbytes)
+        except OSError as exc:
+            log.info("no room in shared memory for %d MB (%s): pixels go over TCP", pixels.nbytes >> 20, exc)
+            return pixels, None
+        shared = segment.array(pixels.shape)
+        np.copyto(shared, pixels)
+        return shared, segment
+
+    def _live(self) -> list[WorkerConn]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ tasks
+    def _task_for(self, w: WorkerConn, job: Job, strip: Strip) -> tuple[P.Task, memoryview | None]:
+        """The task that gives ``strip`` to ``w``, and the payload to send with it (or None)."""
+        png = job.png_level is not None and P.CAPABILITY_PNG in w.capabilities
+        above = png and self.png_row_above and strip.row_start > 0
+        first = strip.row_start - above
+        segment, offset = "", 0
+        if job.segment is not None and w.shm:
+            segment, offset = job.segment.name, first * job.width * job.channels
+        common = (job.id, strip.id, strip.row_start, strip.row_stop, job.width, job.channels, segment, offset)
+        task: P.Task
+        if png:
+            assert job.png_level is not None
+            task = P.PngTask(*common, job.png_level, above, strip.row_stop == job.height)
+        else:
+            task = P.Task(*common)
+        payload = None if segment else job.pixels[first : strip.row_stop].data
+        return task, payload
+
+    # ------------------------------------------------------------------ encoded strips
+    job: Job | None
+
+    def _still_open(self, result: P.Result) -> bool:
+        """Whether ``result``'s strip is still to be done in the current job (its rows are ours)."""
+        with self._lock:
+            job = self.job
+            return job is not None and job.id == result.job_id and not job.scheduler.strips[result.strip_id].done_by
+
+    def _encode_here(self, job: Job | None, result: P.Result) -> pngstrip.EncodedStrip | None:
+        """A plain RESULT for a PNG job (a worker without ``png-strip``): encode it ourselves."""
+        if job is None or job.png_level is None:
+            return None
+        rows = job.output[result.row_start : result.row_stop]
+        last = result.row_stop == job.height
+        return pngstrip.encode_strip(rows, job.png_level, has_above=False, first=result.row_start == 0, last=last)
+
+    def take_encoded(self, job: Job, row: int) -> list[tuple[int, pngstrip.EncodedStrip]]:
+        """Encoded strips of ``job`` that continue the file from ``row``, in order (the writer's)."""
+        with self._lock:
+            return job.take_encoded(row)
