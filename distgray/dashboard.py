@@ -135,7 +135,11 @@ class Dashboard:
         with socket.create_server((host, port), family=family, backlog=64) as sock:
             self._server: BaseWSGIServer = make_server(host, port, create_app(service), threaded=True, fd=sock.fileno())
         self.host, self.port = host, int(self._server.socket.getsockname()[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, name="distgray-dashboard", daemon=True)
+        # serve_forever checks for shutdown every poll_interval: 0.5 s by default, which every
+        # master run would wait at exit.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="distgray-dashboard", daemon=True
+        )
         self._thread.start()
 
     @property

@@ -172,12 +172,19 @@ class Master(FileWork, StripWire):
 
     # ------------------------------------------------------------------ jobs
     def submit(
-        self, pixels: U8Array, name: str = "image", *, png_level: int | None = None, segment: Segment | None = None
+        self,
+        pixels: U8Array,
+        name: str = "image",
+        *,
+        png_level: int | None = None,
+        segment: Segment | None = None,
+        rows_ready: int | None = None,
     ) -> Job:
         """Start converting ``pixels``; returns at once. One job runs at a time.
 
         ``png_level``: the output is a PNG encoded strip by strip (collect it with
-        ``take_encoded``); ``segment``: ``pixels`` live in it (from ``share``)."""
+        ``take_encoded``); ``segment``: ``pixels`` live in it (from ``share``/``pixel_buffer``);
+        ``rows_ready``: only that many rows exist yet (more follow through ``rows_ready()``)."""
         with self._lock:
             if self.job is not None and not self.job.wait(0):
                 raise RuntimeError("a job is already running")
@@ -191,6 +198,8 @@ class Master(FileWork, StripWire):
                 segment=segment,
             )
             job.started = time.monotonic()
+            if rows_ready is not None:
+                job.scheduler.rows_ready = rows_ready
             self.job = job
             self._work.notify_all()
         log.info("job %d: %s, %dx%d", job.id, name, job.width, job.height)

@@ -29,6 +29,7 @@ class StripWire:
     """Mixin: needs ``self._lock``, and ``self._probe`` set by ``start()``."""
 
     _lock: threading.Lock
+    _work: threading.Condition
     _probe: shm.Probe | None = None
     png_row_above: bool = True
 
@@ -60,18 +61,26 @@ class StripWire:
     def share(self, pixels: U8Array) -> tuple[U8Array, shm.Segment | None]:
         """``pixels`` copied into a new shared-memory segment, if any live worker can read ours;
         otherwise ``pixels`` itself. The caller closes the segment when the job is over."""
-        with self._lock:
-            wanted = self._probe is not None and any(w.shm for w in self._live())
-        if not wanted:
+        shared, segment = self.pixel_buffer(pixels.shape, when_used=True)
+        if segment is None:
             return pixels, None
-        try:
-            segment = shm.Segment(pixels.nbytes)
-        except OSError as exc:
-            log.info("no room in shared memory for %d MB (%s): pixels go over TCP", pixels.nbytes >> 20, exc)
-            return pixels, None
-        shared = segment.array(pixels.shape)
         np.copyto(shared, pixels)
         return shared, segment
+
+    def pixel_buffer(self, shape: tuple[int, ...], *, when_used: bool = False) -> tuple[U8Array, shm.Segment | None]:
+        """An uninitialised uint8 array of ``shape`` for a job's pixels: in a new shared-memory
+        segment if this master offers shared memory (``when_used``: and a live worker reads it),
+        else in private memory. The caller closes the segment when the job is over."""
+        with self._lock:
+            wanted = self._probe is not None and (not when_used or any(w.shm for w in self._live()))
+        nbytes = int(np.prod(shape))
+        if wanted:
+            try:
+                segment = shm.Segment(nbytes)
+                return segment.array(shape), segment
+            except OSError as exc:
+                log.info("no room in shared memory for %d MB (%s): pixels go over TCP", nbytes >> 20, exc)
+        return np.empty(shape, dtype=np.uint8), None
 
     def _live(self) -> list[WorkerConn]:
         raise NotImplementedError
@@ -111,6 +120,20 @@ class StripWire:
         rows = job.output[result.row_start : result.row_stop]
         last = result.row_stop == job.height
         return pngstrip.encode_strip(rows, job.png_level, has_above=False, first=result.row_start == 0, last=last)
+
+    def rows_ready(self, job: Job, rows: int) -> None:
+        """Rows [0, rows) of a streaming job's pixels are in place: they may be handed out."""
+        with self._work:
+            job.scheduler.set_rows_ready(rows)
+            self._work.notify_all()
+
+    def fail(self, job: Job, reason: str) -> None:
+        """End ``job`` as failed (its pixels could not be loaded, say)."""
+        with self._work:
+            if not job.scheduler.finished:
+                job.scheduler.failure = reason
+                job._finish()
+            self._work.notify_all()
 
     def take_encoded(self, job: Job, row: int) -> list[tuple[int, pngstrip.EncodedStrip]]:
         """Encoded strips of ``job`` that continue the file from ``row``, in order (the writer's)."""

@@ -119,6 +119,7 @@ class Scheduler:
         self.strips: list[Strip] = []
         self._pending: deque[int] = deque()
         self._next_row = 0
+        self.rows_ready = height  # rows whose pixels exist (less while the image is still decoding)
         if strip_rows is not None:
             for a, b in plan_strips(height, row_bytes, strip_rows=strip_rows):
                 self._new_strip(a, b)
@@ -139,6 +140,9 @@ class Scheduler:
     @property
     def rows_unassigned(self) -> int:
         return self.height - self._next_row
+
+    def set_rows_ready(self, rows: int) -> None:
+        self.rows_ready = max(self.rows_ready, min(rows, self.height))
 
     def _new_strip(self, start: int, stop: int) -> Strip:
         strip = Strip(len(self.strips), start, stop)
@@ -205,12 +209,15 @@ class Scheduler:
         #    failed stay where they are for the next worker that may take them.
         for index, sid in enumerate(self._pending):
             strip = self.strips[sid]
-            if worker_id not in strip.tried_by:
+            if worker_id not in strip.tried_by and strip.row_stop <= self.rows_ready:
                 del self._pending[index]
                 return self._start(strip, worker_id, now)
         # 2. new rows, sized for this worker
         if self.rows_unassigned:
             rows = self.strip_rows_for(worker_id, live)
+            available = self.rows_ready - self._next_row
+            if rows > available:  # the image is still decoding: what there is, unless a sliver
+                rows = available if available >= min(rows, max(1, self.policy.min_strip_bytes // self.row_bytes)) else 0
             if rows == 0:
                 return None
             strip = self._new_strip(self._next_row, self._next_row + rows)

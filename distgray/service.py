@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from distgray import fileio, imaging, pngstrip
+from distgray import fileio, imaging, pngstream, pngstrip
 from distgray.errors import DistgrayError, TaskFailed
 from distgray.master import Job, Master
 from distgray.report import format_summary, job_report, write_json_atomic
 from distgray.shm import Segment
+from distgray.streamload import StreamDecode
 
 log = logging.getLogger("distgray")
 
@@ -213,7 +214,15 @@ class Service:
         t0 = time.monotonic()
         entry.started_at, entry.state = time.time(), JobState.LOADING
         try:
-            loaded = imaging.load_image(entry.source, opts.max_pixels)
+            # A plain RGB PNG is decoded band by band while the workers start on it; anything
+            # else is loaded whole first.
+            stream = pngstream.probe(entry.source, opts.max_pixels)
+            if stream is not None:
+                loaded = imaging.LoadedImage(
+                    entry.source, "PNG", "RGB", imaging.Kind.COLOR, stream.width, stream.height
+                )
+            else:
+                loaded = imaging.load_image(entry.source, opts.max_pixels)
             t_loaded = time.monotonic()
             entry.width, entry.height, entry.mode = loaded.width, loaded.height, loaded.mode
             for note in loaded.notes:
@@ -221,10 +230,10 @@ class Service:
             job: Job | None
             if loaded.kind is imaging.Kind.COLOR and entry.format == "PNG" and not loaded.has_alpha:
                 # Encoded by the workers strip by strip and written as the strips come in.
-                job, t_save = self._convert_png(entry, loaded, quiet)
+                job, t_save = self._convert_png(entry, loaded, quiet, stream)
                 entry.thumbnails["output"] = fileio.thumbnail_png(fileio.preview_of(loaded), gray=True)
             else:
-                job, t_save = self._convert_whole(entry, loaded, quiet)
+                job, t_save = self._convert_whole(entry, loaded, quiet, stream)
             t_saved = time.monotonic()
             self._finish_report(entry, job, t0, t_loaded, t_save, t_saved, quiet)
             entry.state = JobState.DONE
@@ -237,13 +246,15 @@ class Service:
             if entry.job is not None:
                 entry.job.release()
 
-    def _convert_whole(self, entry: JobEntry, loaded: imaging.LoadedImage, quiet: bool) -> tuple[Job | None, float]:
+    def _convert_whole(
+        self, entry: JobEntry, loaded: imaging.LoadedImage, quiet: bool, stream: pngstream.PngLayout | None
+    ) -> tuple[Job | None, float]:
         """Convert on the workers (unless already gray), then compose and save the output here."""
         job = None
         if loaded.kind is imaging.Kind.GRAY:
             log.info("%s: already grayscale (%s): copied unchanged, no workers needed", entry.source, loaded.mode)
         else:
-            job = self._convert(entry, loaded, quiet)
+            job = self._convert(entry, loaded, quiet, stream=stream)
         if "input" not in entry.thumbnails:
             entry.thumbnails["input"] = fileio.thumbnail_png(fileio.preview_of(loaded))
         entry.state = JobState.SAVING
@@ -256,7 +267,9 @@ class Service:
         entry.thumbnails["output"] = fileio.thumbnail_png(image)
         return job, t_save
 
-    def _convert_png(self, entry: JobEntry, loaded: imaging.LoadedImage, quiet: bool) -> tuple[Job, float]:
+    def _convert_png(
+        self, entry: JobEntry, loaded: imaging.LoadedImage, quiet: bool, stream: pngstream.PngLayout | None
+    ) -> tuple[Job, float]:
         """A PNG output made of strips the workers encoded, written in row order as they arrive
         (through a temporary file: a failed job leaves nothing behind)."""
         level = self.options.png_level
@@ -273,7 +286,7 @@ class Service:
                     fh.write(joiner.strip(piece))
                     row = stop
 
-            job = self._convert(entry, loaded, quiet, png_level=level, tick=drain)
+            job = self._convert(entry, loaded, quiet, png_level=level, tick=drain, stream=stream)
             entry.state = JobState.SAVING
             drain(job)
             fh.write(joiner.tail())
@@ -316,12 +329,31 @@ class Service:
         *,
         png_level: int | None = None,
         tick: Callable[[Job], None] | None = None,
+        stream: pngstream.PngLayout | None = None,
     ) -> Job:
-        """Run the job on the workers with a progress bar; ``tick(job)`` is called while it runs."""
+        """Run the job on the workers with a progress bar; ``tick(job)`` is called while it runs.
 
-        assert loaded.pixels is not None
+        With ``stream``, ``loaded`` has no pixels yet: they are decoded into a new buffer from
+        now on, while the job waits for workers and runs (rows are handed out as they appear)."""
         opts, master = self.options, self.master
         deadline = None if opts.timeout is None else time.monotonic() + opts.timeout
+        decode, segment = None, None
+        try:
+            if stream is not None:
+                loaded.pixels, segment = master.pixel_buffer(stream.shape)
+                decode = StreamDecode(stream, loaded.pixels, master).start()
+            self._wait_for_workers(entry, deadline)
+            if decode is None:
+                # In shared memory (if a worker can read ours), the shared copy replaces the original.
+                assert loaded.pixels is not None
+                loaded.pixels, segment = master.share(loaded.pixels)
+            return self._run_job(entry, loaded, segment, quiet, png_level, tick, deadline, decode)
+        finally:
+            if segment is not None:
+                segment.close()  # unlinked now; unmapped when the last array on it goes
+
+    def _wait_for_workers(self, entry: JobEntry, deadline: float | None) -> None:
+        opts, master = self.options, self.master
         if len(master.live_workers()) < opts.min_workers:
             entry.state = JobState.WAITING
             log.info("waiting for %d worker(s)...", opts.min_workers)
@@ -331,33 +363,30 @@ class Service:
                 raise TaskFailed(f"local workers exited (codes {[p.returncode for p in procs]}) before joining")
             if deadline is not None and time.monotonic() > deadline:
                 raise TaskFailed(f"timed out after {opts.timeout:g} s waiting for {opts.min_workers} worker(s)")
-        # In shared memory (if a worker can read ours), the shared copy replaces the original.
-        loaded.pixels, segment = master.share(loaded.pixels)
-        try:
-            return self._run_job(entry, loaded, loaded.pixels, segment, quiet, png_level, tick, deadline)
-        finally:
-            if segment is not None:
-                segment.close()  # unlinked now; unmapped when the last array on it goes
 
     def _run_job(
         self,
         entry: JobEntry,
         loaded: imaging.LoadedImage,
-        pixels: imaging.U8Array,
         segment: Segment | None,
         quiet: bool,
         png_level: int | None,
         tick: Callable[[Job], None] | None,
         deadline: float | None,
+        decode: StreamDecode | None,
     ) -> Job:
         from tqdm import tqdm
         from tqdm.contrib.logging import logging_redirect_tqdm
 
         opts, master = self.options, self.master
-        job = master.submit(pixels, entry.name, png_level=png_level, segment=segment)
+        assert loaded.pixels is not None
+        rows_ready = 0 if decode is not None else None
+        job = master.submit(loaded.pixels, entry.name, png_level=png_level, segment=segment, rows_ready=rows_ready)
         entry.job, entry.state = job, JobState.RUNNING
-        # The preview is made while the workers convert (the master would only wait).
-        entry.thumbnails["input"] = fileio.thumbnail_png(fileio.preview_of(loaded))
+        if decode is not None:
+            decode.attach(job)
+        else:  # the preview is made while the workers convert (the master would only wait)
+            entry.thumbnails["input"] = fileio.thumbnail_png(fileio.preview_of(loaded))
         with (
             logging_redirect_tqdm(),
             tqdm(total=job.height, unit="rows", desc=entry.name, disable=True if quiet else None, leave=False) as bar,
@@ -379,6 +408,9 @@ class Service:
                 if deadline is not None and time.monotonic() > deadline:
                     raise TaskFailed(f"timed out after {opts.timeout:g} s ({job.rows_done}/{job.height} rows done)")
             bar.update(job.rows_done - bar.n)
+        if decode is not None:
+            decode.join()  # raises the decoding's error, if that is why the job failed
+            entry.thumbnails["input"] = fileio.thumbnail_png(fileio.preview_of(loaded))
         if job.failure:
             if opts.report:  # what happened is most useful when it went wrong
                 entry.report = job_report(job, master)
