@@ -141,6 +141,7 @@ def _service_options(opts: RunOptions, worker_cmd: str) -> ServiceOptions:
         max_upload_bytes=opts.max_upload_mb << 20,
         serve=opts.serve,
         worker_command=worker_cmd,
+        previews=opts.dashboard,
     )
 
 

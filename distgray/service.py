@@ -20,14 +20,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from distgray import fileio, imaging, pngstream, pngstrip
-from distgray.errors import DistgrayError, TaskFailed
+import numpy as np
+from PIL import Image
+
+from distgray import fileio, imaging, jpegfast, pngstream, pngstrip
+from distgray.errors import DistgrayError, ImageError, TaskFailed
 from distgray.master import Job, Master
 from distgray.report import format_summary, job_report, write_json_atomic
 from distgray.shm import Segment
 from distgray.streamload import StreamDecode
 
 log = logging.getLogger("distgray")
+
+#: An input decoded while its job runs, rather than loaded first.
+Source = pngstream.PngLayout | jpegfast.JpegLayout
 
 
 class JobState(enum.StrEnum):
@@ -113,6 +119,7 @@ class ServiceOptions:
     max_upload_bytes: int = 512 << 20
     serve: bool = False  # accept uploads and keep running
     worker_command: str = ""  # how to start a worker, for the "no workers" message
+    previews: bool = True  # thumbnails for the status page (~40 ms each for 8K): off without one
 
 
 class Service:
@@ -214,13 +221,12 @@ class Service:
         t0 = time.monotonic()
         entry.started_at, entry.state = time.time(), JobState.LOADING
         try:
-            # A plain RGB PNG is decoded band by band while the workers start on it; anything
-            # else is loaded whole first.
-            stream = pngstream.probe(entry.source, opts.max_pixels)
+            # A plain RGB PNG is decoded band by band while the workers start on it, a YCbCr JPEG
+            # straight into the job's buffer (both in _convert); anything else is loaded here.
+            stream = pngstream.probe(entry.source, opts.max_pixels) or jpegfast.probe(entry.source, opts.max_pixels)
             if stream is not None:
-                loaded = imaging.LoadedImage(
-                    entry.source, "PNG", "RGB", imaging.Kind.COLOR, stream.width, stream.height
-                )
+                fmt = "PNG" if isinstance(stream, pngstream.PngLayout) else "JPEG"
+                loaded = imaging.LoadedImage(entry.source, fmt, "RGB", imaging.Kind.COLOR, stream.width, stream.height)
             else:
                 loaded = imaging.load_image(entry.source, opts.max_pixels)
             t_loaded = time.monotonic()
@@ -231,7 +237,7 @@ class Service:
             if loaded.kind is imaging.Kind.COLOR and entry.format == "PNG" and not loaded.has_alpha:
                 # Encoded by the workers strip by strip and written as the strips come in.
                 job, t_save = self._convert_png(entry, loaded, quiet, stream)
-                entry.thumbnails["output"] = fileio.thumbnail_png(fileio.preview_of(loaded), gray=True)
+                self._preview(entry, "output", loaded, gray=True)
             else:
                 job, t_save = self._convert_whole(entry, loaded, quiet, stream)
             t_saved = time.monotonic()
@@ -247,7 +253,7 @@ class Service:
                 entry.job.release()
 
     def _convert_whole(
-        self, entry: JobEntry, loaded: imaging.LoadedImage, quiet: bool, stream: pngstream.PngLayout | None
+        self, entry: JobEntry, loaded: imaging.LoadedImage, quiet: bool, stream: Source | None
     ) -> tuple[Job | None, float]:
         """Convert on the workers (unless already gray), then compose and save the output here."""
         job = None
@@ -256,7 +262,7 @@ class Service:
         else:
             job = self._convert(entry, loaded, quiet, stream=stream)
         if "input" not in entry.thumbnails:
-            entry.thumbnails["input"] = fileio.thumbnail_png(fileio.preview_of(loaded))
+            self._preview(entry, "input", loaded)
         entry.state = JobState.SAVING
         image, notes = imaging.compose_output(loaded, job.output if job is not None else None, entry.format)
         for note in notes:
@@ -264,11 +270,11 @@ class Service:
         t_save = time.monotonic()
         options = imaging.save_options(entry.format, self.options.quality, self.options.png_level)
         imaging.save_atomic(image, entry.output, entry.format, options)
-        entry.thumbnails["output"] = fileio.thumbnail_png(image)
+        self._preview(entry, "output", image)
         return job, t_save
 
     def _convert_png(
-        self, entry: JobEntry, loaded: imaging.LoadedImage, quiet: bool, stream: pngstream.PngLayout | None
+        self, entry: JobEntry, loaded: imaging.LoadedImage, quiet: bool, stream: Source | None
     ) -> tuple[Job, float]:
         """A PNG output made of strips the workers encoded, written in row order as they arrive
         (through a temporary file: a failed job leaves nothing behind)."""
@@ -295,6 +301,15 @@ class Service:
         t_save = time.monotonic()
         imaging.atomic_write(entry.output, write, " PNG")
         return done[0], t_save
+
+    def _preview(
+        self, entry: JobEntry, which: str, image: Image.Image | imaging.LoadedImage, gray: bool = False
+    ) -> None:
+        """A thumbnail for the page (of the input, if given a LoadedImage), unless previews are off."""
+        if self.options.previews:
+            if isinstance(image, imaging.LoadedImage):
+                image = fileio.preview_of(image)
+            entry.thumbnails[which] = fileio.thumbnail_png(image, gray=gray)
 
     def _finish_report(
         self, entry: JobEntry, job: Job | None, t0: float, t_loaded: float, t_save: float, t_saved: float, quiet: bool
@@ -329,7 +344,7 @@ class Service:
         *,
         png_level: int | None = None,
         tick: Callable[[Job], None] | None = None,
-        stream: pngstream.PngLayout | None = None,
+        stream: Source | None = None,
     ) -> Job:
         """Run the job on the workers with a progress bar; ``tick(job)`` is called while it runs.
 
@@ -341,9 +356,12 @@ class Service:
         try:
             if stream is not None:
                 loaded.pixels, segment = master.pixel_buffer(stream.shape)
-                decode = StreamDecode(stream, loaded.pixels, master).start()
+                if isinstance(stream, pngstream.PngLayout):
+                    decode = StreamDecode(stream, loaded.pixels, master).start()
+                elif not jpegfast.decode_into(stream, loaded.pixels):
+                    _decode_with_pillow(loaded.pixels, entry.source, opts.max_pixels)
             self._wait_for_workers(entry, deadline)
-            if decode is None:
+            if stream is None:
                 # In shared memory (if a worker can read ours), the shared copy replaces the original.
                 assert loaded.pixels is not None
                 loaded.pixels, segment = master.share(loaded.pixels)
@@ -386,7 +404,7 @@ class Service:
         if decode is not None:
             decode.attach(job)
         else:  # the preview is made while the workers convert (the master would only wait)
-            entry.thumbnails["input"] = fileio.thumbnail_png(fileio.preview_of(loaded))
+            self._preview(entry, "input", loaded)
         with (
             logging_redirect_tqdm(),
             tqdm(total=job.height, unit="rows", desc=entry.name, disable=True if quiet else None, leave=False) as bar,
@@ -410,13 +428,20 @@ class Service:
             bar.update(job.rows_done - bar.n)
         if decode is not None:
             decode.join()  # raises the decoding's error, if that is why the job failed
-            entry.thumbnails["input"] = fileio.thumbnail_png(fileio.preview_of(loaded))
+            self._preview(entry, "input", loaded)
         if job.failure:
             if opts.report:  # what happened is most useful when it went wrong
                 entry.report = job_report(job, master)
                 write_json_atomic(entry.report, opts.report)
             raise TaskFailed(f"job failed: {job.failure}")
         return job
+
+
+def _decode_with_pillow(out: imaging.U8Array, source: Path, max_pixels: int) -> None:
+    whole = imaging.load_image(source, max_pixels)
+    if whole.pixels is None or whole.pixels.shape != out.shape:
+        raise ImageError(f"{source}: decoders disagree about the image's shape")
+    np.copyto(out, whole.pixels)
 
 
 def peak_rss_mb(pid: int) -> float | None:

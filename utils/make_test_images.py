@@ -3,11 +3,15 @@
 
     python utils/make_test_images.py              # writes test_images/sample_8k.png and sample_8k_odd.png
     python utils/make_test_images.py --batch      # also test_images/batch_4k/photo_00..39.jpg
+    python utils/make_test_images.py --photo-8k   # also test_images/photo_8k.png and .jpg (benchmarks)
 
 The 8K image is the 4K photo (test_images/sample_4k.jpg, CC-BY-4.0, Aitzol Berasategi, see
 test_images/ATTRIBUTION.md) upscaled 2x with Lanczos; the odd-sized one is the same photo resized
 to 7679x4321 (odd width and height, so strips and rows never divide evenly) with a little seeded
-noise, so that no two neighbouring rows are alike. Same Pillow + NumPy, same bytes.
+noise, so that no two neighbouring rows are alike. ``photo_8k`` is the 4K photo at its own
+resolution, mirrored into a 2x2 mosaic of 7680x4320: an 8K image with a real photo's detail (an
+upscale is smoother than any camera's 8K and compresses unusually well), saved as PNG (zlib 6,
+Pillow's default) and JPEG (quality 95). Same Pillow + NumPy, same bytes.
 """
 
 from __future__ import annotations
@@ -37,6 +41,13 @@ def make_odd(source: Path = SOURCE, seed: int = 20261122) -> Image.Image:
     return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8), "RGB")
 
 
+def make_photo_8k(source: Path = SOURCE) -> Image.Image:
+    with Image.open(source) as im:
+        a = np.asarray(im.convert("RGB"))
+    top = np.concatenate([a, a[:, ::-1]], axis=1)
+    return Image.fromarray(np.ascontiguousarray(np.concatenate([top, top[::-1]], axis=0)), "RGB")
+
+
 def make_batch(out_dir: Path, count: int = 40, source: Path = SOURCE) -> list[Path]:
     """``count`` different 4K JPEGs from the photo: shifted (wrapping), every other one mirrored,
     at qualities 85-95, so no two files are alike. Kept if already there."""
@@ -60,8 +71,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--batch", action="store_true", help="also test_images/batch_4k/: 40 4K JPEGs (for bench_batch.py)"
     )
+    parser.add_argument(
+        "--photo-8k", action="store_true", help="also test_images/photo_8k.png and .jpg (for utils/bench.py)"
+    )
     args = parser.parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    if args.photo_8k:
+        photo = make_photo_8k()
+        for name, options in (("photo_8k.png", {"compress_level": 6}), ("photo_8k.jpg", {"quality": 95})):
+            path = args.out_dir / name
+            photo.save(path, **options)
+            print(f"{path}: {path.stat().st_size / 1e6:.1f} MB")
     if args.batch:
         paths = make_batch(args.out_dir / "batch_4k")
         print(f"{paths[0].parent}: {len(paths)} JPEGs, {sum(p.stat().st_size for p in paths) / 1e6:.1f} MB")
