@@ -191,6 +191,13 @@ def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     net.add_argument("--no-auth", action="store_true", help="accept workers without a token: ONLY on a closed network")
     net.add_argument("--strip-rows", type=positive, help="rows per strip (default: about 4 MiB of pixels per strip)")
     net.add_argument(
+        "--no-shared-memory",
+        dest="shared_memory",
+        action="store_false",
+        help="send every worker its pixels over TCP; by default a worker that proves it can read this"
+        " machine's shared memory (/dev/shm) gets them by reference instead",
+    )
+    net.add_argument(
         "--heartbeat",
         type=float,
         default=D.HEARTBEAT_INTERVAL_S,

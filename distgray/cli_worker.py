@@ -83,6 +83,13 @@ def build_worker_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     p.add_argument("--max-tasks", type=positive, metavar="N", help="leave after N strips (for tests and demos)")
     p.add_argument(
+        "--no-shared-memory",
+        dest="shared_memory",
+        action="store_false",
+        help="always take pixels over TCP; by default, on the master's own machine, the worker reads"
+        " them from the master's shared memory once it has proved it can",
+    )
+    p.add_argument(
         "--log-level",
         choices=LOG_LEVELS,
         default=(env_value(env, "DISTGRAY_LOG_LEVEL") or "info").lower(),
@@ -106,6 +113,7 @@ def worker_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
             retry_for_s=args.retry_for,
             max_tasks=args.max_tasks,
             throttle=args.throttle,
+            shared_memory=args.shared_memory,
         )
     )
 

@@ -58,6 +58,7 @@ class RunOptions:
     token: str | None = None
     no_auth: bool = False
     strip_rows: int | None = None
+    shared_memory: bool = True
     heartbeat: float = 2.0
     heartbeat_timeout: float = 20.0
     timeout: float | None = None
@@ -84,6 +85,7 @@ def run_master(
         heartbeat_interval_s=opts.heartbeat,
         heartbeat_timeout_s=opts.heartbeat_timeout,
         strip_rows=opts.strip_rows,
+        shared_memory=opts.shared_memory,
     )
     master = Master(config)
     early = procs is not None  # the command line already started the local workers

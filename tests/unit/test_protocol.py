@@ -27,6 +27,10 @@ MESSAGES: list[P.Message] = [
     P.Error(P.ErrorCode.BAD_TASK, "bad strip", strip_id=7),
     P.Bye("job finished"),
     P.Bye(""),
+    P.ShmOffer("distgray-123-probe1-0a1b2c3d"),
+    P.ShmAnswer(True, bytes(range(16))),
+    P.ShmAnswer(False),
+    P.Task(1, 2, 0, 64, 7680, 3, "distgray-123-job2-0a1b2c3d", 7680 * 3 * 64),
 ]
 
 
@@ -56,6 +60,19 @@ def test_task_and_result_carry_exact_payloads() -> None:
     stream = frame(task, rgb) + frame(result, gray) + frame(P.Heartbeat())
     for chunk in (1, 7, 64, len(stream)):
         assert decode_all(stream, chunk) == [(task, rgb), (result, gray), (P.Heartbeat(), b"")]
+
+
+def test_png_task_and_result_carry_exact_payloads() -> None:
+    task = P.PngTask(4, 1, 10, 12, 5, 3, level=6, above=True, last=True)
+    pixels = bytes(range(45))  # 3 rows: the row above + 2
+    assert task.payload_len == 45
+    deflated = b"\x01\x02\x03"
+    result = P.PngResult(4, 1, 10, 12, 5, adler32=0x12345678, filtered_len=12, size=3, recv_us=5)
+    stream = frame(task, pixels) + frame(result, deflated)
+    for chunk in (1, 9, len(stream)):
+        assert decode_all(stream, chunk) == [(task, pixels), (result, deflated)]
+    by_reference = P.PngTask(4, 1, 10, 12, 5, 3, "distgray-1-job1-00ff00ff", 123, level=1)
+    assert decode_all(frame(by_reference)) == [(by_reference, b"")]
 
 
 def test_prefix_layout_is_big_endian_and_20_bytes() -> None:
@@ -225,3 +242,45 @@ def test_documented_example_is_what_the_code_does() -> None:
     heartbeat = "44 47 52 59 01 20 00 00 00 00 00 00 00 00 00 00 00 00 00 00"
     assert heartbeat in (Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md").read_text()
     assert P.encode_frame(P.Heartbeat()).hex(" ") == heartbeat
+
+
+PNG_TASK_FMT = struct.Struct(">IIIIIBBBBBBBB")
+PNG_RESULT_FMT = struct.Struct(">IIIIIIQIII")
+
+
+@pytest.mark.parametrize(
+    ("raw", "match"),
+    [
+        (_with_header(P.MessageType.PNG_TASK, PNG_TASK_FMT.pack(1, 1, 0, 2, 4, 3, 1, 1, 0, 10, 0, 0, 0), 24), "level"),
+        (_with_header(P.MessageType.PNG_TASK, PNG_TASK_FMT.pack(1, 1, 0, 2, 4, 3, 1, 1, 2, 6, 0, 0, 0), 36), "above"),
+        (
+            _with_header(P.MessageType.PNG_TASK, PNG_TASK_FMT.pack(1, 1, 5, 7, 4, 3, 1, 1, 2, 6, 0, 0, 0), 24),
+            "needs 36",
+        ),
+        (_with_header(P.MessageType.PNG_TASK, PNG_TASK_FMT.pack(1, 1, 0, 2, 4, 3, 1, 1, 8, 6, 0, 0, 0), 24), "flags"),
+        (
+            _with_header(P.MessageType.PNG_TASK, PNG_TASK_FMT.pack(1, 1, 0, 2, 4, 3, 1, 1, 0, 6, 1, 0, 0), 24),
+            "reserved",
+        ),
+        (_with_header(P.MessageType.PNG_RESULT, PNG_RESULT_FMT.pack(1, 1, 0, 2, 4, 0, 11, 0, 0, 0), 5), "filtered_len"),
+        (_with_header(P.MessageType.PNG_RESULT, PNG_RESULT_FMT.pack(1, 1, 0, 2, 4, 0, 10, 0, 0, 0), 0), "0 deflate"),
+        (_with_header(P.MessageType.PNG_RESULT, PNG_RESULT_FMT.pack(1, 1, 0, 2, 4, 0, 10, 0, 0, 0), 10**6), "deflate"),
+        (
+            _with_header(P.MessageType.TASK, TASK_FMT.pack(1, 1, 0, 1, 4, 3, 1, 1, 1) + b"\x00\x05../.." + bytes(8), 0),
+            "segment",
+        ),
+        (
+            _with_header(P.MessageType.TASK, TASK_FMT.pack(1, 1, 0, 1, 4, 3, 1, 1, 1) + b"\x00\x01a" + bytes(8), 12),
+            "needs 0",
+        ),
+        (_with_header(P.MessageType.TASK, TASK_FMT.pack(1, 1, 0, 1, 4, 3, 1, 1, 2), 12), "flags"),
+        (_with_header(P.MessageType.SHM_ANSWER, b"\x02" + bytes(16)), "ok must be"),
+        (_with_header(P.MessageType.SHM_ANSWER, b"\x01" + bytes(15)), "too short"),
+        (_with_header(P.MessageType.SHM_OFFER, b"\x00\x41" + b"a" * 65), "exceeds limit 64"),
+    ],
+)
+def test_malformed_new_headers(raw: bytes, match: str) -> None:
+    decoder = P.FrameDecoder()
+    with pytest.raises(ProtocolError, match=match):
+        for byte in raw:
+            decoder.feed(bytes([byte]))

@@ -255,3 +255,37 @@ def test_policy_validation() -> None:
         Policy(max_attempts=0)
     with pytest.raises(ValueError):
         Policy(min_strip_bytes=10, initial_strip_bytes=5)
+
+
+def test_rows_still_decoding_are_not_handed_out() -> None:
+    """A streamed image: only rows already decoded go out, and never a sliver of them."""
+    s = Scheduler(1000, 3000, Policy(min_strip_bytes=30_000))  # min strip: 10 rows
+    s.rows_ready = 0
+    assert s.next_strip("a", 0.0, ["a", "b"]) is None
+    s.set_rows_ready(5)  # less than a minimum strip
+    assert s.next_strip("a", 0.0, ["a", "b"]) is None
+    s.set_rows_ready(300)
+    strip = s.next_strip("a", 0.0, ["a", "b"])
+    assert strip is not None and strip.row_start == 0 and strip.row_stop <= 300
+    s.set_rows_ready(200)  # never goes back
+    assert s.rows_ready == 300
+    s.set_rows_ready(10**6)  # nor past the image
+    assert s.rows_ready == 1000
+    s.complete(strip.id, "a", 1.0)
+    rows = [(strip.row_start, strip.row_stop)]
+    while (nxt := s.next_strip("a", 1.0, ["a"])) is not None:
+        rows.append((nxt.row_start, nxt.row_stop))
+        s.complete(nxt.id, "a", 2.0)
+    assert rows[-1][1] == 1000 and all(a[1] == b[0] for a, b in itertools.pairwise(rows))
+    assert s.finished
+
+
+def test_planned_strips_wait_for_their_rows() -> None:
+    s = Scheduler(100, 30, strip_rows=10)
+    s.rows_ready = 25
+    got = [s.next_strip("a", 0.0, ["a"]) for _ in range(3)]
+    assert [(g.row_start, g.row_stop) for g in got if g is not None] == [(0, 10), (10, 20)]
+    assert got[2] is None
+    s.set_rows_ready(30)
+    later = s.next_strip("a", 0.0, ["a"])
+    assert later is not None and (later.row_start, later.row_stop) == (20, 30)

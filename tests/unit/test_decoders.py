@@ -1,0 +1,206 @@
+"""The fast decoders give Pillow's pixels exactly, or step aside for Pillow.
+
+simplejpeg (libjpeg-turbo into a NumPy buffer) against Pillow on real-photo JPEGs of every common
+kind; the band-by-band PNG decoder against Pillow's whole-image decoding.
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from distgray import jpegfast, pngstream
+from distgray.errors import ImageError
+from tests.conftest import PHOTO
+
+MAX = 1 << 30
+
+
+def _photo(width: int | None = None, height: int | None = None) -> Image.Image:
+    with Image.open(PHOTO) as im:
+        rgb = im.convert("RGB")
+    return rgb if width is None or height is None else rgb.crop((37, 11, 37 + width, 11 + height))
+
+
+JPEG_KINDS = {
+    "4:2:0 q90": ({"quality": 90}, None),
+    "4:2:2": ({"quality": 90, "subsampling": 1}, None),
+    "4:4:4": ({"quality": 95, "subsampling": 0}, None),
+    "progressive": ({"quality": 85, "progressive": True}, None),
+    "restart markers every row": ({"quality": 90, "restart_marker_rows": 1}, None),
+    "restart markers every 7 blocks": ({"quality": 90, "restart_marker_blocks": 7}, None),
+    "odd size 1001x777": ({"quality": 80}, (1001, 777)),
+    "odd size 4:4:4 progressive": ({"quality": 75, "subsampling": 0, "progressive": True}, (333, 199)),
+    "tiny 1x1": ({"quality": 90}, (1, 1)),
+}
+
+
+def _pillow_rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+@pytest.mark.parametrize("kind", sorted(JPEG_KINDS))
+def test_simplejpeg_equals_pillow(kind: str, tmp_path: Path) -> None:
+    options, size = JPEG_KINDS[kind]
+    path = tmp_path / "in.jpg"
+    (_photo(*size) if size else _photo()).save(path, "JPEG", **options)
+    layout = jpegfast.probe(path, MAX)
+    assert layout is not None, "this JPEG should take the fast path"
+    out = np.empty(layout.shape, dtype=np.uint8)
+    assert jpegfast.decode_into(layout, out)
+    assert np.array_equal(out, _pillow_rgb(path))
+
+
+def test_simplejpeg_equals_pillow_on_the_bundled_photo() -> None:
+    layout = jpegfast.probe(PHOTO, MAX)
+    assert layout is not None
+    out = np.empty(layout.shape, dtype=np.uint8)
+    assert jpegfast.decode_into(layout, out)
+    assert np.array_equal(out, _pillow_rgb(PHOTO))
+
+
+def _exif_rotated(path: Path) -> None:
+    exif = Image.Exif()
+    exif[jpegfast.EXIF_ORIENTATION] = 6
+    _photo(64, 48).save(path, "JPEG", exif=exif.tobytes())
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(_exif_rotated, id="EXIF orientation to apply"),
+        pytest.param(lambda p: _photo(64, 48).convert("CMYK").save(p, "JPEG"), id="CMYK"),
+        pytest.param(lambda p: _photo(64, 48).convert("L").save(p, "JPEG"), id="grayscale"),
+        pytest.param(lambda p: _photo(64, 48).save(p, "PNG"), id="not a JPEG"),
+        pytest.param(lambda p: p.write_bytes(b"\xff\xd8 not really"), id="garbage after SOI"),
+    ],
+)
+def test_other_files_take_pillows_path(make: object, tmp_path: Path) -> None:
+    path = tmp_path / "in.jpg"
+    make(path)  # type: ignore[operator]
+    assert jpegfast.probe(path, MAX) is None
+
+
+def test_a_truncated_jpeg_is_left_to_pillow(tmp_path: Path) -> None:
+    path = tmp_path / "in.jpg"
+    _photo(640, 480).save(path, "JPEG", quality=90)
+    path.write_bytes(path.read_bytes()[:-4000])
+    layout = jpegfast.probe(path, MAX)
+    assert layout is not None  # the header is fine...
+    assert not jpegfast.decode_into(layout, np.empty(layout.shape, dtype=np.uint8))  # ...the data is not
+
+
+def test_pixel_limit_is_pillows_business(tmp_path: Path) -> None:
+    path = tmp_path / "in.jpg"
+    _photo(100, 100).save(path, "JPEG")
+    assert jpegfast.probe(path, 100 * 100 - 1) is None
+
+
+# --------------------------------------------------------------------------- PNG, band by band
+def _decode_stream(path: Path) -> tuple[np.ndarray, list[int]]:
+    layout = pngstream.probe(path, MAX)
+    assert layout is not None, "this PNG should stream"
+    out = np.empty(layout.shape, dtype=np.uint8)
+    ready: list[int] = []
+    pngstream.decode_into(layout, out, ready.append)
+    return out, ready
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "level"),
+    [
+        (641, pngstream.BAND_ROWS - 1, 6),
+        (640, pngstream.BAND_ROWS, 1),
+        (333, 2 * pngstream.BAND_ROWS + 1, 9),
+        (1, 1, 6),
+    ],
+)
+def test_streamed_png_equals_pillow(width: int, height: int, level: int, tmp_path: Path) -> None:
+    path = tmp_path / "in.png"
+    _photo(width, height).save(path, "PNG", compress_level=level)
+    out, ready = _decode_stream(path)
+    assert np.array_equal(out, _pillow_rgb(path))
+    assert ready == sorted(ready) and ready[-1] == height
+    assert all(b - a <= pngstream.BAND_ROWS for a, b in itertools.pairwise([0, *ready]))
+
+
+def test_streamed_png_equals_pillow_on_noise_with_tiny_idat_chunks(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, size=(700, 517, 3), dtype=np.uint8)
+    path = tmp_path / "noise.png"
+    Image.fromarray(pixels).save(path, "PNG", compress_level=1)
+    # Re-chunk the IDAT stream into 1000-byte chunks: band boundaries fall anywhere.
+    data = path.read_bytes()
+    head, stream = data[:33], b"".join(_idat_parts(data))
+    chunks = [_chunk(b"IDAT", stream[i : i + 1000]) for i in range(0, len(stream), 1000)]
+    path.write_bytes(head + b"".join(chunks) + _chunk(b"IEND", b""))
+    out, _ = _decode_stream(path)
+    assert np.array_equal(out, pixels)
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _idat_parts(data: bytes) -> list[bytes]:
+    pos, parts = 8, []
+    while pos < len(data):
+        (n,) = struct.unpack(">I", data[pos : pos + 4])
+        if data[pos + 4 : pos + 8] == b"IDAT":
+            parts.append(data[pos + 8 : pos + 8 + n])
+        pos += 12 + n
+    return parts
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda p: _photo(40, 30).convert("RGBA").save(p, "PNG"), id="RGBA"),
+        pytest.param(lambda p: _photo(40, 30).convert("L").save(p, "PNG"), id="gray"),
+        pytest.param(lambda p: _photo(40, 30).convert("P").save(p, "PNG"), id="palette"),
+        pytest.param(lambda p: _photo(40, 30).save(p, "PNG", transparency=(0, 0, 0)), id="tRNS"),
+        pytest.param(
+            lambda p: _photo(40, 30).save(p, "PNG", exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x00"), id="eXIf"
+        ),
+        pytest.param(lambda p: Image.fromarray(np.zeros((9, 9, 3), np.uint16)[..., 0]).save(p, "PNG"), id="16-bit"),
+        pytest.param(lambda p: _photo(40, 30).save(p, "JPEG"), id="a JPEG"),
+    ],
+)
+def test_other_pngs_do_not_stream(make: object, tmp_path: Path) -> None:
+    path = tmp_path / "in.png"
+    make(path)  # type: ignore[operator]
+    assert pngstream.probe(path, MAX) is None
+
+
+def test_interlaced_png_does_not_stream(tmp_path: Path) -> None:
+    path = tmp_path / "in.png"
+    _photo(40, 30).save(path, "PNG")
+    data = bytearray(path.read_bytes())
+    data[28] = 1  # IHDR interlace method: Adam7 (the CRC is then wrong, and probe never checks it)
+    path.write_bytes(bytes(data))
+    assert pngstream.probe(path, MAX) is None
+
+
+def test_corrupt_or_short_png_data_fails_with_a_message(tmp_path: Path) -> None:
+    path = tmp_path / "in.png"
+    _photo(300, 200).save(path, "PNG", compress_level=1)
+    data = path.read_bytes()
+    stream = b"".join(_idat_parts(data))
+    short = zlib.compress(zlib.decompress(stream)[: 100 * 901])  # 100 of 200 rows, a valid stream
+    path.write_bytes(data[:33] + _chunk(b"IDAT", short) + _chunk(b"IEND", b""))
+    layout = pngstream.probe(path, MAX)
+    assert layout is not None
+    with pytest.raises(ImageError, match="100 of 200 rows"):
+        pngstream.decode_into(layout, np.empty(layout.shape, dtype=np.uint8), lambda n: None)
+    path.write_bytes(data[:33] + _chunk(b"IDAT", stream[:50] + bytes(200) + stream[250:]) + _chunk(b"IEND", b""))
+    layout = pngstream.probe(path, MAX)
+    assert layout is not None
+    with pytest.raises(ImageError, match="cannot decode image"):
+        pngstream.decode_into(layout, np.empty(layout.shape, dtype=np.uint8), lambda n: None)
