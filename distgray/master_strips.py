@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import logging
 import threading
+import time
 
 import numpy as np
 
@@ -125,6 +126,8 @@ class StripWire:
         """Rows [0, rows) of a streaming job's pixels are in place: they may be handed out."""
         with self._work:
             job.scheduler.set_rows_ready(rows)
+            if rows >= job.height and job.input_ready_at is None:
+                job.input_ready_at = time.monotonic()
             self._work.notify_all()
 
     def fail(self, job: Job, reason: str) -> None:

@@ -38,6 +38,7 @@ def job_report(job: Job, master: Master) -> dict[str, Any]:
         conn = master.workers.get(wid)
         w["address"] = conn.address if conn else ""
         w["state"] = conn.state.value if conn else "unknown"
+        w["shared_memory"] = bool(conn and conn.shm)  # pixels by reference, not over TCP
         w["busy_s"] = round(w["busy_s"], 4)
         w["rows_per_s"] = round(w["rows"] / w["busy_s"], 1) if w["busy_s"] else None
         speed = job.scheduler.speeds.get(wid)
@@ -51,6 +52,9 @@ def job_report(job: Job, master: Master) -> dict[str, Any]:
         "status": "failed" if job.failure else ("done" if job.scheduler.finished else "unfinished"),
         "failure": job.failure,
         "strips": len(job.scheduler.strips),
+        "png_strips": job.png_level is not None,  # PNG output encoded by the workers
+        # A streamed input: when its last row was decoded, from the job's start (rows went out before).
+        "input_ready_s": None if job.input_ready_at is None else round(job.input_ready_at - job.started, 4),
         "wall_s": round(wall, 4),
         "megapixels_per_s": round(job.width * job.height / 1e6 / wall, 2) if wall > 0 else None,
         "workers": per_worker,

@@ -280,7 +280,7 @@ class Service:
         (through a temporary file: a failed job leaves nothing behind)."""
         level = self.options.png_level
         joiner = pngstrip.PngJoiner(loaded.width, loaded.height, level)
-        done: list[Job] = []
+        done: list[tuple[Job, float]] = []
 
         def write(fh: BinaryIO) -> None:
             fh.write(joiner.head())
@@ -293,14 +293,13 @@ class Service:
                     row = stop
 
             job = self._convert(entry, loaded, quiet, png_level=level, tick=drain, stream=stream)
+            done.append((job, time.monotonic()))  # "saving": what is left once the job is done
             entry.state = JobState.SAVING
             drain(job)
             fh.write(joiner.tail())
-            done.append(job)
 
-        t_save = time.monotonic()
         imaging.atomic_write(entry.output, write, " PNG")
-        return done[0], t_save
+        return done[0]
 
     def _preview(
         self, entry: JobEntry, which: str, image: Image.Image | imaging.LoadedImage, gray: bool = False

@@ -109,6 +109,7 @@ class Job:
         self.png_level = png_level
         self.encoded: dict[int, tuple[int, EncodedStrip]] = {}
         self.segment = segment  # the pixels' shared-memory segment, if they are in one
+        self.input_ready_at: float | None = None  # a streamed input: when its last row was decoded
 
     @property
     def rows_done(self) -> int:
