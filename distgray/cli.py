@@ -141,6 +141,13 @@ def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         help="refuse larger images, a guard against decompression bombs (default %(default)s)",
     )
     io.add_argument(
+        "--encode-on-master",
+        action="store_true",
+        help="workers send back gray rows and the master encodes the whole file with Pillow (slower). By"
+        " default PNG and JPEG outputs are encoded by the workers strip by strip: PNG with the same"
+        " pixels, JPEG with restart markers between rows of blocks (the same decoded pixels)",
+    )
+    io.add_argument(
         "--report", type=Path, metavar="FILE.json", help="write the job's figures, per strip and per worker, as JSON"
     )
     net = p.add_argument_group("workers and network")

@@ -32,10 +32,10 @@ from distgray.master_strips import StripWire
 from distgray.pngstrip import EncodedStrip
 from distgray.scheduler import Policy
 from distgray.shm import Segment
-from distgray.state import Assignment, Job, StripRecord, WorkerConn, WorkerState
+from distgray.state import Assignment, Encoding, Job, StripRecord, WorkerConn, WorkerState
 from distgray.transport import HANDSHAKE_TIMEOUT_S, Channel, listen, server_handshake
 
-__all__ = ["Job", "Master", "MasterConfig", "WorkerConn", "WorkerState"]
+__all__ = ["Encoding", "Job", "Master", "MasterConfig", "WorkerConn", "WorkerState"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,11 @@ SPECULATION_POLL_S = 0.05  # how often an idle worker's writer looks for a strag
 READER_GRACE_S = 1.0  # after a failed send, how long the reader may take to say why
 MAX_HANDSHAKES = 64  # connections allowed to be mid-handshake at once
 CLOSE_GRACE_S = 2.0  # on shutdown, how long a worker may take to hang up after our BYE
+ANSWERS = {  # what a worker must answer each kind of strip task with
+    P.MessageType.TASK: P.MessageType.RESULT,
+    P.MessageType.PNG_TASK: P.MessageType.PNG_RESULT,
+    P.MessageType.JPEG_TASK: P.MessageType.JPEG_RESULT,
+}
 
 
 @dataclass(frozen=True)
@@ -176,14 +181,14 @@ class Master(FileWork, StripWire):
         pixels: U8Array,
         name: str = "image",
         *,
-        png_level: int | None = None,
+        encoding: Encoding | None = None,
         segment: Segment | None = None,
         rows_ready: int | None = None,
     ) -> Job:
         """Start converting ``pixels``; returns at once. One job runs at a time.
 
-        ``png_level``: the output is a PNG encoded strip by strip (collect it with
-        ``take_encoded``); ``segment``: ``pixels`` live in it (from ``share``/``pixel_buffer``);
+        ``encoding``: the output is encoded strip by strip (collect it with ``take_encoded``);
+        ``segment``: ``pixels`` live in it (from ``share``/``pixel_buffer``);
         ``rows_ready``: only that many rows exist yet (more follow through ``rows_ready()``)."""
         with self._lock:
             if self.job is not None and not self.job.wait(0):
@@ -194,7 +199,7 @@ class Master(FileWork, StripWire):
                 pixels,
                 self.config.policy,
                 self.config.strip_rows,
-                png_level=png_level,
+                encoding=encoding,
                 segment=segment,
             )
             job.started = time.monotonic()
@@ -206,10 +211,10 @@ class Master(FileWork, StripWire):
         return job
 
     def run(
-        self, pixels: U8Array, name: str = "image", timeout: float | None = None, *, png_level: int | None = None
+        self, pixels: U8Array, name: str = "image", timeout: float | None = None, *, encoding: Encoding | None = None
     ) -> Job:
         """Convert ``pixels`` and wait for the job to finish (done or failed)."""
-        job = self.submit(pixels, name, png_level=png_level)
+        job = self.submit(pixels, name, encoding=encoding)
         job.wait(timeout)
         return job
 
@@ -309,7 +314,7 @@ class Master(FileWork, StripWire):
                                 strip.row_start,
                                 strip.row_stop,
                                 job.width,
-                                isinstance(task, P.PngTask),
+                                ANSWERS[task.TYPE],
                             )
                             w.state = WorkerState.BUSY
                             break
@@ -347,7 +352,7 @@ class Master(FileWork, StripWire):
         try:
             while True:
                 message, payload = w.channel.recv(lambda m: self._sink(w, m))
-                if isinstance(message, P.Result | P.PngResult):
+                if isinstance(message, P.Result | P.PngResult | P.JpegResult):
                     self._complete(w, message, payload)
                 elif isinstance(message, P.ShmAnswer):
                     self._shm_answered(w, message)
@@ -374,14 +379,14 @@ class Master(FileWork, StripWire):
     def _result_sink(self, w: WorkerConn, message: P.Message) -> memoryview | None:
         """Where a result's payload lands: its rows of the output (RESULT) or a buffer of its own
         (PNG_RESULT, bounded by the header's checks), or scratch if the strip is already done."""
-        if not isinstance(message, P.Result | P.PngResult):
+        if not isinstance(message, P.Result | P.PngResult | P.JpegResult):
             raise ProtocolError(f"unexpected payload on {type(message).__name__}")
         with self._lock:
             task = w.in_flight.get((message.job_id, message.strip_id))
             if task is None:
                 raise ProtocolError(f"result for job {message.job_id} strip {message.strip_id}, not assigned to it")
-            if task.png != isinstance(message, P.PngResult):
-                raise ProtocolError(f"{type(message).__name__} for a {'PNG_' if task.png else ''}TASK")
+            if task.answer != message.TYPE:
+                raise ProtocolError(f"{message.TYPE.name} for a task that wants {task.answer.name}")
             if (message.row_start, message.row_stop, message.width) != (task.row_start, task.row_stop, task.width):
                 raise ProtocolError(
                     f"result shape rows [{message.row_start}, {message.row_stop}) x {message.width}"
@@ -393,14 +398,18 @@ class Master(FileWork, StripWire):
                 return None  # a backup copy for a job already finished: read and discard
             if job.scheduler.strips[message.strip_id].done_by is not None:
                 return None  # another copy already won: read and discard
-            if isinstance(message, P.PngResult):
+            if isinstance(message, P.PngResult | P.JpegResult):
                 return memoryview(bytearray(message.payload_len))
             return job.output[task.row_start : task.row_stop].data.cast("B")
 
-    def _complete(self, w: WorkerConn, result: P.Result | P.PngResult, payload: memoryview | None = None) -> None:
+    def _complete(
+        self, w: WorkerConn, result: P.Result | P.PngResult | P.JpegResult, payload: memoryview | None = None
+    ) -> None:
         piece = None
         if isinstance(result, P.PngResult) and payload is not None:
             piece = EncodedStrip(payload.tobytes(), result.adler32, result.filtered_len)
+        elif isinstance(result, P.JpegResult) and payload is not None:
+            piece = EncodedStrip(payload.tobytes(), 0, result.row_stop - result.row_start)
         elif isinstance(result, P.Result) and self._still_open(result):  # its rows landed in the output
             piece = self._encode_here(self.job, result)
         now = time.monotonic()

@@ -1,9 +1,10 @@
 """The master's strip-level choices, mixed into :class:`Master`: which task a worker gets, how its
 pixels travel, and what happens to an encoded strip.
 
-* PNG output: workers that offer ``png-strip`` get PNG_TASKs and return deflated strips (with the
-  row above, unless ``png_row_above`` is off); a worker without it gets a plain TASK and the
-  master encodes its gray rows itself, so any worker can take part in any job.
+* PNG or JPEG output: workers that offer ``png-strip`` (``jpeg-strip``) get PNG_TASKs
+  (JPEG_TASKs) and return encoded strips (PNG: with the row above, unless ``png_row_above`` is
+  off); a worker without it gets a plain TASK and the master encodes its gray rows itself, so
+  any worker can take part in any job.
 * Shared memory: a worker that read back the probe (SHM_OFFER / SHM_ANSWER) gets tasks that name
   the job's segment instead of carrying pixels, when the job's pixels are in one.
 """
@@ -17,7 +18,7 @@ import time
 
 import numpy as np
 
-from distgray import pngstrip, shm
+from distgray import jpegstrip, pngstrip, shm
 from distgray import protocol as P
 from distgray.imaging import U8Array
 from distgray.scheduler import Strip
@@ -89,7 +90,9 @@ class StripWire:
     # ------------------------------------------------------------------ tasks
     def _task_for(self, w: WorkerConn, job: Job, strip: Strip) -> tuple[P.Task, memoryview | None]:
         """The task that gives ``strip`` to ``w``, and the payload to send with it (or None)."""
-        png = job.png_level is not None and P.CAPABILITY_PNG in w.capabilities
+        enc = job.encoding
+        png = enc is not None and enc.format == "PNG" and P.CAPABILITY_PNG in w.capabilities
+        jpeg = enc is not None and enc.format == "JPEG" and P.CAPABILITY_JPEG in w.capabilities
         above = png and self.png_row_above and strip.row_start > 0
         first = strip.row_start - above
         segment, offset = "", 0
@@ -97,9 +100,11 @@ class StripWire:
             segment, offset = job.segment.name, first * job.width * job.channels
         common = (job.id, strip.id, strip.row_start, strip.row_stop, job.width, job.channels, segment, offset)
         task: P.Task
-        if png:
-            assert job.png_level is not None
-            task = P.PngTask(*common, job.png_level, above, strip.row_stop == job.height)
+        last = strip.row_stop == job.height
+        if png and enc is not None:
+            task = P.PngTask(*common, enc.setting, above, last)
+        elif jpeg and enc is not None:
+            task = P.JpegTask(*common, enc.setting, last)
         else:
             task = P.Task(*common)
         payload = None if segment else job.pixels[first : strip.row_stop].data
@@ -115,12 +120,14 @@ class StripWire:
             return job is not None and job.id == result.job_id and not job.scheduler.strips[result.strip_id].done_by
 
     def _encode_here(self, job: Job | None, result: P.Result) -> pngstrip.EncodedStrip | None:
-        """A plain RESULT for a PNG job (a worker without ``png-strip``): encode it ourselves."""
-        if job is None or job.png_level is None:
+        """A plain RESULT for an encoded job (a worker that cannot encode strips): encode it here."""
+        if job is None or job.encoding is None:
             return None
         rows = job.output[result.row_start : result.row_stop]
-        last = result.row_stop == job.height
-        return pngstrip.encode_strip(rows, job.png_level, has_above=False, first=result.row_start == 0, last=last)
+        last, enc = result.row_stop == job.height, job.encoding
+        if enc.format == "JPEG":
+            return jpegstrip.encode_strip(rows, enc.setting, result.row_start, last)
+        return pngstrip.encode_strip(rows, enc.setting, has_above=False, first=result.row_start == 0, last=last)
 
     def rows_ready(self, job: Job, rows: int) -> None:
         """Rows [0, rows) of a streaming job's pixels are in place: they may be handed out."""

@@ -38,6 +38,8 @@ class MessageType(enum.IntEnum):
     FILE_RESULT = 0x13
     PNG_TASK = 0x14
     PNG_RESULT = 0x15
+    JPEG_TASK = 0x16
+    JPEG_RESULT = 0x17
     HEARTBEAT = 0x20
     SHM_OFFER = 0x21
     SHM_ANSWER = 0x22

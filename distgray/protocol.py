@@ -79,12 +79,15 @@ from distgray.messages import (
 )
 from distgray.work_messages import (
     CAPABILITY_FILES,
+    CAPABILITY_JPEG,
     CAPABILITY_PNG,
     CAPABILITY_SHM,
     FILE_FORMATS,
     FileResult,
     FileStatus,
     FileTask,
+    JpegResult,
+    JpegTask,
     PngResult,
     PngTask,
     Result,
@@ -98,8 +101,10 @@ Message = (
     | Welcome
     | Task
     | PngTask
+    | JpegTask
     | Result
     | PngResult
+    | JpegResult
     | FileTask
     | FileResult
     | Heartbeat
@@ -117,8 +122,10 @@ DECODERS: dict[MessageType, type[Message]] = {
         Welcome,
         Task,
         PngTask,
+        JpegTask,
         Result,
         PngResult,
+        JpegResult,
         FileTask,
         FileResult,
         Heartbeat,
@@ -134,6 +141,8 @@ CARRIES_PAYLOAD = frozenset(
         MessageType.PNG_TASK,
         MessageType.RESULT,
         MessageType.PNG_RESULT,
+        MessageType.JPEG_TASK,
+        MessageType.JPEG_RESULT,
         MessageType.FILE_TASK,
         MessageType.FILE_RESULT,
     }
@@ -141,6 +150,7 @@ CARRIES_PAYLOAD = frozenset(
 
 __all__ = [
     "CAPABILITY_FILES",
+    "CAPABILITY_JPEG",
     "CAPABILITY_LUMA_U8",
     "CAPABILITY_PNG",
     "CAPABILITY_SHM",
@@ -170,6 +180,8 @@ __all__ = [
     "FrameDecoder",
     "Heartbeat",
     "Hello",
+    "JpegResult",
+    "JpegTask",
     "Message",
     "MessageType",
     "PngResult",

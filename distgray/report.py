@@ -52,7 +52,7 @@ def job_report(job: Job, master: Master) -> dict[str, Any]:
         "status": "failed" if job.failure else ("done" if job.scheduler.finished else "unfinished"),
         "failure": job.failure,
         "strips": len(job.scheduler.strips),
-        "png_strips": job.png_level is not None,  # PNG output encoded by the workers
+        "encoded_strips": job.encoding.format if job.encoding else None,  # output encoded by the workers
         # A streamed input: when its last row was decoded, from the job's start (rows went out before).
         "input_ready_s": None if job.input_ready_at is None else round(job.input_ready_at - job.started, 4),
         "wall_s": round(wall, 4),

@@ -59,6 +59,7 @@ class RunOptions:
     no_auth: bool = False
     strip_rows: int | None = None
     shared_memory: bool = True
+    encode_on_master: bool = False
     heartbeat: float = 2.0
     heartbeat_timeout: float = 20.0
     timeout: float | None = None
@@ -144,6 +145,7 @@ def _service_options(opts: RunOptions, worker_cmd: str) -> ServiceOptions:
         serve=opts.serve,
         worker_command=worker_cmd,
         previews=opts.dashboard,
+        strip_encoding=not opts.encode_on_master,
     )
 
 

@@ -109,7 +109,13 @@ class Scheduler:
     """
 
     def __init__(
-        self, height: int, row_bytes: int, policy: Policy | None = None, *, strip_rows: int | None = None
+        self,
+        height: int,
+        row_bytes: int,
+        policy: Policy | None = None,
+        *,
+        strip_rows: int | None = None,
+        row_align: int = 1,
     ) -> None:
         if height <= 0 or row_bytes <= 0:
             raise ValueError(f"height and row_bytes must be positive, got {height}, {row_bytes}")
@@ -120,7 +126,9 @@ class Scheduler:
         self._pending: deque[int] = deque()
         self._next_row = 0
         self.rows_ready = height  # rows whose pixels exist (less while the image is still decoding)
+        self.row_align = row_align  # strips start on multiples of this (JPEG strips: whole MCU rows)
         if strip_rows is not None:
+            strip_rows = -(-strip_rows // row_align) * row_align
             for a, b in plan_strips(height, row_bytes, strip_rows=strip_rows):
                 self._new_strip(a, b)
                 self._pending.append(len(self.strips) - 1)
@@ -214,8 +222,12 @@ class Scheduler:
                 return self._start(strip, worker_id, now)
         # 2. new rows, sized for this worker
         if self.rows_unassigned:
-            rows = self.strip_rows_for(worker_id, live)
+            rows = min(
+                self.rows_unassigned, -(-self.strip_rows_for(worker_id, live) // self.row_align) * self.row_align
+            )
             available = self.rows_ready - self._next_row
+            if self.rows_ready < self.height:
+                available -= available % self.row_align
             if rows > available:  # the image is still decoding: what there is, unless a sliver
                 rows = available if available >= min(rows, max(1, self.policy.min_strip_bytes // self.row_bytes)) else 0
             if rows == 0:

@@ -23,9 +23,9 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image
 
-from distgray import fileio, imaging, jpegfast, pngstream, pngstrip
+from distgray import fileio, imaging, jpegfast, jpegstrip, pngstream, pngstrip
 from distgray.errors import DistgrayError, ImageError, TaskFailed
-from distgray.master import Job, Master
+from distgray.master import Encoding, Job, Master
 from distgray.report import format_summary, job_report, write_json_atomic
 from distgray.shm import Segment
 from distgray.streamload import StreamDecode
@@ -120,6 +120,7 @@ class ServiceOptions:
     serve: bool = False  # accept uploads and keep running
     worker_command: str = ""  # how to start a worker, for the "no workers" message
     previews: bool = True  # thumbnails for the status page (~40 ms each for 8K): off without one
+    strip_encoding: bool = True  # PNG/JPEG outputs encoded by the workers strip by strip
 
 
 class Service:
@@ -234,9 +235,10 @@ class Service:
             for note in loaded.notes:
                 log.info("%s: %s", entry.source, note)
             job: Job | None
-            if loaded.kind is imaging.Kind.COLOR and entry.format == "PNG" and not loaded.has_alpha:
+            encoding = self._strip_encoding(entry, loaded)
+            if encoding is not None:
                 # Encoded by the workers strip by strip and written as the strips come in.
-                job, t_save = self._convert_png(entry, loaded, quiet, stream)
+                job, t_save = self._convert_encoded(entry, loaded, quiet, stream, encoding)
                 self._preview(entry, "output", loaded, gray=True)
             else:
                 job, t_save = self._convert_whole(entry, loaded, quiet, stream)
@@ -273,13 +275,30 @@ class Service:
         self._preview(entry, "output", image)
         return job, t_save
 
-    def _convert_png(
-        self, entry: JobEntry, loaded: imaging.LoadedImage, quiet: bool, stream: Source | None
+    def _strip_encoding(self, entry: JobEntry, loaded: imaging.LoadedImage) -> Encoding | None:
+        """How the workers can encode this output strip by strip: PNG, or JPEG within its limits
+        (gray only: an output keeping alpha is composed here)."""
+        if not self.options.strip_encoding or loaded.kind is not imaging.Kind.COLOR:
+            return None
+        if loaded.has_alpha and entry.format == "PNG":
+            return None
+        if entry.format == "PNG":
+            return Encoding("PNG", self.options.png_level)
+        if entry.format == "JPEG" and max(loaded.width, loaded.height) <= jpegstrip.MAX_SIDE:
+            quality = self.options.quality if self.options.quality is not None else imaging.DEFAULT_JPEG_QUALITY
+            return Encoding("JPEG", quality)
+        return None
+
+    def _convert_encoded(
+        self, entry: JobEntry, loaded: imaging.LoadedImage, quiet: bool, stream: Source | None, encoding: Encoding
     ) -> tuple[Job, float]:
-        """A PNG output made of strips the workers encoded, written in row order as they arrive
+        """An output made of strips the workers encoded, written in row order as they arrive
         (through a temporary file: a failed job leaves nothing behind)."""
-        level = self.options.png_level
-        joiner = pngstrip.PngJoiner(loaded.width, loaded.height, level)
+        joiner: pngstrip.PngJoiner | jpegstrip.JpegJoiner
+        if encoding.format == "PNG":
+            joiner = pngstrip.PngJoiner(loaded.width, loaded.height, encoding.setting)
+        else:
+            joiner = jpegstrip.JpegJoiner(loaded.width, loaded.height, encoding.setting)
         done: list[tuple[Job, float]] = []
 
         def write(fh: BinaryIO) -> None:
@@ -292,13 +311,13 @@ class Service:
                     fh.write(joiner.strip(piece))
                     row = stop
 
-            job = self._convert(entry, loaded, quiet, png_level=level, tick=drain, stream=stream)
+            job = self._convert(entry, loaded, quiet, encoding=encoding, tick=drain, stream=stream)
             done.append((job, time.monotonic()))  # "saving": what is left once the job is done
             entry.state = JobState.SAVING
             drain(job)
             fh.write(joiner.tail())
 
-        imaging.atomic_write(entry.output, write, " PNG")
+        imaging.atomic_write(entry.output, write, f" {encoding.format}")
         return done[0]
 
     def _preview(
@@ -341,7 +360,7 @@ class Service:
         loaded: imaging.LoadedImage,
         quiet: bool = False,
         *,
-        png_level: int | None = None,
+        encoding: Encoding | None = None,
         tick: Callable[[Job], None] | None = None,
         stream: Source | None = None,
     ) -> Job:
@@ -364,7 +383,7 @@ class Service:
                 # In shared memory (if a worker can read ours), the shared copy replaces the original.
                 assert loaded.pixels is not None
                 loaded.pixels, segment = master.share(loaded.pixels)
-            return self._run_job(entry, loaded, segment, quiet, png_level, tick, deadline, decode)
+            return self._run_job(entry, loaded, segment, quiet, encoding, tick, deadline, decode)
         finally:
             if segment is not None:
                 segment.close()  # unlinked now; unmapped when the last array on it goes
@@ -387,7 +406,7 @@ class Service:
         loaded: imaging.LoadedImage,
         segment: Segment | None,
         quiet: bool,
-        png_level: int | None,
+        encoding: Encoding | None,
         tick: Callable[[Job], None] | None,
         deadline: float | None,
         decode: StreamDecode | None,
@@ -398,7 +417,7 @@ class Service:
         opts, master = self.options, self.master
         assert loaded.pixels is not None
         rows_ready = 0 if decode is not None else None
-        job = master.submit(loaded.pixels, entry.name, png_level=png_level, segment=segment, rows_ready=rows_ready)
+        job = master.submit(loaded.pixels, entry.name, encoding=encoding, segment=segment, rows_ready=rows_ready)
         entry.job, entry.state = job, JobState.RUNNING
         if decode is not None:
             decode.attach(job)

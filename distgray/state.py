@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from distgray.imaging import U8Array
+from distgray.messages import MessageType
 from distgray.pngstrip import EncodedStrip
 from distgray.scheduler import Policy, Scheduler
 from distgray.shm import Segment
@@ -35,7 +36,7 @@ class Assignment:
     row_start: int
     row_stop: int
     width: int
-    png: bool = False  # a PNG_TASK: the answer must be a PNG_RESULT
+    answer: MessageType = MessageType.RESULT  # what a valid answer to this task is
 
 
 @dataclass
@@ -77,6 +78,19 @@ class StripRecord:
     counted: bool
 
 
+@dataclass(frozen=True)
+class Encoding:
+    """An output the workers encode strip by strip: PNG at zlib level ``setting`` (0-9), or
+    JPEG at quality ``setting`` (1-100)."""
+
+    format: str
+    setting: int
+
+    @property
+    def row_align(self) -> int:
+        return 8 if self.format == "JPEG" else 1  # JPEG strips: whole MCU rows of one gray component
+
+
 class Job:
     """One image's conversion: source pixels in, gray output array filled by the workers."""
 
@@ -88,7 +102,7 @@ class Job:
         policy: Policy,
         strip_rows: int | None = None,
         *,
-        png_level: int | None = None,
+        encoding: Encoding | None = None,
         segment: Segment | None = None,
     ) -> None:
         if pixels.ndim != 3 or pixels.shape[2] not in (3, 4) or not pixels.flags.c_contiguous:
@@ -98,15 +112,18 @@ class Job:
         self.pixels = pixels
         self.height, self.width, self.channels = pixels.shape
         self.output: U8Array = np.empty((self.height, self.width), dtype=np.uint8)
-        self.scheduler = Scheduler(self.height, self.width * self.channels, policy, strip_rows=strip_rows)
+        align = encoding.row_align if encoding is not None else 1
+        self.scheduler = Scheduler(
+            self.height, self.width * self.channels, policy, strip_rows=strip_rows, row_align=align
+        )
         self.started: float | None = None
         self.finished_at: float | None = None
         self.records: list[StripRecord] = []
         self.worker_bytes: dict[str, list[int]] = {}  # worker -> [bytes_out, bytes_in]
         self._done = threading.Event()
-        # PNG output encoded strip by strip (png_level set): the winning piece of each strip, by
+        # Output encoded strip by strip (``encoding`` set): the winning piece of each strip, by
         # row_start, until the writer takes it; the master keeps no gray pixels for such a job.
-        self.png_level = png_level
+        self.encoding = encoding
         self.encoded: dict[int, tuple[int, EncodedStrip]] = {}
         self.segment = segment  # the pixels' shared-memory segment, if they are in one
         self.input_ready_at: float | None = None  # a streamed input: when its last row was decoded

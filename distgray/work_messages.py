@@ -173,6 +173,96 @@ class PngTask(Task):
         return task
 
 
+_JPEG_EXTRA = struct.Struct(">BBBB")
+CAPABILITY_JPEG = "jpeg-strip"
+
+
+@dataclass(frozen=True)
+class JpegTask(Task):
+    """A TASK whose gray strip is also JPEG-encoded by the worker (JPEG_RESULT back): baseline,
+    ``quality``, a restart interval of one MCU row, markers numbered for the strip's place.
+    ``row_start`` is a multiple of 8, and so is the row count unless ``last``."""
+
+    TYPE: ClassVar[MessageType] = MessageType.JPEG_TASK
+    quality: int = 95
+    last: bool = False
+
+    def _flags(self) -> int:
+        return super()._flags() | (FLAG_LAST if self.last else 0)
+
+    def encode(self) -> bytes:
+        if not 1 <= self.quality <= 100 or self.row_start % 8 or (not self.last and self.rows % 8):
+            raise ValueError("JPEG_TASK: quality 1-100, strips on whole MCU rows")
+        return self._fixed() + _JPEG_EXTRA.pack(self.quality, 0, 0, 0) + self._trailer()
+
+    @classmethod
+    def decode(cls, buf: bytes, payload_len: int) -> JpegTask:
+        r = _Reader(buf, "JPEG_TASK")
+        job, strip, start, stop, width, channels, flags = cls._read_fixed(r, "JPEG_TASK", FLAG_SHM | FLAG_LAST)
+        quality, *reserved = r.unpack(_JPEG_EXTRA)
+        segment, offset = cls._read_shm(r, flags)
+        r.end()
+        last = bool(flags & FLAG_LAST)
+        if not 1 <= quality <= 100 or any(reserved) or start % 8 or (not last and (stop - start) % 8):
+            raise ProtocolError(f"JPEG_TASK: quality {quality}, reserved {reserved}, rows [{start}, {stop})")
+        task = cls(job, strip, start, stop, width, channels, segment, offset, quality, last)
+        _strip_bytes("JPEG_TASK", task.pixel_rows, width, channels, task.pixel_bytes)
+        _payload_matches("JPEG_TASK", task.payload_len, payload_len)
+        return task
+
+
+_JPEG_RESULT = struct.Struct(">IIIIIIII")
+
+
+@dataclass(frozen=True)
+class JpegResult:
+    """A JPEG_TASK's strip: its entropy-coded data (payload), ready to concatenate."""
+
+    TYPE: ClassVar[MessageType] = MessageType.JPEG_RESULT
+    job_id: int
+    strip_id: int
+    row_start: int
+    row_stop: int
+    width: int
+    size: int  # = payload_len
+    recv_us: int = 0
+    compute_us: int = 0
+    send_us: int = 0
+
+    @property
+    def payload_len(self) -> int:
+        return self.size
+
+    def encode(self) -> bytes:
+        clamp = 0xFFFFFFFF
+        return _JPEG_RESULT.pack(
+            self.job_id,
+            self.strip_id,
+            self.row_start,
+            self.row_stop,
+            self.width,
+            min(self.recv_us, clamp),
+            min(self.compute_us, clamp),
+            min(self.send_us, clamp),
+        )
+
+    @classmethod
+    def decode(cls, buf: bytes, payload_len: int) -> JpegResult:
+        r = _Reader(buf, "JPEG_RESULT")
+        job, strip, start, stop, width, rus, cus, sus = r.unpack(_JPEG_RESULT)
+        r.end()
+        if stop <= start or not (0 < stop - start <= MAX_DIMENSION and 0 < width <= MAX_DIMENSION):
+            raise ProtocolError(f"JPEG_RESULT: bad strip shape rows [{start}, {stop}) x {width}")
+        if not 0 < payload_len <= jpeg_bound(stop - start, width):
+            raise ProtocolError(f"JPEG_RESULT: {payload_len} bytes for {stop - start} x {width} pixels")
+        return cls(job, strip, start, stop, width, payload_len, rus, cus, sus)
+
+
+def jpeg_bound(rows: int, width: int) -> int:
+    """More JPEG bytes than any strip of rows x width gray pixels can take (8 per pixel)."""
+    return 8 * (rows + 8) * (width + 8) + 4096
+
+
 def _payload_matches(what: str, expected: int, payload_len: int) -> None:
     if expected != payload_len:
         raise ProtocolError(f"{what}: the header needs {expected} bytes of payload, payload_len is {payload_len}")

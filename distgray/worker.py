@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from distgray import pngstrip, shm
+from distgray import jpegstrip, pngstrip, shm
 from distgray import protocol as P
 from distgray.errors import (
     AuthenticationError,
@@ -124,7 +124,7 @@ class Worker:
 
     # ------------------------------------------------------------------ one connection
     def _session(self, channel: Channel) -> None:
-        capabilities = [P.CAPABILITY_LUMA_U8, P.CAPABILITY_FILES, P.CAPABILITY_PNG]
+        capabilities = [P.CAPABILITY_LUMA_U8, P.CAPABILITY_FILES, P.CAPABILITY_PNG, P.CAPABILITY_JPEG]
         if self.config.shared_memory and shm.available():
             capabilities.append(P.CAPABILITY_SHM)
         welcome = client_handshake(
@@ -176,13 +176,13 @@ class Worker:
                 raise item
             task, data, recv_us, recv_cpu_s = item
             started, cpu_started = time.perf_counter(), time.thread_time()
-            result: P.Result | P.PngResult | P.FileResult
+            result: P.Result | P.PngResult | P.JpegResult | P.FileResult
             out: bytes | memoryview | None
             if isinstance(task, P.FileTask):
                 result, out = convert_file(task, data, self.worker_id)
                 self._pace(cpu_started, recv_cpu_s)
-            elif isinstance(task, P.PngTask):
-                result, out = self._png_strip(task, data, recv_us, started, cpu_started, recv_cpu_s)
+            elif isinstance(task, P.PngTask | P.JpegTask):
+                result, out = self._encoded_strip(task, data, recv_us, started, cpu_started, recv_cpu_s)
             else:
                 log.debug(
                     "worker %s: strip %d, rows %d-%d", self.worker_id, task.strip_id, task.row_start, task.row_stop - 1
@@ -215,30 +215,40 @@ class Worker:
             self._last_send_done_us = int((time.perf_counter() - sent) * 1e6)
             self.tasks_done += 1
 
-    def _png_strip(
-        self, task: P.PngTask, data: np.ndarray, recv_us: int, started: float, cpu_started: float, recv_cpu_s: float
-    ) -> tuple[P.PngResult, bytes]:
+    def _encoded_strip(
+        self,
+        task: P.PngTask | P.JpegTask,
+        data: np.ndarray,
+        recv_us: int,
+        started: float,
+        cpu_started: float,
+        recv_cpu_s: float,
+    ) -> tuple[P.PngResult | P.JpegResult, bytes]:
         log.debug(
-            "worker %s: PNG strip %d, rows %d-%d", self.worker_id, task.strip_id, task.row_start, task.row_stop - 1
+            "worker %s: %s strip %d, rows %d-%d",
+            self.worker_id,
+            task.TYPE.name,
+            task.strip_id,
+            task.row_start,
+            task.row_stop - 1,
         )
         gray = np.empty((task.pixel_rows, task.width), dtype=np.uint8)
         to_grayscale(data.reshape(task.pixel_rows, task.width, task.channels), gray)
-        piece = pngstrip.encode_strip(gray, task.level, has_above=task.above, first=task.row_start == 0, last=task.last)
+        result: P.PngResult | P.JpegResult
+        if isinstance(task, P.PngTask):
+            piece = pngstrip.encode_strip(
+                gray, task.level, has_above=task.above, first=task.row_start == 0, last=task.last
+            )
+        else:
+            piece = jpegstrip.encode_strip(gray, task.quality, task.row_start, task.last)
         self._pace(cpu_started, recv_cpu_s)
         compute_us = int((time.perf_counter() - started) * 1e6)
-        result = P.PngResult(
-            task.job_id,
-            task.strip_id,
-            task.row_start,
-            task.row_stop,
-            task.width,
-            piece.adler,
-            piece.length,
-            len(piece.data),
-            recv_us,
-            compute_us,
-            self._last_send_done_us,
-        )
+        where = (task.job_id, task.strip_id, task.row_start, task.row_stop, task.width)
+        times = (recv_us, compute_us, self._last_send_done_us)
+        if isinstance(task, P.PngTask):
+            result = P.PngResult(*where, piece.adler, piece.length, len(piece.data), *times)
+        else:
+            result = P.JpegResult(*where, len(piece.data), *times)
         return result, piece.data
 
     def _pace(self, cpu_started: float, recv_cpu_s: float) -> None:

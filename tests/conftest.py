@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 from pathlib import Path
 from types import ModuleType
 
@@ -26,6 +27,15 @@ def pillow_reference(path: Path) -> np.ndarray:
     """What single-process Pillow makes of ``path``: EXIF-oriented, convert("L")."""
     with Image.open(path) as im:
         return np.asarray(ImageOps.exif_transpose(im).convert("L"))
+
+
+def pillow_jpeg_bytes(gray: np.ndarray, quality: int = 95, *, strips: bool = False) -> bytes:
+    """What Pillow writes for ``gray`` at ``quality``. ``strips``: with a restart marker after
+    every MCU row, which is what distgray writes when its workers encoded the JPEG in strips (the
+    same coefficients, so the same decoded pixels as Pillow's default file)."""
+    buf = io.BytesIO()
+    Image.fromarray(gray).save(buf, format="JPEG", quality=quality, **({"restart_marker_rows": 1} if strips else {}))
+    return buf.getvalue()
 
 
 def decoded(path: Path) -> np.ndarray:

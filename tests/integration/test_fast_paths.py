@@ -5,6 +5,7 @@ Real master (in-process or ``master_server.py``), real worker subprocesses, real
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ from distgray import shm
 from distgray.imaging import to_grayscale
 from distgray.master import Master
 from distgray.service import Service, ServiceOptions
-from tests.conftest import pillow_reference
+from tests.conftest import pillow_jpeg_bytes, pillow_reference
 from tests.integration.conftest import ROOT, TOKEN, WAIT_S, FakeWorker, MasterProcess, Workers, wait_until
 
 PNGCHECK = shutil.which("pngcheck")
@@ -79,7 +80,7 @@ def test_png_output_from_worker_encoded_strips(source: str, extra: list[str], ph
         assert np.array_equal(np.asarray(im), pillow_reference(src))
     _pngcheck(out)
     figures = json.loads(report.read_text())
-    assert figures["png_strips"] is True
+    assert figures["encoded_strips"] == "PNG"
     gray_bytes = figures["width"] * figures["height"]
     returned = sum(w["bytes_out"] for w in figures["workers"].values())
     assert returned < gray_bytes  # deflated strips came back, not gray rows
@@ -154,10 +155,7 @@ def test_streamed_png_hands_out_rows_before_it_is_decoded(
     assert entry.job is not None and entry.job.input_ready_at is not None and entry.job.started is not None
     first_sent = min(r.sent_s for r in entry.job.records)
     assert first_sent < entry.job.input_ready_at - entry.job.started  # overlap, not load-then-send
-    reference = Image.fromarray(pillow_reference(odd_8k))
-    expected = tmp_path / "pillow.jpg"
-    reference.save(expected, quality=95)
-    assert out.read_bytes() == expected.read_bytes()
+    assert out.read_bytes() == pillow_jpeg_bytes(pillow_reference(odd_8k), strips=True)
 
 
 def test_a_corrupt_streamed_png_fails_alone(photo: Path, tmp_path: Path) -> None:
@@ -269,9 +267,7 @@ def test_a_worker_with_its_own_dev_shm_gets_pixels_over_tcp(
         service.process(entry, quiet=True)
         assert not master.workers["apart"].shm
         assert entry.job is not None and entry.job.worker_bytes["apart"][0] > 3840 * 2160 * 3
-        expected = tmp_path / "pillow.jpg"
-        Image.fromarray(pillow_reference(photo)).save(expected, quality=95)
-        assert out.read_bytes() == expected.read_bytes()
+        assert out.read_bytes() == pillow_jpeg_bytes(pillow_reference(photo), strips=True)
     finally:
         proc.kill()
         proc.wait()
@@ -312,3 +308,21 @@ def test_fake_worker_reads_shared_memory_by_reference(make_master: Callable[...,
     assert np.array_equal(job.output, pixels[..., 0])
     segment.close()
     channel.close()
+
+
+@pytest.mark.parametrize("encode_on_master", [False, True], ids=["strips by workers", "--encode-on-master"])
+def test_jpeg_output_bytes(encode_on_master: bool, photo: Path, tmp_path: Path) -> None:
+    """JPEG encoded by the workers: Pillow's bytes with a restart marker per row of blocks (the
+    same decoded pixels as Pillow's file); --encode-on-master: Pillow's own file exactly."""
+    out, report = tmp_path / "out.jpg", tmp_path / "report.json"
+    extra = ["--encode-on-master"] if encode_on_master else []
+    args = ["--image", str(photo), "--output", str(out), "--local-workers", "2", "--report", str(report), *extra]
+    done = _run_cli(args, tmp_path)
+    assert done.returncode == 0, done.stderr
+    gray = pillow_reference(photo)
+    assert out.read_bytes() == pillow_jpeg_bytes(gray, strips=not encode_on_master)
+    figures = json.loads(report.read_text())
+    assert figures["encoded_strips"] == (None if encode_on_master else "JPEG")
+    assert all(r["row_start"] % 8 == 0 for r in figures["strip_log"])
+    with Image.open(out) as a, Image.open(io.BytesIO(pillow_jpeg_bytes(gray))) as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))

@@ -9,7 +9,6 @@ Needs root, docker.io and debootstrap; skips with the reason otherwise (.ci/run 
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import socket
@@ -22,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import _load_utils, pillow_reference
+from tests.conftest import _load_utils, pillow_jpeg_bytes, pillow_reference
 from tests.integration.conftest import ROOT, WAIT_S
 
 lab = _load_utils("docker_lab")
@@ -90,9 +89,8 @@ def data(tmp_path: Path, photo: Path) -> Path:
 
 
 def pillow_jpeg(photo: Path) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(pillow_reference(photo)).save(buf, format="JPEG", quality=95)
-    return buf.getvalue()
+    """Pillow's JPEG of the gray photo, with the restart markers of distgray's strip-encoded JPEG."""
+    return pillow_jpeg_bytes(pillow_reference(photo), strips=True)
 
 
 def test_one_container_with_local_workers(engine: Engine, data: Path, photo: Path) -> None:
