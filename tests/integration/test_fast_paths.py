@@ -323,6 +323,6 @@ def test_jpeg_output_bytes(encode_on_master: bool, photo: Path, tmp_path: Path) 
     assert out.read_bytes() == pillow_jpeg_bytes(gray, strips=not encode_on_master)
     figures = json.loads(report.read_text())
     assert figures["encoded_strips"] == (None if encode_on_master else "JPEG")
-    assert all(r["row_start"] % 8 == 0 for r in figures["strip_log"])
+    assert encode_on_master or all(r["row_start"] % 8 == 0 for r in figures["strip_log"])
     with Image.open(out) as a, Image.open(io.BytesIO(pillow_jpeg_bytes(gray))) as b:
         assert np.array_equal(np.asarray(a), np.asarray(b))
