@@ -53,6 +53,7 @@ import hmac
 import struct
 from dataclasses import dataclass
 
+from distgray.encoded_messages import CAPABILITY_JPEG, CAPABILITY_PNG, JpegResult, JpegTask, PngResult, PngTask
 from distgray.errors import ProtocolError, VersionMismatch
 from distgray.messages import (
     CAPABILITY_LUMA_U8,
@@ -79,17 +80,11 @@ from distgray.messages import (
 )
 from distgray.work_messages import (
     CAPABILITY_FILES,
-    CAPABILITY_JPEG,
-    CAPABILITY_PNG,
     CAPABILITY_SHM,
     FILE_FORMATS,
     FileResult,
     FileStatus,
     FileTask,
-    JpegResult,
-    JpegTask,
-    PngResult,
-    PngTask,
     Result,
     Task,
 )

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from distgray import pngstrip
+from distgray.encoded_messages import deflate_bound
 from distgray.errors import ImageError
-from distgray.work_messages import deflate_bound
 from tests.conftest import PHOTO
 
 PNGCHECK = shutil.which("pngcheck")
