@@ -303,6 +303,7 @@ class Master(FileWork, ResultWork):
                 while w.state in (WorkerState.IDLE, WorkerState.BUSY) and not self._closing:
                     job = self.job
                     room = len(w.in_flight) + len(w.files_in_flight) < self.config.prefetch
+                    room = room and not self._probing(w)  # its pixels' way is about to be known
                     if room and job is not None and not job.scheduler.finished:
                         live = [x.id for x in self._live()]
                         strip = job.scheduler.next_strip(w.id, time.monotonic(), live)

@@ -26,6 +26,8 @@ from distgray.state import Job, WorkerConn
 
 log = logging.getLogger(__name__)
 
+SHM_ANSWER_S = 2.0  # how long a worker's SHM_ANSWER may take before it is taken as "no"
+
 
 class StripWire:
     """Mixin: needs ``self._lock``, and ``self._probe`` set by ``start()``."""
@@ -52,12 +54,20 @@ class StripWire:
     def _offer_shm(self, w: WorkerConn) -> None:
         """Ask a worker that offers ``shm`` to prove it can read our memory (from its writer)."""
         if self._probe is not None and P.CAPABILITY_SHM in w.capabilities:
+            with self._lock:
+                w.shm_offered_at = time.monotonic()
             w.channel.send(P.ShmOffer(self._probe.name))
+
+    def _probing(self, w: WorkerConn) -> bool:  # caller holds the lock
+        """Whether ``w`` is yet to answer our offer: it gets no strips for that moment (at most
+        ``SHM_ANSWER_S``), so that they all take the way it can read."""
+        return w.shm_offered_at is not None and time.monotonic() - w.shm_offered_at < SHM_ANSWER_S
 
     def _shm_answered(self, w: WorkerConn, answer: P.ShmAnswer) -> None:
         ok = self._probe is not None and answer.ok and hmac.compare_digest(answer.probe, self._probe.secret)
-        with self._lock:
-            w.shm = ok
+        with self._work:
+            w.shm, w.shm_offered_at = ok, None
+            self._work.notify_all()
         log.info("worker %s: pixels by %s", w.id, "shared memory" if ok else "TCP")
 
     def share(self, pixels: U8Array) -> tuple[U8Array, shm.Segment | None]:

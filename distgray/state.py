@@ -50,6 +50,7 @@ class WorkerConn:
     files_in_flight: dict[int, int] = field(default_factory=dict)  # file unit id -> batch id
     reason: str = ""
     shm: bool = False  # it read our shared-memory probe back: pixels may go by reference
+    shm_offered_at: float | None = None  # SHM_OFFER sent, SHM_ANSWER not yet in
     reader: threading.Thread | None = None
     result_started: float = 0.0  # when the payload of the result being received began
     # Figures over the master's whole run (the status page); per-job figures live in Job.records.

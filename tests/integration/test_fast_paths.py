@@ -114,6 +114,7 @@ def test_a_worker_without_png_strips_still_takes_part(
     in a PNG job; the master encodes its rows itself and the file is still exact."""
     master = make_master(strip_rows=97)
     fake = FakeWorker(master.address[1])
+    wait_until(lambda: fake.id in master.workers, what="the master to register the worker")
     assert P.CAPABILITY_PNG not in master.workers[fake.id].capabilities
     fake.serve_until_bye()
     service = Service(master, ServiceOptions(output_dir=tmp_path, previews=False), [])
