@@ -34,6 +34,7 @@ from distgray.cli_common import (
 from distgray.cli_worker import build_worker_parser as build_worker_parser
 from distgray.cli_worker import health_main as health_main
 from distgray.cli_worker import worker_main as worker_main
+from distgray.defaults import EXTENSIONS
 from distgray.errors import DistgrayError
 
 if TYPE_CHECKING:
@@ -334,18 +335,27 @@ def _batch_options(args: argparse.Namespace) -> BatchOptions:
 def _resolve_output(args: argparse.Namespace) -> tuple[Path | None, str | None]:
     if not args.format and (not args.image or len(args.image) > 1 or args.input_dir is not None):
         return None, None  # a batch or serve mode: nothing to check yet (and no Pillow to load)
-    from distgray import imaging
+    from distgray import paths
+
+    def output_format(path: Path) -> str:
+        # Common formats without Pillow: loading its plugins would delay the local workers' start.
+        quick = paths.quick_format(path, args.format)
+        if quick is not None:
+            return quick
+        from distgray import imaging
+
+        return imaging.output_format(path, args.format)
 
     if not args.image or len(args.image) > 1 or args.input_dir is not None:
-        return None, imaging.output_format(Path("x"), args.format)
+        return None, output_format(Path("x"))
     image = args.image[0]
     if args.output is not None:
-        fmt = imaging.output_format(args.output, args.format)
+        fmt = output_format(args.output)
         output = args.output
     else:
-        fmt = imaging.output_format(image, args.format)
-        ext = imaging.EXTENSIONS.get(fmt, image.suffix) if args.format else image.suffix
+        fmt = output_format(image)
+        ext = EXTENSIONS.get(fmt, image.suffix) if args.format else image.suffix
         output = args.output_dir / f"{image.stem}_gray{ext}"
-    if imaging.same_file(image, output):
+    if paths.same_file(image, output):
         raise ValueError(f"--output {output} would overwrite the input")
     return output, fmt

@@ -14,3 +14,5 @@ DEFAULT_JPEG_QUALITY = 95
 DEFAULT_PNG_LEVEL = 6  # zlib level; Pillow's default
 #: Batches: images up to this many pixels go to one worker whole (24 MP: a 6K photo; 8K goes in strips).
 WHOLE_FILE_MAX_PIXELS = 24_000_000
+#: The usual file extension of each output format.
+EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp", "GIF": ".gif"}

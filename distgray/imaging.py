@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from distgray import defaults, paths
 from distgray.defaults import DEFAULT_JPEG_QUALITY as DEFAULT_JPEG_QUALITY
 from distgray.defaults import DEFAULT_MAX_PIXELS as DEFAULT_MAX_PIXELS
 from distgray.defaults import DEFAULT_PNG_LEVEL as DEFAULT_PNG_LEVEL
@@ -302,18 +303,5 @@ def file_error(path: Path, exc: OSError) -> ImageError | None:
     return None
 
 
-def same_file(a: Path, b: Path) -> bool:
-    """True when writing ``b`` would overwrite ``a``."""
-    try:
-        if a.resolve() == b.resolve():
-            return True
-    except (OSError, RuntimeError):  # a symbolic link loop (RuntimeError before Python 3.13)
-        return False
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
-#: The usual file extension of each output format.
-EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp", "GIF": ".gif"}
+EXTENSIONS = defaults.EXTENSIONS
+same_file = paths.same_file

@@ -9,7 +9,7 @@ import logging
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 log = logging.getLogger("distgray")
 
@@ -47,8 +47,14 @@ def spawn_local_workers(
     ]
 
 
-def reap(procs: list[subprocess.Popen[bytes]], timeout: float = 10.0) -> None:
-    """Wait for local workers to leave after BYE; kill any that do not."""
+def reap(
+    procs: list[subprocess.Popen[bytes]], timeout: float = 10.0, stop: Sequence[subprocess.Popen[bytes]] = ()
+) -> None:
+    """Wait for local workers to leave after BYE; kill any that do not. ``stop``: those to send
+    SIGTERM first (it makes a worker leave at once, even while it is still trying to connect)."""
+    for p in stop:
+        if p.poll() is None:
+            p.terminate()
     deadline = time.monotonic() + timeout
     for p in procs:
         try:

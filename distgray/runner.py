@@ -128,7 +128,10 @@ def run_master(
         if dashboard is not None:
             dashboard.close()
         master.close(bye)
-        reap(procs)
+        # Those that joined heard BYE and are leaving; one still trying to connect would keep
+        # trying (--retry-for) while we wait: tell it to stop now.
+        joined = set(master.workers)
+        reap(procs, stop=[p for i, p in enumerate(procs) if f"local-{i + 1}" not in joined])
 
 
 def _service_options(opts: RunOptions, worker_cmd: str) -> ServiceOptions:
