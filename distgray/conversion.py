@@ -12,7 +12,6 @@ A mixin of :class:`distgray.service.Service`. Three ways through:
 from __future__ import annotations
 
 import logging
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from PIL import Image
 from distgray import fileio, imaging, jpegfast, jpegstrip, pngstream, pngstrip
 from distgray.errors import ImageError, TaskFailed
 from distgray.jobs import JobEntry, JobState, ServiceOptions
+from distgray.local_workers import WorkerProcess
 from distgray.master import Encoding, Job, Master
 from distgray.report import job_report, write_json_atomic
 from distgray.shm import Segment
@@ -40,7 +40,7 @@ class Conversion:
 
     master: Master
     options: ServiceOptions
-    local_workers: list[subprocess.Popen[bytes]]
+    local_workers: list[WorkerProcess]
 
     def _convert_whole(
         self, entry: JobEntry, loaded: imaging.LoadedImage, quiet: bool, stream: Source | None

@@ -12,7 +12,6 @@ import logging
 import os
 import secrets
 import socket
-import subprocess
 import sys
 import threading
 from collections.abc import Mapping
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING
 from distgray import imaging
 from distgray.batch import Batch, BatchOptions, discover, plan
 from distgray.errors import DistgrayError
-from distgray.local_workers import reap, spawn_local_workers
+from distgray.local_workers import WorkerProcess, reap, spawn_local_workers
 from distgray.master import Master, MasterConfig
 
 if TYPE_CHECKING:
@@ -69,7 +68,7 @@ class RunOptions:
 
 
 def run_master(
-    opts: RunOptions, listener: socket.socket | None = None, procs: list[subprocess.Popen[bytes]] | None = None
+    opts: RunOptions, listener: socket.socket | None = None, procs: list[WorkerProcess] | None = None
 ) -> int:
     """Convert ``opts.image`` and exit, or serve: run queued and uploaded jobs until stopped.
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from distgray import imaging, jpegfast, pngstream
 from distgray.conversion import Conversion
 from distgray.errors import DistgrayError
 from distgray.jobs import JobEntry, JobState, ServiceOptions
+from distgray.local_workers import WorkerProcess
 from distgray.master import Job, Master
 from distgray.report import format_summary, job_report, write_json_atomic
 
@@ -32,7 +32,7 @@ __all__ = ["JobEntry", "JobState", "Service", "ServiceOptions", "peak_rss_mb"]
 class Service(Conversion):
     """The job queue and history of one master run. Thread-safe; the page reads it concurrently."""
 
-    def __init__(self, master: Master, options: ServiceOptions, local_workers: list[subprocess.Popen[bytes]]) -> None:
+    def __init__(self, master: Master, options: ServiceOptions, local_workers: list[WorkerProcess]) -> None:
         self.master = master
         self.options = options
         self.local_workers = local_workers

@@ -6,6 +6,7 @@ The frames that carry payloads; layouts in ``docs/PROTOCOL.md``. Pure, like ``me
 from __future__ import annotations
 
 import enum
+import re
 import struct
 from dataclasses import dataclass
 from typing import ClassVar
@@ -29,6 +30,7 @@ FLAG_SHM = 0x01
 FLAG_ABOVE = 0x02
 FLAG_LAST = 0x04
 MAX_SEGMENT_BYTES = 64
+_SEGMENT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 CAPABILITY_SHM = "shm"
 
 
@@ -110,7 +112,7 @@ class Task:
             return "", 0
         segment = r.string(MAX_SEGMENT_BYTES)
         (offset,) = r.unpack(_U64)
-        if not segment or not segment.replace("-", "").replace("_", "").isalnum():
+        if not _SEGMENT_NAME.fullmatch(segment):
             raise ProtocolError(f"bad shared-memory segment name {segment!r}")
         return segment, offset
 

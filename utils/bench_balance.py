@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -33,7 +34,20 @@ sys.path.insert(0, str(ROOT))
 from distgray.imaging import load_image  # noqa: E402
 from distgray.master import Job, Master, MasterConfig  # noqa: E402
 from distgray.scheduler import Policy  # noqa: E402
-from utils.bench import TOKEN, start_workers  # noqa: E402
+
+TOKEN = "bench"
+
+
+def start_workers(port: int, n: int, throttles: list[float] | None = None) -> list[subprocess.Popen[bytes]]:
+    """``n`` local ``worker_client.py`` processes for a master on 127.0.0.1:``port``."""
+    throttles = throttles or [1.0] * n
+    args = [sys.executable, str(ROOT / "worker_client.py"), "--host", "127.0.0.1", "--port", str(port)]
+    return [
+        subprocess.Popen(
+            [*args, "--token", TOKEN, "--id", f"bench-{i}-x{t:g}", "--throttle", str(t), "--log-level", "warning"]
+        )
+        for i, t in enumerate(throttles[:n])
+    ]
 
 
 def run_cluster(pixels: np.ndarray, throttles: list[float], repeat: int, policy: Policy) -> dict[str, float]:

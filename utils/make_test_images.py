@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=ROOT / "test_images")
     parser.add_argument("--png-level", type=int, default=1, help="zlib level for the PNGs (default 1: fast)")
     parser.add_argument(
-        "--batch", action="store_true", help="also test_images/batch_4k/: 40 4K JPEGs (for bench_batch.py)"
+        "--batch", action="store_true", help="also test_images/batch_4k/: 40 4K JPEGs (for utils/bench.py)"
     )
     parser.add_argument(
         "--photo-8k", action="store_true", help="also test_images/photo_8k.png and .jpg (for utils/bench.py)"

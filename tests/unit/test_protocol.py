@@ -214,10 +214,11 @@ def test_auth_proofs() -> None:
     assert P.master_proof(token, nonce_m) != P.worker_proof(token, nonce_m, "")
 
 
-def _doc_hex_blocks() -> list[bytes]:
-    """The hex dumps in docs/PROTOCOL.md's worked example (leading 2-digit tokens of each line)."""
+def _doc_hex_blocks(section: str = "## Worked example\n") -> list[bytes]:
+    """The hex dumps in one of docs/PROTOCOL.md's worked examples (leading 2-digit tokens of each line)."""
     text = (Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md").read_text()
-    example = text[text.index("## Worked example") :]
+    example = text[text.index(section) :]
+    example = example[: example.index("\n## ", 1)]
     blocks = []
     for block in re.findall(r"```\n(.*?)```", example, re.S):
         data = bytearray()
@@ -284,3 +285,17 @@ def test_malformed_new_headers(raw: bytes, match: str) -> None:
     with pytest.raises(ProtocolError, match=match):
         for byte in raw:
             decoder.feed(bytes([byte]))
+
+
+def test_documented_png_strip_example_is_what_the_code_does() -> None:
+    """docs/PROTOCOL.md's PNG strip example: the task, the worker's answer, the joined file."""
+    from distgray import pngstrip
+
+    task_frame, result_frame, png = _doc_hex_blocks("## Worked example: a PNG strip")
+    ((task, rgb),) = decode_all(task_frame, chunk=3)
+    assert task == P.PngTask(1, 0, 0, 2, 3, 3, level=0, above=False, last=True)
+    gray = imaging.to_grayscale(np.frombuffer(rgb, np.uint8).reshape(2, 3, 3), np.empty((2, 3), np.uint8))
+    piece = pngstrip.encode_strip(gray, 0, has_above=False, first=True, last=True)
+    result = P.PngResult(1, 0, 0, 2, 3, piece.adler, piece.length, len(piece.data), 250, 40, 0)
+    assert P.encode_frame(result, result.payload_len) + piece.data == result_frame
+    assert pngstrip.join(3, 2, 0, [piece]) == png
