@@ -12,7 +12,10 @@ pixel limit); anything else returns None from :func:`probe` and takes the normal
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import struct
+import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +30,7 @@ from distgray.pngstrip import PNG_SIGNATURE
 
 BAND_ROWS = 256
 READ_BYTES = 1 << 20
-_COMPACT_BYTES = 1 << 22
+QUEUED_BANDS = 4  # inflated bands waiting for Pillow (about 6 MB each for 8K)
 _CHUNK_HEAD = struct.Struct(">I4s")
 _IHDR = struct.Struct(">IIBBBBB")
 
@@ -75,44 +78,81 @@ def probe(path: Path, max_pixels: int) -> PngLayout | None:
 
 def decode_into(layout: PngLayout, out: npt.NDArray[np.uint8], ready: Callable[[int], None]) -> None:
     """Decode ``layout``'s pixels into ``out`` (height x width x 3), calling ``ready(rows_done)``
-    after each band. Raises ImageError if the data is corrupt or ends early."""
+    after each band. Raises ImageError if the data is corrupt or ends early.
+
+    Two threads: one reads and inflates the IDAT stream into bands of filtered rows, this one has
+    Pillow reconstruct them; both release the GIL in C, so they overlap."""
     width, height = layout.width, layout.height
     line = width * 3 + 1
-    inflater = zlib.decompressobj()
-    buf, start, y = bytearray(), 0, 0
+    bands: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=QUEUED_BANDS)
+    stop = threading.Event()
+    reader = threading.Thread(target=_inflate, args=(layout, line, bands, stop), name="distgray-inflate", daemon=True)
+    reader.start()
+    y = 0
+    try:
+        while (item := bands.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            rows = min(len(item) // line, height - y)
+            if rows <= 0:
+                break
+            above = b"\0" + out[y - 1].tobytes() if y else b""  # the row above, as an unfiltered row
+            stored = zlib.compressobj(0)
+            data = stored.compress(above) + stored.compress(memoryview(item)[: rows * line]) + stored.flush()
+            band = Image.frombytes("RGB", (width, rows + bool(y)), data, "zip", "RGB")
+            out[y : y + rows] = np.asarray(band)[1 if y else 0 :]
+            y += rows
+            ready(y)
+    except zlib.error as exc:
+        raise ImageError(f"{layout.path}: cannot decode image: corrupt PNG data ({exc})") from exc
+    except (OSError, ValueError) as exc:
+        raise ImageError(f"{layout.path}: cannot decode image: {exc}") from exc
+    finally:
+        stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:  # unblock the reader if it waits for room
+                bands.get_nowait()
+        reader.join()
+    if y != height:
+        raise ImageError(f"{layout.path}: cannot decode image: PNG data holds {y} of {height} rows")
 
-    def emit(rows: int) -> None:
-        nonlocal start, y
-        stored = zlib.compressobj(0)
-        above = b"\0" + out[y - 1].tobytes() if y else b""  # the row above, as an unfiltered row
-        body = memoryview(buf)[start : start + rows * line]
-        data = stored.compress(above) + stored.compress(body) + stored.flush()
-        del body
-        band = Image.frombytes("RGB", (width, rows + bool(y)), data, "zip", "RGB")
-        out[y : y + rows] = np.asarray(band)[1 if y else 0 :]
-        start += rows * line
-        y += rows
-        ready(y)
+
+def _inflate(
+    layout: PngLayout, line: int, bands: queue.Queue[bytes | BaseException | None], stop: threading.Event
+) -> None:
+    """The reader thread: bands of ``BAND_ROWS`` filtered rows (the last one shorter), then None."""
+    want = BAND_ROWS * line
+    inflater = zlib.decompressobj()
+    pending: list[bytes] = []
+    have = 0
+
+    def put(item: bytes | BaseException | None) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                bands.put(item, timeout=0.1)
+                return
 
     try:
         with open(layout.path, "rb") as f:
             for offset, length in layout.idat:
                 f.seek(offset)
-                if start > _COMPACT_BYTES:
-                    del buf[:start]
-                    start = 0
                 for part in range(0, length, READ_BYTES):
-                    buf += inflater.decompress(f.read(min(READ_BYTES, length - part)))
-                    while len(buf) - start >= BAND_ROWS * line and y + BAND_ROWS <= height:
-                        emit(BAND_ROWS)
-            buf += inflater.flush()
-            if not inflater.eof:
-                raise ImageError(f"{layout.path}: cannot decode image: PNG data ends early")
-            while y < height and len(buf) - start >= line:
-                emit(min(height - y, (len(buf) - start) // line))
-    except zlib.error as exc:
-        raise ImageError(f"{layout.path}: cannot decode image: corrupt PNG data ({exc})") from exc
-    except (OSError, ValueError) as exc:
-        raise ImageError(f"{layout.path}: cannot decode image: {exc}") from exc
-    if y != height:
-        raise ImageError(f"{layout.path}: cannot decode image: PNG data holds {y} of {height} rows")
+                    data = f.read(min(READ_BYTES, length - part))
+                    while data and not stop.is_set():
+                        chunk = inflater.decompress(data, want - have)  # at most the rest of a band
+                        data = inflater.unconsumed_tail
+                        pending.append(chunk)
+                        have += len(chunk)
+                        if have == want:
+                            put(b"".join(pending) if len(pending) > 1 else pending[0])
+                            pending, have = [], 0
+                        elif not chunk:
+                            break
+        tail = b"".join(pending) + inflater.flush()
+        if not inflater.eof:
+            raise ImageError(f"{layout.path}: cannot decode image: PNG data ends early")
+        if tail:
+            put(tail)
+        put(None)
+    except (zlib.error, OSError, ImageError) as exc:
+        put(exc)
