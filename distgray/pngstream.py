@@ -28,9 +28,9 @@ from PIL import Image
 from distgray.errors import ImageError
 from distgray.pngstrip import PNG_SIGNATURE
 
-BAND_ROWS = 256
+BAND_ROWS = 128
 READ_BYTES = 1 << 20
-QUEUED_BANDS = 4  # inflated bands waiting for Pillow (about 6 MB each for 8K)
+QUEUED_BANDS = 2  # inflated bands waiting for Pillow (3 MB each for 8K)
 _CHUNK_HEAD = struct.Struct(">I4s")
 _IHDR = struct.Struct(">IIBBBBB")
 

@@ -350,6 +350,32 @@ def plot(results: dict[str, tuple[Case, list[Row]]], path: Path) -> bool:
     return True
 
 
+CEILING = """
+import os, sys, time, zlib
+data = bytes(range(256)) * 16384 + os.urandom(1 << 22)
+t = time.perf_counter()
+for _ in range(4):
+    zlib.compress(data, 6)
+print(time.perf_counter() - t)
+"""
+
+
+def parallel_ceiling(processes: int, repeat: int = 3) -> float:
+    """How much faster this machine does ``processes`` equal CPU-bound jobs at once than one after
+    another (zlib in separate processes, no I/O): the most any parallel tool can gain here."""
+
+    def batch(n: int) -> float:
+        t0 = time.perf_counter()
+        procs = [subprocess.Popen([sys.executable, "-c", CEILING], stdout=subprocess.DEVNULL) for _ in range(n)]
+        for p in procs:
+            p.wait()
+        return time.perf_counter() - t0
+
+    one = statistics.median(batch(1) for _ in range(repeat))
+    many = statistics.median(batch(processes) for _ in range(repeat))
+    return processes * one / many
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5, help="runs per tool and case (default 5); medians")
@@ -365,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     # This machine sets PYTHONDONTWRITEBYTECODE: an editable install would be compiled again in
     # every process, while Pillow's modules were compiled when installed. Compile once.
     compileall.compile_dir(ROOT / "distgray", quiet=1)
+    ceilings = {n: parallel_ceiling(n) for n in (2, 4)}
     results: dict[str, tuple[Case, list[Row]]] = {}
     with tempfile.TemporaryDirectory(prefix="distgray-bench-") as tmp:
         for key, case in chosen.items():
@@ -383,6 +410,10 @@ def main(argv: list[str] | None = None) -> int:
         "connected (the status-page previews off), each converting one image after another.",
         "*speed vs Pillow*: Pillow's median / this median, each against Pillow run the same way.",
         "Peak memory: the highest VmHWM seen while it ran (distgray: master; each worker).",
+        "",
+        "This machine's parallel ceiling, measured in the same sitting: 2 (4) equal CPU-bound processes"
+        f" (zlib, no I/O) finish {ceilings[2]:.2f}x ({ceilings[4]:.2f}x) faster together than one after"
+        " another. No tool can gain more than that from parallel work here.",
         "",
     ]
     for case, rows in results.values():
