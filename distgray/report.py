@@ -87,13 +87,15 @@ def format_summary(report: dict[str, Any]) -> str:
     for wid, w in sorted(report["workers"].items()):
         rate = f"{w['rows_per_s']:.0f}" if w["rows_per_s"] else "-"
         speed = f"{w['speed_rows_per_s']:.0f}" if w.get("speed_rows_per_s") else "-"
+        mark = "*" if w.get("shared_memory") else " "
         lines.append(
-            f"{wid[:24]:<24} {w['state'][:5]:<5} {w['strips']:>6} {w['rows']:>7} {w['bytes_in'] / 1e6:>8.1f}"
+            f"{wid[:24]:<24} {w['state'][:5]:<5} {w['strips']:>6} {w['rows']:>7} {w['bytes_in'] / 1e6:>7.1f}{mark}"
             f" {w['bytes_out'] / 1e6:>8.1f} {w['busy_s']:>8.3f} {rate:>9} {speed:>9}"
         )
     lines.append(
-        "(MB in: task bytes sent to the worker; MB out: result bytes it returned; busy s: its receive + compute"
-        " time;\n rows/s: rows / busy s; speed: the scheduler's estimate, rows/s including transfer both ways)"
+        "(MB in: task bytes sent to the worker, * pixels read from shared memory instead; MB out: result bytes it"
+        " returned;\n busy s: its receive + compute (+ encode) time; rows/s: rows / busy s; speed: the scheduler's"
+        " estimate,\n rows/s including transfer both ways)"
     )
     for r in report["requeued"]:
         lines.append(f"requeued   strip {r['strip']} from {r['worker']}: {r['reason']}")
