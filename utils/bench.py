@@ -273,6 +273,9 @@ def bench_case(key: str, case: Case, repeat: int, workers: list[int], tmp: Path)
             out = tmp / f"{key}-warm-pillow-{r}"
             out.mkdir()
             pil.times.append(pillow_in_process(case, out))
+            if r == 0:
+                pil.out_bytes = sum(p.stat().st_size for p in outputs(case, out))
+                pil.same = compare(case, out, reference)
         result.append(pil)
         for n in workers:
             warm = Warm(n, case.level)
