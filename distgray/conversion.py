@@ -73,6 +73,8 @@ class Conversion:
         if entry.format == "PNG":
             return Encoding("PNG", self.options.png_level)
         if entry.format == "JPEG" and max(loaded.width, loaded.height) <= jpegstrip.MAX_SIDE:
+            if loaded.has_alpha:
+                log.warning("%s: JPEG has no alpha channel: alpha dropped", entry.output)
             quality = self.options.quality if self.options.quality is not None else imaging.DEFAULT_JPEG_QUALITY
             return Encoding("JPEG", quality)
         return None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 from distgray import pngstream
 from distgray.errors import ImageError
@@ -24,7 +23,6 @@ class StreamDecode:
         self.layout, self.out, self.master = layout, out, master
         self.rows = 0
         self.error: ImageError | None = None
-        self.seconds: float | None = None
         self._job: Job | None = None
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="distgray-decode", daemon=True)
@@ -54,7 +52,6 @@ class StreamDecode:
             self.master.rows_ready(job, rows)
 
     def _run(self) -> None:
-        started = time.monotonic()
         try:
             pngstream.decode_into(self.layout, self.out, self._ready)
         except ImageError as exc:
@@ -62,8 +59,6 @@ class StreamDecode:
         except Exception as exc:  # a bug must fail this job with a message, not hang it
             log.debug("decoding %s", self.layout.path, exc_info=True)
             self._failed(ImageError(f"{self.layout.path}: cannot decode image: {type(exc).__name__}: {exc}"))
-        finally:
-            self.seconds = time.monotonic() - started
 
     def _failed(self, exc: ImageError) -> None:
         with self._lock:
