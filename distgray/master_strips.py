@@ -44,8 +44,8 @@ class StripWire:
         shm.sweep_stale()
         try:
             self._probe = shm.Probe()
-        except OSError as exc:
-            log.info("shared memory unavailable (%s): all pixels go over TCP", exc)
+        except OSError as exc:  # debug: before "listening on", and TCP works anyway
+            log.debug("shared memory unavailable (%s): all pixels go over TCP", exc)
 
     def _close_probe(self) -> None:
         if self._probe is not None:

@@ -65,7 +65,14 @@ class Segment:
             raise
         os.close(fd)
         # The resource tracker (a separate process) unlinks the name if we die without doing so.
-        resource_tracker.register(f"/{self.name}", "shared_memory")
+        # No tracker (it could not start, e.g. for a user who may not run this Python): no segment.
+        try:
+            resource_tracker.register(f"/{self.name}", "shared_memory")
+        except BaseException:
+            with contextlib.suppress(BufferError):
+                self._map.close()
+            path.unlink(missing_ok=True)
+            raise
         self._closed = False
         self._lock = threading.Lock()
 

@@ -123,5 +123,8 @@ def test_an_input_we_may_not_read_fails_alone(photo: Path, workers: Workers) -> 
         assert master.returncode == 1, err
         assert "failed     secret.jpg: permission denied" in out
         assert "1 converted" in out and (work / "results" / "ok_gray.jpg").is_file()
+        # As nobody it cannot start multiprocessing's resource tracker (this Python may live under
+        # /root): no shared memory then, and no segment left behind by trying.
+        assert not [p.name for p in Path("/dev/shm").iterdir() if p.name.startswith(f"distgray-{master.pid}-")]
     finally:
         shutil.rmtree(work, ignore_errors=True)
