@@ -93,7 +93,8 @@ class Segment:
             self._closed = True
         with contextlib.suppress(FileNotFoundError):
             os.unlink(SHM_DIR / self.name)
-        resource_tracker.unregister(f"/{self.name}", "shared_memory")
+        with contextlib.suppress(OSError):  # a tracker that died has nothing left to forget
+            resource_tracker.unregister(f"/{self.name}", "shared_memory")
         # Not mmap.close(): NumPy arrays on the mapping hold no buffer export, so closing it would
         # leave them pointing at unmapped memory. Dropping our reference unmaps it once they go.
         del self._map
@@ -106,7 +107,6 @@ class Probe(Segment):
         super().__init__(16, "probe")
         self.secret = secrets.token_bytes(16)
         self.buf[:16] = self.secret
-        self.nbytes = 16
 
 
 def sweep_stale() -> list[str]:
