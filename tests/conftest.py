@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import signal
 from pathlib import Path
 from types import ModuleType
 
@@ -12,6 +13,12 @@ import pytest
 from PIL import Image, ImageOps
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Started in the background by a non-interactive shell (`... &` in a script, as CI runners may),
+# this process inherits SIGINT ignored, and so would every master and worker the tests start:
+# their Ctrl+C tests would then test nothing. Give SIGINT its usual meaning back, here and in them.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 PHOTO = ROOT / "test_images" / "sample_4k.jpg"
 
 
