@@ -141,11 +141,15 @@ class JpegResult:
         r = _Reader(buf, "JPEG_RESULT")
         job, strip, start, stop, width, rus, cus, sus = r.unpack(_JPEG_RESULT)
         r.end()
-        if stop <= start or not (0 < stop - start <= MAX_DIMENSION and 0 < width <= MAX_DIMENSION):
-            raise ProtocolError(f"JPEG_RESULT: bad strip shape rows [{start}, {stop}) x {width}")
+        _check_shape("JPEG_RESULT", start, stop, width)
         if not 0 < payload_len <= jpeg_bound(stop - start, width):
             raise ProtocolError(f"JPEG_RESULT: {payload_len} bytes for {stop - start} x {width} pixels")
         return cls(job, strip, start, stop, width, payload_len, rus, cus, sus)
+
+
+def _check_shape(what: str, start: int, stop: int, width: int) -> None:
+    if stop <= start or not (0 < stop - start <= MAX_DIMENSION and 0 < width <= MAX_DIMENSION):
+        raise ProtocolError(f"{what}: bad strip shape rows [{start}, {stop}) x {width}")
 
 
 def jpeg_bound(rows: int, width: int) -> int:
@@ -198,8 +202,7 @@ class PngResult:
         r = _Reader(buf, "PNG_RESULT")
         job, strip, start, stop, width, adler, flen, rus, cus, sus = r.unpack(_PNG_RESULT)
         r.end()
-        if stop <= start or not (0 < stop - start <= MAX_DIMENSION and 0 < width <= MAX_DIMENSION):
-            raise ProtocolError(f"PNG_RESULT: bad strip shape rows [{start}, {stop}) x {width}")
+        _check_shape("PNG_RESULT", start, stop, width)
         if flen != (stop - start) * (width + 1):
             raise ProtocolError(f"PNG_RESULT: filtered_len {flen} is not rows x (width + 1)")
         if not 0 < payload_len <= deflate_bound(flen):
