@@ -55,26 +55,31 @@ class Segment:
         self.name = f"{PREFIX}{os.getpid()}-{tag}{next(_counter)}-{secrets.token_hex(4)}"
         self.nbytes = nbytes
         path = SHM_DIR / self.name
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        # Registered with the resource tracker (a separate process, which unlinks the name if we
+        # die without doing so) *before* the file exists: a master killed at any point after this
+        # line leaves nothing behind. No tracker (it could not start, e.g. for a user who may not
+        # run this Python): OSError here, and no segment.
+        resource_tracker.register(f"/{self.name}", "shared_memory")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except BaseException:
+            self._forget()
+            raise
         try:
             os.posix_fallocate(fd, 0, max(1, nbytes))
             self._map = mmap.mmap(fd, max(1, nbytes), flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
         except BaseException:
+            path.unlink(missing_ok=True)
+            self._forget()
+            raise
+        finally:
             os.close(fd)
-            path.unlink(missing_ok=True)
-            raise
-        os.close(fd)
-        # The resource tracker (a separate process) unlinks the name if we die without doing so.
-        # No tracker (it could not start, e.g. for a user who may not run this Python): no segment.
-        try:
-            resource_tracker.register(f"/{self.name}", "shared_memory")
-        except BaseException:
-            with contextlib.suppress(BufferError):
-                self._map.close()
-            path.unlink(missing_ok=True)
-            raise
         self._closed = False
         self._lock = threading.Lock()
+
+    def _forget(self) -> None:
+        with contextlib.suppress(OSError):  # a tracker that died has nothing left to forget
+            resource_tracker.unregister(f"/{self.name}", "shared_memory")
 
     @property
     def buf(self) -> memoryview:
@@ -93,8 +98,7 @@ class Segment:
             self._closed = True
         with contextlib.suppress(FileNotFoundError):
             os.unlink(SHM_DIR / self.name)
-        with contextlib.suppress(OSError):  # a tracker that died has nothing left to forget
-            resource_tracker.unregister(f"/{self.name}", "shared_memory")
+        self._forget()
         # Not mmap.close(): NumPy arrays on the mapping hold no buffer export, so closing it would
         # leave them pointing at unmapped memory. Dropping our reference unmaps it once they go.
         del self._map
