@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from distgray.errors import ProtocolError
-from distgray.messages import MAX_DIMENSION, MessageType, _Reader, _strip_bytes
+from distgray.messages import MAX_DIMENSION, MessageType, _Reader, _strip_bytes, _u32
 from distgray.work_messages import FLAG_ABOVE, FLAG_LAST, FLAG_SHM, Task, _payload_matches
 
 CAPABILITY_PNG = "png-strip"
@@ -124,16 +124,13 @@ class JpegResult:
         return self.size
 
     def encode(self) -> bytes:
-        clamp = 0xFFFFFFFF
         return _JPEG_RESULT.pack(
             self.job_id,
             self.strip_id,
             self.row_start,
             self.row_stop,
             self.width,
-            min(self.recv_us, clamp),
-            min(self.compute_us, clamp),
-            min(self.send_us, clamp),
+            *_u32(self.recv_us, self.compute_us, self.send_us),
         )
 
     @classmethod
@@ -183,7 +180,6 @@ class PngResult:
         return self.size
 
     def encode(self) -> bytes:
-        clamp = 0xFFFFFFFF
         return _PNG_RESULT.pack(
             self.job_id,
             self.strip_id,
@@ -192,9 +188,7 @@ class PngResult:
             self.width,
             self.adler32,
             self.filtered_len,
-            min(self.recv_us, clamp),
-            min(self.compute_us, clamp),
-            min(self.send_us, clamp),
+            *_u32(self.recv_us, self.compute_us, self.send_us),
         )
 
     @classmethod

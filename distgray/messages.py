@@ -103,6 +103,11 @@ def _string(value: str, limit: int = MAX_STRING_BYTES) -> bytes:
     return _U16.pack(len(raw)) + raw
 
 
+def _u32(*values: int) -> tuple[int, ...]:
+    """Timings for u32 fields: anything longer than the field holds is sent as its maximum."""
+    return tuple(min(v, 0xFFFFFFFF) for v in values)
+
+
 def _no_payload(what: str, payload_len: int) -> None:
     if payload_len:
         raise ProtocolError(f"{what} carries no payload, got payload_len={payload_len}")

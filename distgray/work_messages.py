@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from distgray.errors import ProtocolError
-from distgray.messages import DTYPE_UINT8, OP_LUMA, MessageType, _Reader, _string, _strip_bytes
+from distgray.messages import DTYPE_UINT8, OP_LUMA, MessageType, _Reader, _string, _strip_bytes, _u32
 
 #: Output formats a FILE_TASK may ask for (Pillow's names).
 FILE_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF"})
@@ -159,7 +159,6 @@ class Result:
         return (self.row_stop - self.row_start) * self.width
 
     def encode(self) -> bytes:
-        clamp = 0xFFFFFFFF
         return _RESULT.pack(
             self.job_id,
             self.strip_id,
@@ -169,9 +168,7 @@ class Result:
             1,
             DTYPE_UINT8,
             0,
-            min(self.recv_us, clamp),
-            min(self.compute_us, clamp),
-            min(self.send_us, clamp),
+            *_u32(self.recv_us, self.compute_us, self.send_us),
         )
 
     @classmethod
@@ -265,7 +262,6 @@ class FileResult:
         return self.size
 
     def encode(self) -> bytes:
-        clamp = 0xFFFFFFFF
         fixed = _FILE_RESULT.pack(
             self.job_id,
             self.task_id,
@@ -275,9 +271,7 @@ class FileResult:
             0,
             self.width,
             self.height,
-            min(self.decode_us, clamp),
-            min(self.compute_us, clamp),
-            min(self.encode_us, clamp),
+            *_u32(self.decode_us, self.compute_us, self.encode_us),
         )
         return fixed + _string(self.mode, MAX_FORMAT_BYTES) + _string(self.message)
 
