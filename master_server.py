@@ -3,7 +3,7 @@
 
 import sys
 
-from distgray.cli import master_main
+from distgray.cli.master import master_main
 
 if __name__ == "__main__":
     sys.exit(master_main())

@@ -3,7 +3,7 @@
 
 import sys
 
-from distgray.cli import worker_main
+from distgray.cli.master import worker_main
 
 if __name__ == "__main__":
     sys.exit(worker_main())

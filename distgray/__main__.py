@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from distgray.cli import health_main, master_main, worker_main
+from distgray.cli.master import health_main, master_main, worker_main
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -191,14 +191,15 @@ class Warm:
     """A running master with N local workers, converting one image after another."""
 
     def __init__(self, workers: int, level: int) -> None:
-        from distgray.local_workers import spawn_local_workers
-        from distgray.master import Master, MasterConfig
-        from distgray.service import Service, ServiceOptions
+        from distgray.cli.local_workers import spawn_local_workers
+        from distgray.engines.cluster import ClusterEngine
+        from distgray.jobs.service import Service, ServiceOptions
+        from distgray.master.server import Master, MasterConfig
 
         self.master = Master(MasterConfig(host="127.0.0.1", port=0, token=b"bench"))
         port = self.master.start()[1]
         self.procs = spawn_local_workers(workers, port, "bench", "warning", os.environ)
-        self.service = Service(self.master, ServiceOptions(png_level=level, previews=False), self.procs)
+        self.service = Service(ClusterEngine(self.master, self.procs), ServiceOptions(png_level=level, previews=False))
         if not self.master.wait_for_workers(workers, timeout=60):
             raise SystemExit("workers did not join")
         self.watchers = [PeakWatcher(p.pid) for p in self.procs]
@@ -211,7 +212,7 @@ class Warm:
         return time.perf_counter() - t0
 
     def close(self) -> float:
-        from distgray.local_workers import reap
+        from distgray.cli.local_workers import reap
 
         peaks = [w.main for w in self.watchers]
         for w in self.watchers:

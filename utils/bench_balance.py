@@ -31,9 +31,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from distgray.imaging import load_image  # noqa: E402
-from distgray.master import Job, Master, MasterConfig  # noqa: E402
-from distgray.scheduler import Policy  # noqa: E402
+from distgray.imaging.load import load_image  # noqa: E402
+from distgray.master.server import Job, Master, MasterConfig  # noqa: E402
+from distgray.scheduling.strips import Policy  # noqa: E402
 
 TOKEN = "bench"
 

@@ -16,10 +16,11 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from distgray import protocol as P
-from distgray.imaging import to_grayscale
-from distgray.master import Master, MasterConfig
-from distgray.transport import Channel, client_handshake, connect
+from distgray.imaging.kernel import to_grayscale
+from distgray.master.server import Master, MasterConfig
+from distgray.net.channel import Channel, connect
+from distgray.net.handshake import client_handshake
+from distgray.wire import protocol as P
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "integration-token"

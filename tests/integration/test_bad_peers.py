@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distgray import protocol as P
 from distgray.errors import AuthenticationError, DistgrayError, PeerDisconnected
-from distgray.imaging import load_image
-from distgray.master import Master, WorkerState
+from distgray.imaging.load import load_image
+from distgray.master.server import Master, WorkerState
+from distgray.wire import protocol as P
 from tests.conftest import pillow_reference
 from tests.integration.conftest import WAIT_S, FakeWorker, Workers, closed_by_peer, wait_until
 
@@ -170,7 +170,7 @@ def test_a_silent_peer_mid_handshake_does_not_hold_up_shutdown(master: Master) -
         s.settimeout(WAIT_S)
         assert s.recv(4096)  # the CHALLENGE: the master is now waiting inside the handshake
         master.close("test over")
-        assert not [t.name for t in master._threads if t.is_alive()], "every master thread has ended"
+        assert not [t.name for t in master.threads()], "every master thread has ended"
         assert closed_by_peer(s)
 
 

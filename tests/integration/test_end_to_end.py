@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distgray.imaging import load_image
-from distgray.master import Master, WorkerState
+from distgray.imaging.load import load_image
+from distgray.master.server import Master, WorkerState
 from tests.conftest import decoded, pillow_reference
 from tests.integration.conftest import ROOT, WAIT_S, MasterProcess, Workers, wait_until
 
@@ -227,8 +227,8 @@ def test_worker_ctrl_c_leaves_cleanly(master: Master, workers: Workers) -> None:
 
 
 def test_worker_mid_handshake_during_shutdown_is_told_bye(master: Master) -> None:
-    from distgray import protocol as P
-    from distgray.transport import connect
+    from distgray.net.channel import connect
+    from distgray.wire import protocol as P
 
     channel = connect("127.0.0.1", master.address[1], timeout=WAIT_S)
     channel.send(P.Hello("late"))

@@ -19,11 +19,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from distgray import protocol as P
-from distgray import shm
-from distgray.imaging import to_grayscale
-from distgray.master import Master
-from distgray.service import Service, ServiceOptions
+from distgray.engines.cluster import ClusterEngine
+from distgray.imaging.kernel import to_grayscale
+from distgray.jobs.service import Service, ServiceOptions
+from distgray.master.server import Master
+from distgray.net import shm
+from distgray.wire import protocol as P
 from tests.conftest import pillow_jpeg_bytes, pillow_reference
 from tests.integration.conftest import ROOT, TOKEN, WAIT_S, FakeWorker, MasterProcess, Workers, wait_until
 
@@ -117,7 +118,7 @@ def test_a_worker_without_png_strips_still_takes_part(
     wait_until(lambda: fake.id in master.workers, what="the master to register the worker")
     assert P.CAPABILITY_PNG not in master.workers[fake.id].capabilities
     fake.serve_until_bye()
-    service = Service(master, ServiceOptions(output_dir=tmp_path, previews=False), [])
+    service = Service(ClusterEngine(master), ServiceOptions(output_dir=tmp_path, previews=False))
     out = tmp_path / "out.png"
     service.process(service.enqueue(photo, out, "PNG"), quiet=True)
     assert np.array_equal(np.asarray(Image.open(out)), pillow_reference(photo))
@@ -132,7 +133,7 @@ def test_png_strips_with_and_without_the_row_above(
         workers.start(master.address[1])
         workers.start(master.address[1])
         assert master.wait_for_workers(2, timeout=WAIT_S)
-        service = Service(master, ServiceOptions(output_dir=tmp_path, previews=False), [])
+        service = Service(ClusterEngine(master), ServiceOptions(output_dir=tmp_path, previews=False))
         out = tmp_path / f"above-{above}.png"
         service.process(service.enqueue(photo, out, "PNG"), quiet=True)
         assert np.array_equal(np.asarray(Image.open(out)), pillow_reference(photo))
@@ -149,7 +150,7 @@ def test_streamed_png_hands_out_rows_before_it_is_decoded(
     for _ in range(2):
         workers.start(master.address[1])
     assert master.wait_for_workers(2, timeout=WAIT_S)
-    service = Service(master, ServiceOptions(output_dir=tmp_path, previews=False), [])
+    service = Service(ClusterEngine(master), ServiceOptions(output_dir=tmp_path, previews=False))
     out = tmp_path / "out.jpg"
     entry = service.enqueue(odd_8k, out, "JPEG")
     service.process(entry, quiet=True)
@@ -262,7 +263,7 @@ def test_a_worker_with_its_own_dev_shm_gets_pixels_over_tcp(
     try:
         assert master.wait_for_workers(1, timeout=WAIT_S)
         wait_until(lambda: "apart" in master.workers, what="the worker")
-        service = Service(master, ServiceOptions(output_dir=tmp_path, previews=False), [])
+        service = Service(ClusterEngine(master), ServiceOptions(output_dir=tmp_path, previews=False))
         out = tmp_path / "out.jpg"
         entry = service.enqueue(photo, out, "JPEG")
         service.process(entry, quiet=True)
@@ -280,7 +281,8 @@ def test_fake_worker_reads_shared_memory_by_reference(make_master: Callable[...,
     master = make_master()
     fake = FakeWorker(master.address[1])  # connected without the shm capability: no offer
     fake.close()
-    from distgray.transport import client_handshake, connect
+    from distgray.net.channel import connect
+    from distgray.net.handshake import client_handshake
 
     channel = connect("127.0.0.1", master.address[1], timeout=WAIT_S)
     client_handshake(channel, "by-ref", TOKEN.encode(), (P.CAPABILITY_LUMA_U8, P.CAPABILITY_SHM))

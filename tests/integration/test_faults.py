@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from distgray import protocol as P
-from distgray.imaging import load_image
-from distgray.master import Job, Master, WorkerState
-from distgray.report import job_report
+from distgray.imaging.load import load_image
+from distgray.master.report import job_report
+from distgray.master.server import Job, Master, WorkerState
+from distgray.wire import protocol as P
 from tests.conftest import decoded, pillow_reference
 from tests.integration.conftest import ROOT, TOKEN, WAIT_S, FakeWorker, MasterProcess, Workers, wait_until
 
@@ -75,7 +75,7 @@ def _finish(master: Master, job: Job, expected: np.ndarray) -> dict[str, Any]:
     assert job.wait(WAIT_S * 3), "job did not finish"
     assert job.failure is None, job.failure
     assert np.array_equal(job.output, expected)
-    return job_report(job, master)
+    return job_report(job, master.workers)
 
 
 def test_kill_9_one_of_three_workers(
@@ -229,7 +229,7 @@ def test_master_ctrl_c_mid_job_says_bye_and_writes_nothing(photo: Path, tmp_path
 def test_a_strip_failing_on_every_worker_fails_the_job_with_a_reason(
     make_master: Callable[..., Master], photo_job: tuple[np.ndarray, np.ndarray]
 ) -> None:
-    from distgray.scheduler import Policy
+    from distgray.scheduling.strips import Policy
 
     pixels, _ = photo_job
     master = make_master(policy=Policy(max_attempts=2), strip_rows=2160, **HEARTBEAT)

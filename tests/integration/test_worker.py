@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distgray import protocol as P
 from distgray.errors import PeerDisconnected
-from distgray.transport import Channel, server_handshake
+from distgray.net.channel import Channel
+from distgray.net.handshake import server_handshake
+from distgray.wire import protocol as P
 from tests.integration.conftest import ROOT, TOKEN, WAIT_S, Workers
 
 

@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageOps
 
-from distgray import fileio, imaging
-from distgray import protocol as P
-from distgray.batch import BatchOptions, discover, plan
 from distgray.errors import ImageError, ProtocolError
-from distgray.filequeue import FileQueue, FileUnit, UnitState
+from distgray.imaging import files, save
+from distgray.jobs.batch import BatchOptions, discover, plan
+from distgray.scheduling.files import FileQueue, FileUnit, UnitState
+from distgray.wire import protocol as P
 from tests.conftest import PHOTO
 
 # ------------------------------------------------------------------------------------- frames
@@ -228,8 +228,8 @@ def test_whole_file_conversion_is_pillows(crop: Image.Image, mode: str, fmt: str
     src = MODES[mode](crop)
     buf = io.BytesIO()
     src.save(buf, format=fmt)
-    options = imaging.save_options("PNG", None, 6)
-    done = fileio.convert_encoded(buf.getvalue(), "PNG", options)
+    options = save.save_options("PNG", None, 6)
+    done = files.convert_encoded(buf.getvalue(), "PNG", options)
     with Image.open(io.BytesIO(buf.getvalue())) as decoded:
         expected = np.asarray(ImageOps.exif_transpose(decoded).convert("L"))
     got = Image.open(io.BytesIO(done.data))
@@ -240,7 +240,7 @@ def test_whole_file_conversion_is_pillows(crop: Image.Image, mode: str, fmt: str
 def test_multi_page_tiff_converts_the_first_page(crop: Image.Image) -> None:
     buf = io.BytesIO()
     crop.save(buf, format="TIFF", save_all=True, append_images=[crop.transpose(Image.Transpose.ROTATE_180)])
-    done = fileio.convert_encoded(buf.getvalue(), "PNG", {})
+    done = files.convert_encoded(buf.getvalue(), "PNG", {})
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(done.data))), np.asarray(crop.convert("L")))
 
 
@@ -265,7 +265,7 @@ def test_mutated_real_files_only_raise_image_errors(fmt: str, data: st.DataObjec
         else:
             raw[pos:pos] = raw[pos : pos + data.draw(st.integers(1, 64))]
     try:
-        done = fileio.convert_encoded(bytes(raw), "PNG", {}, max_pixels=10_000_000)
+        done = files.convert_encoded(bytes(raw), "PNG", {}, max_pixels=10_000_000)
     except ImageError:
         return
     assert done.width * done.height <= 10_000_000

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from distgray import cli
+from distgray.cli import master as cli
 
 ROOT = Path(__file__).resolve().parents[2]
 PHOTO = ROOT / "test_images" / "sample_4k.jpg"

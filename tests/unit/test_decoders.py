@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from distgray import jpegfast, pngstream
 from distgray.errors import ImageError
+from distgray.imaging import jpegfast, pngstream
 from tests.conftest import PHOTO
 
 MAX = 1 << 30

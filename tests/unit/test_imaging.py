@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from distgray import imaging
+from distgray import config, formats
 from distgray.errors import ImageError
+from distgray.imaging import kernel as luma
+from distgray.imaging import load, save
 
 ROOT = Path(__file__).resolve().parents[2]
 PHOTO = ROOT / "test_images" / "sample_4k.jpg"
@@ -26,7 +28,7 @@ def pillow_gray(rgb: np.ndarray) -> np.ndarray:
 
 def kernel(rgb: np.ndarray) -> np.ndarray:
     out = np.empty(rgb.shape[:2], dtype=np.uint8)
-    return imaging.to_grayscale(np.ascontiguousarray(rgb), out)
+    return luma.to_grayscale(np.ascontiguousarray(rgb), out)
 
 
 @settings(max_examples=150, deadline=None)
@@ -47,7 +49,7 @@ def test_kernel_every_colour_value_extremes() -> None:
     r, g, b = np.meshgrid(v, v, v, indexing="ij")
     rgb = np.stack([r, g, b], axis=-1).reshape(len(v), -1, 3)
     assert np.array_equal(kernel(rgb), pillow_gray(rgb))
-    assert np.array_equal(imaging.luma_reference(rgb), pillow_gray(rgb))
+    assert np.array_equal(luma.luma_reference(rgb), pillow_gray(rgb))
 
 
 def test_kernel_row_by_row_equals_whole_on_real_photo() -> None:
@@ -56,17 +58,17 @@ def test_kernel_row_by_row_equals_whole_on_real_photo() -> None:
         expected = np.asarray(im.convert("L"))
     out = np.empty(expected.shape, dtype=np.uint8)
     for y in range(0, rgb.shape[0], 97):  # strips that do not divide the height
-        imaging.to_grayscale(np.ascontiguousarray(rgb[y : y + 97]), out[y : y + 97])
+        luma.to_grayscale(np.ascontiguousarray(rgb[y : y + 97]), out[y : y + 97])
     assert np.array_equal(out, expected)
 
 
 def test_kernel_rejects_bad_shapes() -> None:
     with pytest.raises(ValueError):
-        imaging.to_grayscale(np.zeros((2, 2, 2), np.uint8), np.zeros((2, 2), np.uint8))
+        luma.to_grayscale(np.zeros((2, 2, 2), np.uint8), np.zeros((2, 2), np.uint8))
     with pytest.raises(ValueError):
-        imaging.to_grayscale(np.zeros((2, 2, 3), np.uint8), np.zeros((2, 3), np.uint8))
+        luma.to_grayscale(np.zeros((2, 2, 3), np.uint8), np.zeros((2, 3), np.uint8))
     with pytest.raises(ValueError):
-        imaging.to_grayscale(np.zeros((2, 4, 3), np.uint8)[:, ::2], np.zeros((2, 2), np.uint8))
+        luma.to_grayscale(np.zeros((2, 4, 3), np.uint8)[:, ::2], np.zeros((2, 2), np.uint8))
 
 
 # ---------------------------------------------------------------- loading, per mode, on real files
@@ -81,9 +83,9 @@ def _save(tmp_path: Path, image: Image.Image, name: str, **kw: object) -> Path:
     return path
 
 
-def _convert_via_kernel(path: Path) -> tuple[imaging.LoadedImage, np.ndarray]:
-    loaded = imaging.load_image(path)
-    assert loaded.kind is imaging.Kind.COLOR and loaded.pixels is not None
+def _convert_via_kernel(path: Path) -> tuple[load.LoadedImage, np.ndarray]:
+    loaded = load.load_image(path)
+    assert loaded.kind is load.Kind.COLOR and loaded.pixels is not None
     return loaded, kernel(loaded.pixels)
 
 
@@ -115,10 +117,10 @@ def test_rgba_keeps_alpha_and_png_output_is_la(tmp_path: Path) -> None:
     loaded, gray = _convert_via_kernel(_save(tmp_path, rgba, "a.png"))
     assert loaded.has_alpha
     assert np.array_equal(gray, np.asarray(rgba.convert("L")))
-    out, notes = imaging.compose_output(loaded, gray, "PNG")
+    out, notes = load.compose_output(loaded, gray, "PNG")
     assert out.mode == "LA" and not notes
     assert np.array_equal(np.asarray(out.getchannel("A")), np.asarray(rgba.getchannel("A")))
-    jpeg, notes = imaging.compose_output(loaded, gray, "JPEG")
+    jpeg, notes = load.compose_output(loaded, gray, "JPEG")
     assert jpeg.mode == "L" and "alpha dropped" in notes[0]
 
 
@@ -140,9 +142,9 @@ def test_gray_inputs_are_copied_unchanged(tmp_path: Path, mode: str, name: str) 
     if mode == "I;16":
         image = Image.fromarray(np.asarray(src).astype(np.uint16) * 257)
     path = _save(tmp_path, image, name)
-    loaded = imaging.load_image(path)
-    assert loaded.kind is imaging.Kind.GRAY and loaded.gray is not None
-    out, _ = imaging.compose_output(loaded, None, "PNG")
+    loaded = load.load_image(path)
+    assert loaded.kind is load.Kind.GRAY and loaded.gray is not None
+    out, _ = load.compose_output(loaded, None, "PNG")
     with Image.open(path) as im:
         assert np.array_equal(np.asarray(out), np.asarray(im))
     if mode == "I;16":
@@ -165,9 +167,9 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
 def test_decompression_bomb_refused_before_decoding(tmp_path: Path) -> None:
     path = _save(tmp_path, Image.new("RGB", (300, 300)), "bomb.png")
     with pytest.raises(ImageError, match="--max-pixels"):
-        imaging.load_image(path, max_pixels=300 * 300 - 1)
-    assert imaging.load_image(path, max_pixels=300 * 300).width == 300
-    assert Image.MAX_IMAGE_PIXELS == imaging.DEFAULT_MAX_PIXELS  # global restored
+        load.load_image(path, max_pixels=300 * 300 - 1)
+    assert load.load_image(path, max_pixels=300 * 300).width == 300
+    assert Image.MAX_IMAGE_PIXELS == config.DEFAULT_MAX_PIXELS  # global restored
 
 
 @pytest.mark.parametrize(
@@ -179,7 +181,7 @@ def test_bad_files_get_clear_errors(tmp_path: Path, content: bytes | None, match
     if content is not None:
         path.write_bytes(content)
     with pytest.raises(ImageError, match=match):
-        imaging.load_image(path)
+        load.load_image(path)
 
 
 def test_truncated_jpeg_is_an_image_error(tmp_path: Path) -> None:
@@ -187,20 +189,20 @@ def test_truncated_jpeg_is_an_image_error(tmp_path: Path) -> None:
     path = tmp_path / "cut.jpg"
     path.write_bytes(data[: len(data) // 3])
     with pytest.raises(ImageError, match="cannot decode"):
-        imaging.load_image(path)
+        load.load_image(path)
 
 
 def test_directory_named_like_an_image(tmp_path: Path) -> None:
     (tmp_path / "dir.png").mkdir()
     with pytest.raises(ImageError, match="directory"):
-        imaging.load_image(tmp_path / "dir.png")
+        load.load_image(tmp_path / "dir.png")
 
 
 # ---------------------------------------------------------------- saving
 def test_save_atomic_writes_and_leaves_no_temp(tmp_path: Path) -> None:
     image = Image.new("L", (10, 10), 7)
     target = tmp_path / "sub" / "out.png"
-    imaging.save_atomic(image, target, "PNG", {})
+    save.save_atomic(image, target, "PNG", {})
     assert np.array_equal(np.asarray(Image.open(target)), np.asarray(image))
     assert [p.name for p in target.parent.iterdir()] == ["out.png"]
     assert target.stat().st_mode & 0o644 == 0o644
@@ -210,31 +212,31 @@ def test_failed_save_keeps_the_old_file_and_leaves_no_partial(tmp_path: Path) ->
     target = tmp_path / "out.jpg"
     target.write_bytes(b"old")
     with pytest.raises(ImageError, match="cannot write"):
-        imaging.save_atomic(Image.new("LA", (10, 10)), target, "JPEG", {})  # JPEG cannot hold LA
+        save.save_atomic(Image.new("LA", (10, 10)), target, "JPEG", {})  # JPEG cannot hold LA
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.jpg"]
 
 
 def test_jpeg_output_is_pillows_encoding_of_the_same_pixels(tmp_path: Path) -> None:
     gray = Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 30), dtype=np.uint8))
-    imaging.save_atomic(gray, tmp_path / "g.jpg", "JPEG", imaging.save_options("JPEG", None, 6))
+    save.save_atomic(gray, tmp_path / "g.jpg", "JPEG", save.save_options("JPEG", None, 6))
     ref = io.BytesIO()
-    gray.save(ref, format="JPEG", quality=imaging.DEFAULT_JPEG_QUALITY)
+    gray.save(ref, format="JPEG", quality=config.DEFAULT_JPEG_QUALITY)
     assert (tmp_path / "g.jpg").read_bytes() == ref.getvalue()
 
 
 def test_output_format_and_same_file(tmp_path: Path) -> None:
-    assert imaging.output_format(Path("x.JPG")) == "JPEG"
-    assert imaging.output_format(Path("x.tif")) == "TIFF"
-    assert imaging.output_format(Path("x.jpg"), "png") == "PNG"
-    assert imaging.output_format(Path("x"), "jpg") == "JPEG"
+    assert load.output_format(Path("x.JPG")) == "JPEG"
+    assert load.output_format(Path("x.tif")) == "TIFF"
+    assert load.output_format(Path("x.jpg"), "png") == "PNG"
+    assert load.output_format(Path("x"), "jpg") == "JPEG"
     with pytest.raises(ValueError):
-        imaging.output_format(Path("x.nope"))
+        load.output_format(Path("x.nope"))
     with pytest.raises(ValueError):
-        imaging.output_format(Path("x.png"), "nope")
+        load.output_format(Path("x.png"), "nope")
     a = tmp_path / "a.png"
     a.write_bytes(b"")
     (tmp_path / "link.png").symlink_to(a)
-    assert imaging.same_file(a, tmp_path / "." / "a.png")
-    assert imaging.same_file(a, tmp_path / "link.png")
-    assert not imaging.same_file(a, tmp_path / "b.png")
+    assert formats.same_file(a, tmp_path / "." / "a.png")
+    assert formats.same_file(a, tmp_path / "link.png")
+    assert not formats.same_file(a, tmp_path / "b.png")

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from distgray import jpegstrip
-from distgray import protocol as P
 from distgray.errors import ImageError, ProtocolError
+from distgray.imaging import jpegstrip
+from distgray.wire import protocol as P
 from tests.conftest import PHOTO, pillow_jpeg_bytes
 
 

@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from distgray import pngstrip
-from distgray.encoded_messages import deflate_bound
 from distgray.errors import ImageError
+from distgray.imaging import pngstrip
+from distgray.wire.encoded import deflate_bound
 from tests.conftest import PHOTO
 
 PNGCHECK = shutil.which("pngcheck")

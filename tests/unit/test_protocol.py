@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from distgray import imaging
-from distgray import protocol as P
 from distgray.errors import ProtocolError, VersionMismatch
+from distgray.imaging import kernel
+from distgray.wire import protocol as P
 
 MESSAGES: list[P.Message] = [
     P.Hello("host-1234", ("luma-u8", "future-thing")),
@@ -236,7 +236,7 @@ def test_documented_example_is_what_the_code_does() -> None:
     task_frame, result_frame = _doc_hex_blocks()
     ((task, rgb),) = decode_all(task_frame, chunk=5)
     assert task == P.Task(job_id=1, strip_id=0, row_start=0, row_stop=2, width=3, channels=3)
-    gray = imaging.to_grayscale(np.frombuffer(rgb, np.uint8).reshape(2, 3, 3), np.empty((2, 3), np.uint8))
+    gray = kernel.to_grayscale(np.frombuffer(rgb, np.uint8).reshape(2, 3, 3), np.empty((2, 3), np.uint8))
     result = P.Result(1, 0, 0, 2, 3, recv_us=250, compute_us=40, send_us=0)
     assert P.encode_frame(result, result.payload_len) + gray.tobytes() == result_frame
     assert gray.tolist() == [[76, 150, 29], [255, 128, 0]]
@@ -289,12 +289,12 @@ def test_malformed_new_headers(raw: bytes, match: str) -> None:
 
 def test_documented_png_strip_example_is_what_the_code_does() -> None:
     """docs/PROTOCOL.md's PNG strip example: the task, the worker's answer, the joined file."""
-    from distgray import pngstrip
+    from distgray.imaging import pngstrip
 
     task_frame, result_frame, png = _doc_hex_blocks("## Worked example: a PNG strip")
     ((task, rgb),) = decode_all(task_frame, chunk=3)
     assert task == P.PngTask(1, 0, 0, 2, 3, 3, level=0, above=False, last=True)
-    gray = imaging.to_grayscale(np.frombuffer(rgb, np.uint8).reshape(2, 3, 3), np.empty((2, 3), np.uint8))
+    gray = kernel.to_grayscale(np.frombuffer(rgb, np.uint8).reshape(2, 3, 3), np.empty((2, 3), np.uint8))
     piece = pngstrip.encode_strip(gray, 0, has_above=False, first=True, last=True)
     result = P.PngResult(1, 0, 0, 2, 3, piece.adler, piece.length, len(piece.data), 250, 40, 0)
     assert P.encode_frame(result, result.payload_len) + piece.data == result_frame

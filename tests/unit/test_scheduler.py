@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from distgray.scheduler import Policy, Scheduler, StripState, plan_strips
+from distgray.scheduling.strips import Policy, Scheduler, StripState, plan_strips
 
 ROW_BYTES = 7680 * 3
 POLICY = Policy(target_strip_s=0.25, min_strip_bytes=8 * ROW_BYTES, initial_strip_bytes=64 * ROW_BYTES)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from distgray import status
-from distgray.scheduler import Policy
-from distgray.state import Job, StripRecord
+from distgray.master import snapshot as status
+from distgray.master.books import Job, StripRecord
+from distgray.scheduling.strips import Policy
 
 
 def record(strip: int, rows: tuple[int, int], done_s: float, counted: bool = True) -> StripRecord:
@@ -51,8 +51,7 @@ def test_describe_job_progress_eta_and_map() -> None:
 
 def test_a_finished_job_reports_its_average_rate() -> None:
     job = job_with([(i * 100, i * 100 + 100, 1.0 + i) for i in range(10)])
-    job._finish()
-    job.finished_at = 20.0
+    job.finish(20.0)
     d = status.describe_job(job, now=99.0)
     assert d["finished"] and d["eta_s"] == 0.0 and d["elapsed_s"] == 20.0
     assert d["mp_per_s"] == round(1000 / 20 * 8 / 1e6, 2)

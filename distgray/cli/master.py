@@ -1,0 +1,355 @@
+"""Command line of ``distgray-master``: flags, env fallbacks, logging, exit codes.
+
+The ``cli`` package (this module, ``worker`` for ``distgray-worker`` and the health check,
+``common``, and ``run``, which composes a run) is the only code that reads ``sys.argv`` or
+``os.environ``, configures logging handlers, or prints.
+Exit codes: 0 all done, 1 the job (or some input) failed, 2 usage error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from distgray import config as D
+from distgray import formats
+from distgray.cli.common import (
+    DEFAULT_DASHBOARD_PORT,
+    DEFAULT_PORT,
+    LOG_LEVELS,
+    env_default,
+    env_value,
+    nonnegative,
+    port_number,
+    positive,
+    setup_logging,
+)
+from distgray.cli.worker import build_worker_parser as build_worker_parser
+from distgray.cli.worker import health_main as health_main
+from distgray.cli.worker import worker_main as worker_main
+from distgray.errors import DistgrayError
+
+if TYPE_CHECKING:
+    from distgray.cli.local_workers import WorkerProcess
+    from distgray.jobs.batch import BatchOptions
+
+# The master's modules are imported inside the master's functions and the worker's inside the
+# worker's: a worker starts without loading the master, and the master binds its port and starts
+# its local workers before loading NumPy and Pillow, so their start-ups overlap (start-up counts
+# in every batch).
+
+log = logging.getLogger(__name__)
+
+
+# ====================================================================== master
+MASTER_EPILOG = """\
+examples:
+  one machine, two local worker processes:
+    python master_server.py --image test_images/sample_4k.jpg --local-workers 2
+  several machines: start the master, then on each worker machine the command it prints:
+    python master_server.py --image big.png --host 0.0.0.0 --port 5003
+    python worker_client.py --host <master-ip> --port 5003 --token <token>
+  a service: no --image; upload images on the status page, they queue and run in order:
+    python master_server.py --local-workers 2      # then open http://127.0.0.1:5006/
+
+The status page (http://127.0.0.1:5006/ unless --dashboard-host/--dashboard-port say otherwise)
+shows progress, ETA, every worker and the strip map live; --no-dashboard turns it off.
+environment: MASTER_HOST, MASTER_PORT, NUM_WORKERS, FLASK_PORT, DASHBOARD_HOST, DISTGRAY_TOKEN,
+DISTGRAY_LOG_LEVEL
+(a flag given on the command line wins over its environment variable).
+exit codes: 0 done, 1 a job failed, 2 usage error, 130 interrupted.
+"""
+
+
+def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="distgray-master",
+        description="Convert a colour image to grayscale (Pillow's convert('L'), bit for bit) by "
+        "splitting it into strips and sending them to worker processes on this or other machines. "
+        "Watch it on the status page; without --image, convert images uploaded there.",
+        epilog=MASTER_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    io = p.add_argument_group("input and output")
+    io.add_argument(
+        "--image",
+        type=Path,
+        action="append",
+        help="an image to convert; repeat for several (a batch). Without --image or --input-dir: serve mode",
+    )
+    io.add_argument("--input-dir", type=Path, metavar="DIR", help="convert every image in DIR (a batch)")
+    io.add_argument("--recursive", action="store_true", help="with --input-dir: also its sub-folders")
+    io.add_argument(
+        "--pattern", metavar="GLOB", help="with --input-dir: only names matching GLOB, e.g. '*.jpg' (default: images)"
+    )
+    io.add_argument(
+        "--overwrite", action="store_true", help="batches: convert again even where a complete output exists"
+    )
+    io.add_argument(
+        "--whole-file-max-mp",
+        type=float,
+        default=D.WHOLE_FILE_MAX_PIXELS / 1e6,
+        metavar="MP",
+        help="batches: images up to MP megapixels go to one worker as a whole file (decoded, converted"
+        " and encoded there); bigger ones are split into strips (default %(default)s)",
+    )
+    io.add_argument("--output", type=Path, help="output file (default: <output-dir>/<stem>_gray.<input extension>)")
+    io.add_argument(
+        "--output-dir", type=Path, default=Path(D.DEFAULT_OUTPUT_DIR), help="where outputs go (default %(default)s)"
+    )
+    io.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep running after --image and accept uploads on the status page (the default without --image)",
+    )
+    io.add_argument(
+        "--upload-dir", type=Path, help="serve mode: where uploaded images are kept (default <output-dir>/uploads)"
+    )
+    io.add_argument(
+        "--max-upload-mb",
+        type=positive,
+        default=D.MAX_UPLOAD_MB,
+        metavar="MB",
+        help="serve mode: largest upload accepted (default %(default)s)",
+    )
+    io.add_argument(
+        "--format", help="output format, e.g. png, jpeg, webp, tiff (default: from --output, else the input's)"
+    )
+    io.add_argument(
+        "--quality",
+        type=int,
+        choices=range(1, 101),
+        metavar="1-100",
+        help=f"JPEG/WebP quality (JPEG default {D.DEFAULT_JPEG_QUALITY}; WebP is lossless unless given)",
+    )
+    io.add_argument(
+        "--png-level",
+        type=int,
+        choices=range(10),
+        metavar="0-9",
+        default=D.DEFAULT_PNG_LEVEL,
+        help="PNG zlib compression level (default %(default)s, Pillow's)",
+    )
+    io.add_argument(
+        "--max-pixels",
+        type=positive,
+        default=D.DEFAULT_MAX_PIXELS,
+        help="refuse larger images, a guard against decompression bombs (default %(default)s)",
+    )
+    io.add_argument(
+        "--encode-on-master",
+        action="store_true",
+        help="workers send back gray rows and the master encodes the whole file with Pillow (slower). By"
+        " default PNG and JPEG outputs are encoded by the workers strip by strip: PNG with the same"
+        " pixels, JPEG with restart markers between rows of blocks (the same decoded pixels)",
+    )
+    io.add_argument(
+        "--report", type=Path, metavar="FILE.json", help="write the job's figures, per strip and per worker, as JSON"
+    )
+    net = p.add_argument_group("workers and network")
+    net.add_argument(
+        "--host",
+        default=env_value(env, "MASTER_HOST") or D.DEFAULT_HOST,
+        help="address to listen on (env MASTER_HOST; default %(default)s = all interfaces)",
+    )
+    net.add_argument(
+        "--port",
+        type=port_number,
+        default=env_default(p, env, ("MASTER_PORT",), port_number, DEFAULT_PORT),
+        help="port to listen on; 0 picks a free one (env MASTER_PORT; default %(default)s)",
+    )
+    dash = p.add_argument_group("status page")
+    dash.add_argument(
+        "--dashboard-port",
+        type=port_number,
+        default=env_default(p, env, ("FLASK_PORT",), port_number, DEFAULT_DASHBOARD_PORT),
+        help="port of the status page; 0 picks a free one (env FLASK_PORT; default %(default)s)",
+    )
+    dash.add_argument(
+        "--dashboard-host",
+        default=env_value(env, "DASHBOARD_HOST") or D.DEFAULT_DASHBOARD_HOST,
+        help="address of the status page (env DASHBOARD_HOST; default %(default)s: this machine only;"
+        " 0.0.0.0 shares it)",
+    )
+    dash.add_argument("--no-dashboard", action="store_true", help="do not serve the status page")
+    net.add_argument(
+        "--local-workers",
+        type=nonnegative,
+        metavar="N",
+        default=env_default(p, env, ("NUM_WORKERS",), nonnegative, 0),
+        help="start N worker processes on this machine (env NUM_WORKERS; default %(default)s)",
+    )
+    net.add_argument(
+        "--min-workers",
+        type=positive,
+        default=1,
+        metavar="N",
+        help="wait for N workers before starting (default %(default)s); later ones join the running job",
+    )
+    net.add_argument(
+        "--token",
+        default=env_value(env, "DISTGRAY_TOKEN"),
+        help="shared secret workers must prove (env DISTGRAY_TOKEN; default: a random one, printed)",
+    )
+    net.add_argument("--no-auth", action="store_true", help="accept workers without a token: ONLY on a closed network")
+    net.add_argument("--strip-rows", type=positive, help="rows per strip (default: about 4 MiB of pixels per strip)")
+    net.add_argument(
+        "--no-shared-memory",
+        dest="shared_memory",
+        action="store_false",
+        help="send every worker its pixels over TCP; by default a worker that proves it can read this"
+        " machine's shared memory (/dev/shm) gets them by reference instead",
+    )
+    net.add_argument(
+        "--heartbeat",
+        type=float,
+        default=D.HEARTBEAT_INTERVAL_S,
+        metavar="SECONDS",
+        help="heartbeat interval (default %(default)s)",
+    )
+    net.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=D.HEARTBEAT_TIMEOUT_S,
+        metavar="SECONDS",
+        help="a worker silent this long is lost and its strips requeued (default %(default)s)",
+    )
+    net.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="give up if the job has not finished in this time"
+    )
+    p.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default=(env_value(env, "DISTGRAY_LOG_LEVEL") or "info").lower(),
+        help="debug also shows tracebacks (default %(default)s)",
+    )
+    return p
+
+
+def master_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    env = os.environ if env is None else env
+    parser = build_master_parser(env)
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        output, fmt = _resolve_output(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.heartbeat <= 0 or args.heartbeat_timeout < args.heartbeat:
+        parser.error("--heartbeat must be positive and --heartbeat-timeout at least as long")
+    images = args.image or []
+    is_batch = args.input_dir is not None or len(images) > 1
+    if is_batch:
+        if args.output is not None or args.serve or args.report is not None:
+            parser.error("--output, --serve and --report are for one image; a batch writes into --output-dir")
+        if args.input_dir is not None and not args.input_dir.is_dir():
+            parser.error(f"--input-dir {args.input_dir}: not a folder")
+    elif not images:
+        if args.output is not None:
+            parser.error("--output needs --image (in serve mode outputs go to --output-dir)")
+        if args.no_dashboard:
+            parser.error("serve mode (no --image) needs the status page: drop --no-dashboard")
+    if args.whole_file_max_mp < 0:
+        parser.error("--whole-file-max-mp must be 0 or more")
+    # SIGTERM (docker stop, systemd) stops the master the way Ctrl+C does: workers hear BYE.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    procs: list[WorkerProcess] = []
+    try:
+        from distgray.cli.local_workers import reap
+        from distgray.cli.run import RunOptions, run_master, start_early
+
+        # Port and local workers first: the workers start while this process loads the rest.
+        token = None if args.no_auth else (args.token or D.new_token())
+        listener, procs = start_early(args.host, args.port, args.local_workers, token, args.log_level, env)
+        options = {f: getattr(args, f) for f in RunOptions.__dataclass_fields__ if hasattr(args, f)}
+        options.update(
+            image=images[0] if len(images) == 1 and not is_batch else None,
+            output=output,
+            format=fmt,
+            env=env,
+            serve=args.serve or not (images or is_batch),
+            dashboard=not args.no_dashboard,
+            batch=_batch_options(args) if is_batch else None,
+        )
+        options["token"] = token
+        running, procs = procs, []  # run_master reaps them from here on
+        return run_master(RunOptions(**options), listener, running)
+    except DistgrayError as exc:
+        _fail(args, exc)
+        return 1
+    except KeyboardInterrupt:
+        print("distgray-master: interrupted; no output written for the unfinished job", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        _fail(args, exc, internal=True)
+        return 1
+    finally:
+        if procs:
+            reap(procs, timeout=0)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _fail(args: argparse.Namespace, exc: BaseException, internal: bool = False) -> None:
+    if args.log_level == "debug":
+        log.exception("failed")
+    what = f"internal error: {type(exc).__name__}: {exc}" if internal else str(exc)
+    hint = "" if args.log_level == "debug" else " (--log-level debug shows details)" if internal else ""
+    print(f"distgray-master: error: {what}{hint}", file=sys.stderr)
+
+
+def _batch_options(args: argparse.Namespace) -> BatchOptions:
+    from distgray.imaging.load import output_format
+    from distgray.jobs.batch import BatchOptions
+
+    return BatchOptions(
+        images=tuple(args.image or ()),
+        input_dir=args.input_dir,
+        recursive=args.recursive,
+        pattern=args.pattern,
+        output_dir=args.output_dir,
+        format=output_format(Path("x"), args.format) if args.format else None,
+        overwrite=args.overwrite,
+        whole_file_max_pixels=int(args.whole_file_max_mp * 1e6),
+        quality=args.quality,
+        png_level=args.png_level,
+        max_pixels=args.max_pixels,
+    )
+
+
+def _resolve_output(args: argparse.Namespace) -> tuple[Path | None, str | None]:
+    if not args.format and (not args.image or len(args.image) > 1 or args.input_dir is not None):
+        return None, None  # a batch or serve mode: nothing to check yet (and no Pillow to load)
+
+    def output_format(path: Path) -> str:
+        # Common formats without Pillow: loading its plugins would delay the local workers' start.
+        quick = formats.quick_format(path, args.format)
+        if quick is not None:
+            return quick
+        from distgray.imaging import load
+
+        return load.output_format(path, args.format)
+
+    if not args.image or len(args.image) > 1 or args.input_dir is not None:
+        return None, output_format(Path("x"))
+    image = args.image[0]
+    if args.output is not None:
+        fmt = output_format(args.output)
+        output = args.output
+    else:
+        fmt = output_format(image)
+        ext = formats.EXTENSIONS.get(fmt, image.suffix) if args.format else image.suffix
+        output = args.output_dir / formats.gray_name(image.stem, ext)
+    if formats.same_file(image, output):
+        raise ValueError(f"--output {output} would overwrite the input")
+    return output, fmt

@@ -1,0 +1,1 @@
+"""What jobs drive: the interface (``base``) and the built-in cluster behind it (``cluster``)."""

@@ -1,0 +1,333 @@
+"""Batches: many images (a folder, or several ``--image``) converted with nothing lost.
+
+Planning is pure file-system work in this process: find the inputs, name their outputs (keeping
+sub-folders, never colliding, never the input itself), skip outputs a previous run completed
+(checked by decoding them), and read each input's header (bad files fail here, with the reason,
+before any worker sees them). Then:
+
+- images up to ``whole_file_max_pixels`` go to workers as whole files (FILE_TASK): the worker
+  decodes, converts and encodes, so the expensive parts run in parallel and only encoded bytes
+  cross the network;
+- bigger ones go through the strip path one at a time (``Service.process``), alongside.
+
+Every file ends converted, skipped or failed; each gets a line in ``distgray-log.jsonl`` in the
+output folder, and the summary lists every failure with its reason.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from distgray import config, formats
+from distgray.engines.base import Engine
+from distgray.errors import DistgrayError, ImageError
+from distgray.imaging import load
+from distgray.imaging.files import probe_file
+from distgray.jobs.entries import JobEntry, JobState
+from distgray.jobs.service import Service
+from distgray.scheduling.files import FileQueue, FileUnit, UnitState
+
+log = logging.getLogger(__name__)
+
+LOG_NAME = "distgray-log.jsonl"
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    images: tuple[Path, ...] = ()
+    input_dir: Path | None = None
+    recursive: bool = False
+    pattern: str | None = None
+    output_dir: Path = Path(config.DEFAULT_OUTPUT_DIR)
+    format: str | None = None
+    overwrite: bool = False
+    whole_file_max_pixels: int = config.WHOLE_FILE_MAX_PIXELS
+    quality: int | None = None
+    png_level: int = config.DEFAULT_PNG_LEVEL
+    max_pixels: int = config.DEFAULT_MAX_PIXELS
+
+
+@dataclass
+class Item:
+    """One input of the batch and what became of it."""
+
+    source: Path
+    name: str  # relative path shown to people
+    rel: Path | None = None  # path inside --input-dir, kept under the output folder
+    output: Path | None = None
+    format: str = ""
+    status: str = "pending"  # converted, skipped, failed
+    reason: str = ""
+    unit: str = ""  # "file" or "strips"
+    width: int = 0
+    height: int = 0
+    worker: str = ""
+    seconds: float = 0.0  # on the workers: sent -> written (strips: load -> save)
+    entry: JobEntry | None = None
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+# ---------------------------------------------------------------------------------- planning
+def discover(opts: BatchOptions) -> list[Item]:
+    """The batch's inputs, in a stable order: the ``--image`` paths, then the folder's matches.
+
+    Directories are not followed through symbolic links (no loops). A directory whose name looks
+    like an image is listed (it will fail with that reason) rather than silently ignored. The
+    output folder is skipped when it lies inside the input folder.
+    """
+    items = [Item(p, str(p)) for p in opts.images]
+    if opts.input_dir is None:
+        return items
+    root = opts.input_dir
+    skip = opts.output_dir.resolve()
+
+    def wanted(name: str) -> bool:
+        if opts.pattern:
+            return fnmatch.fnmatch(name.lower(), opts.pattern.lower())
+        return Path(name).suffix.lower() in formats.IMAGE_SUFFIXES
+
+    found: list[Path] = []
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        here = Path(folder)
+        dirs[:] = sorted(d for d in dirs if (here / d).resolve() != skip)
+        found += [here / n for n in [*files, *dirs] if wanted(n)]
+        if not opts.recursive:
+            break
+    return items + [Item(p, str(p.relative_to(root)), p.relative_to(root)) for p in sorted(found)]
+
+
+def plan(items: list[Item], opts: BatchOptions) -> None:
+    """Name every output; mark same-file and unreadable inputs failed; completed outputs skipped."""
+    taken: set[Path] = set()
+    for item in items:
+        parent = opts.output_dir / (item.rel.parent if item.rel is not None else Path())
+        ext = formats.EXTENSIONS.get(opts.format.upper(), "") if opts.format else item.source.suffix.lower()
+        output = parent / formats.gray_name(item.source.stem, ext)
+        if output in taken:  # a.jpg and a.png asked to become the same file
+            output = parent / formats.gray_name(item.source.stem, ext, f"-{item.source.suffix.lstrip('.').lower()}")
+        taken.add(output)
+        item.output = output
+        try:
+            item.format = load.output_format(output, opts.format)
+        except ValueError as exc:
+            _fail(item, str(exc))
+            continue
+        if formats.same_file(item.source, output):
+            _fail(item, f"the output {output} would overwrite the input")
+            continue
+        try:
+            _, item.width, item.height = probe_file(item.source, opts.max_pixels)
+        except ImageError as exc:
+            _fail(item, str(exc).removeprefix(f"{item.source}: "))
+            continue
+        _remove_stale_parts(output)
+        if output.exists() and not opts.overwrite:
+            if _complete(output, item.width, item.height):
+                item.status, item.reason = "skipped", "output exists and is complete (--overwrite redoes it)"
+            else:
+                log.info("%s: existing output %s is incomplete: converting again", item.name, output)
+
+
+def _fail(item: Item, reason: str) -> None:
+    item.status, item.reason = "failed", reason
+
+
+def _complete(output: Path, width: int, height: int) -> bool:
+    """True if ``output`` decodes fully at the input's size (either way round: EXIF rotation)."""
+    try:
+        with Image.open(output) as im:
+            im.load()
+            return im.size in ((width, height), (height, width))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return False
+
+
+def _remove_stale_parts(output: Path) -> None:
+    """Temporary files a killed run left next to ``output`` (ours: ``.<name>.*.part``)."""
+    if output.parent.is_dir():
+        for part in output.parent.glob(f".{glob_escape(output.name)}.*.part"):
+            part.unlink(missing_ok=True)
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+# ---------------------------------------------------------------------------------- running
+def _silent(text: str) -> None:
+    pass
+
+
+class Batch:
+    """Runs a planned batch on an engine; the caller owns the engine and the service.
+
+    ``say``: the summary lines for the person at the terminal (the command line prints them)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        service: Service,
+        items: list[Item],
+        opts: BatchOptions,
+        say: Callable[[str], None] = _silent,
+    ) -> None:
+        self.engine, self.service, self.items, self.opts, self.say = engine, service, items, opts, say
+        self.log_path = opts.output_dir / LOG_NAME
+        self._logged: set[int] = set()
+        self._units: dict[int, Item] = {}
+        self.big: list[Item] = []
+
+    def run(self, worker_command: str) -> int:
+        from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        t0 = time.monotonic()
+        units: list[FileUnit] = []
+        for item in self.items:
+            if item.status != "pending":
+                continue
+            assert item.output is not None
+            item.entry = self.service.enqueue(item.source, item.output, item.format, name=item.name)
+            if item.pixels <= self.opts.whole_file_max_pixels:
+                item.unit = "file"
+                size = _size(item.source) or 0
+                quality = self.opts.quality or 0
+                unit = FileUnit(len(units), item.source, item.output, item.format, item.width, item.height, size)
+                unit.quality, unit.png_level = quality, self.opts.png_level
+                units.append(unit)
+                self._units[unit.id] = item
+            else:
+                item.unit = "strips"
+                self.big.append(item)
+        queue = FileQueue(1, units, self.opts.max_pixels)
+        if units:
+            self.engine.submit_files(queue)
+        strips = threading.Thread(target=self._run_big, name="distgray-batch-strips", daemon=True)
+        strips.start()
+        total_mp = sum(i.pixels for i in self.items if i.status == "pending") / 1e6
+        waiting, seen_workers = False, False
+        with (
+            logging_redirect_tqdm(),
+            tqdm(total=round(total_mp, 1), unit="MP", desc="batch", disable=None, leave=False) as bar,
+        ):
+            while True:
+                finished = self._collect(queue)
+                done_mp = sum(i.pixels for i in self.items if i.status != "pending" and i.unit) / 1e6
+                bar.set_postfix_str(f"{finished}/{len(self.items)} files")
+                bar.update(round(done_mp, 1) - bar.n)
+                if finished == len(self.items):
+                    break
+                none_left = not self.engine.live_workers()
+                if none_left and not waiting:  # once per episode; before any joined, once at info
+                    say = log.warning if seen_workers else log.info
+                    say("no workers connected: the batch waits. Start one with:\n    %s", worker_command)
+                waiting, seen_workers = none_left, seen_workers or not none_left
+                self.engine.wait_for_change(0.1)
+        strips.join()
+        return self._summary(time.monotonic() - t0)
+
+    def _run_big(self) -> None:
+        for item in self.big:  # the main thread logs an item once its status is final: set it last
+            assert item.entry is not None
+            started = time.monotonic()
+            try:
+                self.service.process(item.entry, quiet=True)
+                job = item.entry.job
+                item.worker = ",".join(job.worker_ids) if job else ""
+                item.seconds, item.status = time.monotonic() - started, "converted"
+            except DistgrayError as exc:
+                item.seconds = time.monotonic() - started
+                _fail(item, str(exc).removeprefix(f"{item.source}: "))
+            except Exception as exc:  # one file's bug must not stop the batch
+                item.seconds = time.monotonic() - started
+                _fail(item, f"internal error: {type(exc).__name__}: {exc}")
+
+    def _collect(self, queue: FileQueue) -> int:
+        """Move finished units' results onto their items; log each file once. Returns how many are final."""
+        states = self.engine.file_states() if queue.units else {}
+        for uid, (state, worker, error, took) in states.items():
+            item = self._units[uid]
+            if item.entry is not None and state is UnitState.RUNNING:
+                item.entry.state = JobState.RUNNING
+            if state is UnitState.DONE and item.status == "pending":
+                item.worker, item.seconds, item.status = worker or "", took or 0.0, "converted"
+            elif state is UnitState.FAILED and item.status == "pending":
+                _fail(item, (error or "failed").removeprefix(f"{item.source}: "))
+            if state in (UnitState.DONE, UnitState.FAILED) and item.status != "pending":
+                item.seconds = took or 0.0  # sent to the worker -> written (its last attempt)
+                self._finish_entry(item)
+        for item in self.items:
+            if item.status != "pending":
+                self._record(item)
+        return sum(1 for i in self.items if i.status != "pending")
+
+    def _finish_entry(self, item: Item) -> None:
+        if item.entry is not None and item.unit == "file" and not item.entry.finished:
+            item.entry.state = JobState.DONE if item.status == "converted" else JobState.FAILED
+            item.entry.error = item.reason or None
+            item.entry.width, item.entry.height = item.width, item.height
+            item.entry.finished_at = time.time()
+
+    def _record(self, item: Item) -> None:
+        """One JSON line per file in the output folder, and one log line, once."""
+        if id(item) in self._logged:
+            return
+        self._logged.add(id(item))
+        size = item.output.stat().st_size if item.status == "converted" and item.output else None
+        record: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "input": str(item.source),
+            "output": str(item.output) if item.output else None,
+            "status": item.status,
+            "error": item.reason if item.status == "failed" else None,
+            "note": item.reason if item.status == "skipped" else None,
+            "unit": item.unit or None,
+            "width": item.width or None,
+            "height": item.height or None,
+            "bytes_in": _size(item.source),
+            "bytes_out": size,
+            "worker": item.worker or None,
+            "seconds": round(item.seconds, 3) if item.unit else None,
+        }
+        self.opts.output_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if item.status == "failed":
+            log.warning("%s: failed: %s", item.name, item.reason)
+        else:
+            log.info("%s: %s%s", item.name, item.status, f" -> {item.output} ({item.worker})" if item.unit else "")
+
+    def _summary(self, seconds: float) -> int:
+        counts = {s: sum(1 for i in self.items if i.status == s) for s in ("converted", "skipped", "failed")}
+        mp = sum(i.pixels for i in self.items if i.status == "converted") / 1e6
+        rate = f", {mp / seconds:.1f} MP/s" if seconds > 0 and mp else ""
+        self.say(
+            f"batch      {len(self.items)} files: {counts['converted']} converted, {counts['skipped']} skipped,"
+            f" {counts['failed']} failed ({mp:.1f} MP in {seconds:.2f} s{rate})"
+        )
+        self.say(f"log        {self.log_path}")
+        for item in self.items:
+            if item.status == "failed":
+                self.say(f"failed     {item.name}: {item.reason}")
+        return 1 if counts["failed"] else 0
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None

@@ -1,0 +1,301 @@
+"""Running one job on an engine, from the input file to the written output.
+
+:class:`Converter` takes a queued :class:`JobEntry` end to end: load (or start decoding), wait
+for workers, convert, save atomically, previews and the report. Three ways through:
+
+* the whole output composed and saved here with Pillow (any format; alpha kept where it can be);
+* PNG or JPEG encoded by the workers strip by strip and joined here in row order, written as the
+  strips come in (``--encode-on-master`` turns this off);
+* either of those with the input still decoding: a plain RGB PNG streams band by band, a YCbCr
+  JPEG decodes straight into the job's (shared) buffer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image
+
+from distgray.config import DEFAULT_JPEG_QUALITY
+from distgray.engines.base import Engine, PixelBuffer, RunningJob
+from distgray.errors import ImageError, TaskFailed
+from distgray.imaging import files, jpegfast, jpegstrip, load, pngstream, pngstrip, save
+from distgray.imaging.encoded import Encoding
+from distgray.imaging.kernel import U8Array
+from distgray.jobs.entries import JobEntry, JobState, ServiceOptions
+from distgray.jobs.report import format_summary, write_json_atomic
+from distgray.jobs.streamload import StreamDecode
+
+log = logging.getLogger(__name__)
+
+#: An input decoded while its job runs, rather than loaded first.
+Source = pngstream.PngLayout | jpegfast.JpegLayout
+
+
+def _silent(text: str) -> None:
+    pass
+
+
+class Converter:
+    """Runs queued entries on ``engine``, one at a time, with the run's ``options``."""
+
+    def __init__(self, engine: Engine, options: ServiceOptions, say: Callable[[str], None] = _silent) -> None:
+        self.engine = engine
+        self.options = options
+        self.say = say  # the summary for the person at the terminal (the command line prints it)
+
+    def process(self, entry: JobEntry, quiet: bool = False) -> None:
+        """Convert one queued image end to end. Raises on failure, after marking the entry failed.
+
+        ``quiet`` (batches): no progress bar or summary table of its own."""
+        opts = self.options
+        t0 = time.monotonic()
+        entry.started_at, entry.state = time.time(), JobState.LOADING
+        try:
+            # A plain RGB PNG is decoded band by band while the workers start on it, a YCbCr JPEG
+            # straight into the job's buffer (both in _convert); anything else is loaded here.
+            stream = pngstream.probe(entry.source, opts.max_pixels) or jpegfast.probe(entry.source, opts.max_pixels)
+            if stream is not None:
+                fmt = "PNG" if isinstance(stream, pngstream.PngLayout) else "JPEG"
+                loaded = load.LoadedImage(entry.source, fmt, "RGB", load.Kind.COLOR, stream.width, stream.height)
+            else:
+                loaded = load.load_image(entry.source, opts.max_pixels)
+            t_loaded = time.monotonic()
+            entry.width, entry.height, entry.mode = loaded.width, loaded.height, loaded.mode
+            for note in loaded.notes:
+                log.info("%s: %s", entry.source, note)
+            job: RunningJob | None
+            encoding = self._strip_encoding(entry, loaded)
+            if encoding is not None:
+                # Encoded by the workers strip by strip and written as the strips come in.
+                job, t_save = self._convert_encoded(entry, loaded, quiet, stream, encoding)
+                self._preview(entry, "output", loaded, gray=True)
+            else:
+                job, t_save = self._convert_whole(entry, loaded, quiet, stream)
+            t_saved = time.monotonic()
+            self._finish_report(entry, job, t0, t_loaded, t_save, t_saved, quiet)
+            entry.state = JobState.DONE
+        except BaseException as exc:
+            entry.state = JobState.FAILED
+            entry.error = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+            raise
+        finally:
+            entry.finished_at = time.time()
+            if entry.job is not None:
+                entry.job.release()
+
+    def _finish_report(
+        self,
+        entry: JobEntry,
+        job: RunningJob | None,
+        t0: float,
+        t_loaded: float,
+        t_save: float,
+        t_saved: float,
+        quiet: bool,
+    ) -> None:
+        total = t_saved - t0
+        if job is None:
+            if not quiet:
+                self.say(f"{entry.output}: written ({entry.width}x{entry.height}, {entry.mode}) in {total:.3f} s")
+            return
+        report = self.engine.report(job)
+        report.update(
+            output=str(entry.output),
+            input=str(entry.source),
+            total_s=round(total, 4),
+            load_s=round(t_loaded - t0, 4),
+            save_s=round(t_saved - t_save, 4),
+        )
+        entry.report = report
+        if not quiet:
+            self.say(format_summary(report))
+        if self.options.report:
+            write_json_atomic(report, self.options.report)
+
+    def _convert_whole(
+        self, entry: JobEntry, loaded: load.LoadedImage, quiet: bool, stream: Source | None
+    ) -> tuple[RunningJob | None, float]:
+        """Convert on the workers (unless already gray), then compose and save the output here."""
+        job = None
+        if loaded.kind is load.Kind.GRAY:
+            log.info("%s: already grayscale (%s): copied unchanged, no workers needed", entry.source, loaded.mode)
+        else:
+            job = self._convert(entry, loaded, quiet, stream=stream)
+        if "input" not in entry.thumbnails:
+            self._preview(entry, "input", loaded)
+        entry.state = JobState.SAVING
+        image, notes = load.compose_output(loaded, job.output if job is not None else None, entry.format)
+        for note in notes:
+            log.warning("%s: %s", entry.output, note)
+        t_save = time.monotonic()
+        options = save.save_options(entry.format, self.options.quality, self.options.png_level)
+        save.save_atomic(image, entry.output, entry.format, options)
+        self._preview(entry, "output", image)
+        return job, t_save
+
+    def _strip_encoding(self, entry: JobEntry, loaded: load.LoadedImage) -> Encoding | None:
+        """How the workers can encode this output strip by strip: PNG, or JPEG within its limits
+        (gray only: an output keeping alpha is composed here)."""
+        if not self.options.strip_encoding or loaded.kind is not load.Kind.COLOR:
+            return None
+        if loaded.has_alpha and entry.format == "PNG":
+            return None
+        if entry.format == "PNG":
+            return Encoding("PNG", self.options.png_level)
+        if entry.format == "JPEG" and max(loaded.width, loaded.height) <= jpegstrip.MAX_SIDE:
+            if loaded.has_alpha:
+                log.warning("%s: JPEG has no alpha channel: alpha dropped", entry.output)
+            quality = self.options.quality if self.options.quality is not None else DEFAULT_JPEG_QUALITY
+            return Encoding("JPEG", quality)
+        return None
+
+    def _convert_encoded(
+        self, entry: JobEntry, loaded: load.LoadedImage, quiet: bool, stream: Source | None, encoding: Encoding
+    ) -> tuple[RunningJob, float]:
+        """An output made of strips the workers encoded, written in row order as they arrive
+        (through a temporary file: a failed job leaves nothing behind)."""
+        joiner: pngstrip.PngJoiner | jpegstrip.JpegJoiner
+        if encoding.format == "PNG":
+            joiner = pngstrip.PngJoiner(loaded.width, loaded.height, encoding.setting)
+        else:
+            joiner = jpegstrip.JpegJoiner(loaded.width, loaded.height, encoding.setting)
+        done: list[tuple[RunningJob, float]] = []
+
+        def write(fh: BinaryIO) -> None:
+            fh.write(joiner.head())
+            row = 0
+
+            def drain(job: RunningJob) -> None:
+                nonlocal row
+                for stop, piece in self.engine.take_encoded(job, row):
+                    fh.write(joiner.strip(piece))
+                    row = stop
+
+            job = self._convert(entry, loaded, quiet, encoding=encoding, tick=drain, stream=stream)
+            done.append((job, time.monotonic()))  # "saving": what is left once the job is done
+            entry.state = JobState.SAVING
+            drain(job)
+            fh.write(joiner.tail())
+
+        save.atomic_write(entry.output, write, f" {encoding.format}")
+        return done[0]
+
+    def _preview(self, entry: JobEntry, which: str, image: Image.Image | load.LoadedImage, gray: bool = False) -> None:
+        """A thumbnail for the page (of the input, if given a LoadedImage), unless previews are off."""
+        if self.options.previews:
+            if isinstance(image, load.LoadedImage):
+                image = files.preview_of(image)
+            entry.thumbnails[which] = files.thumbnail_png(image, gray=gray)
+
+    def _convert(
+        self,
+        entry: JobEntry,
+        loaded: load.LoadedImage,
+        quiet: bool = False,
+        *,
+        encoding: Encoding | None = None,
+        tick: Callable[[RunningJob], None] | None = None,
+        stream: Source | None = None,
+    ) -> RunningJob:
+        """Run the job on the workers with a progress bar; ``tick(job)`` is called while it runs.
+
+        With ``stream``, ``loaded`` has no pixels yet: they are decoded into a new buffer from
+        now on, while the job waits for workers and runs (rows are handed out as they appear)."""
+        opts, engine = self.options, self.engine
+        deadline = None if opts.timeout is None else time.monotonic() + opts.timeout
+        decode: StreamDecode | None = None
+        segment: PixelBuffer | None = None
+        try:
+            if stream is not None:
+                loaded.pixels, segment = engine.pixel_buffer(stream.shape)
+                if isinstance(stream, pngstream.PngLayout):
+                    decode = StreamDecode(stream, loaded.pixels, engine).start()
+                elif not jpegfast.decode_into(stream, loaded.pixels):
+                    _decode_with_pillow(loaded.pixels, entry.source, opts.max_pixels)
+            self._wait_for_workers(entry, deadline)
+            if stream is None:
+                # In shared memory (if a worker can read ours), the shared copy replaces the original.
+                assert loaded.pixels is not None
+                loaded.pixels, segment = engine.share(loaded.pixels)
+            return self._run_job(entry, loaded, segment, quiet, encoding, tick, deadline, decode)
+        finally:
+            if segment is not None:
+                segment.close()  # unlinked now; unmapped when the last array on it goes
+
+    def _wait_for_workers(self, entry: JobEntry, deadline: float | None) -> None:
+        opts, engine = self.options, self.engine
+        if engine.live_workers() < opts.min_workers:
+            entry.state = JobState.WAITING
+            log.info("waiting for %d worker(s)...", opts.min_workers)
+        while not engine.wait_for_workers(opts.min_workers, timeout=0.5):
+            if (why := engine.workers_exited()) is not None:
+                raise TaskFailed(why)
+            if deadline is not None and time.monotonic() > deadline:
+                raise TaskFailed(f"timed out after {opts.timeout:g} s waiting for {opts.min_workers} worker(s)")
+
+    def _run_job(
+        self,
+        entry: JobEntry,
+        loaded: load.LoadedImage,
+        segment: PixelBuffer | None,
+        quiet: bool,
+        encoding: Encoding | None,
+        tick: Callable[[RunningJob], None] | None,
+        deadline: float | None,
+        decode: StreamDecode | None,
+    ) -> RunningJob:
+        from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        opts, engine = self.options, self.engine
+        assert loaded.pixels is not None
+        rows_ready = 0 if decode is not None else None
+        job = engine.submit(loaded.pixels, entry.name, encoding=encoding, buffer=segment, rows_ready=rows_ready)
+        entry.job, entry.state = job, JobState.RUNNING
+        if decode is not None:
+            decode.attach(job)
+        else:  # the preview is made while the workers convert (the master would only wait)
+            self._preview(entry, "input", loaded)
+        with (
+            logging_redirect_tqdm(),
+            tqdm(total=job.height, unit="rows", desc=entry.name, disable=True if quiet else None, leave=False) as bar,
+        ):
+            waiting = False
+            while not job.wait(0.2):
+                if tick is not None:
+                    tick(job)
+                bar.update(job.rows_done - bar.n)
+                none_left = not engine.live_workers()
+                if none_left and not waiting and not quiet:  # once per episode, not every tick
+                    log.warning(
+                        "no workers connected: the job waits (%d/%d rows done). Start one with:\n    %s",
+                        job.rows_done,
+                        job.height,
+                        opts.worker_command,
+                    )
+                waiting = none_left
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TaskFailed(f"timed out after {opts.timeout:g} s ({job.rows_done}/{job.height} rows done)")
+            bar.update(job.rows_done - bar.n)
+        if decode is not None:
+            decode.join()  # raises the decoding's error, if that is why the job failed
+            self._preview(entry, "input", loaded)
+        if job.failure:
+            if opts.report:  # what happened is most useful when it went wrong
+                entry.report = engine.report(job)
+                write_json_atomic(entry.report, opts.report)
+            raise TaskFailed(f"job failed: {job.failure}")
+        return job
+
+
+def _decode_with_pillow(out: U8Array, source: Path, max_pixels: int) -> None:
+    whole = load.load_image(source, max_pixels)
+    if whole.pixels is None or whole.pixels.shape != out.shape:
+        raise ImageError(f"{source}: decoders disagree about the image's shape")
+    np.copyto(out, whole.pixels)

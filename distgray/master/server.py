@@ -1,0 +1,495 @@
+"""The master's threads and sockets: accept workers, carry out what the cluster says, land results.
+
+Threads: one accepts connections; each worker gets a *writer* (asks the :class:`Cluster` for its
+next step and carries it out: send a strip, send a file, heartbeat, wait, stop) and a *reader*
+(receives results with ``recv_into`` straight into their rows of the job's output array and
+tells the cluster). A worker's trouble (disconnect, silence, a bad frame, a wrong-sized result)
+ends that worker only: its strips are requeued by the cluster *before* its socket is closed, so
+no strip is ever owned by a connection that can no longer deliver it.
+
+Every cluster call is made holding ``self._lock``; writers wait on ``self._work`` (the same lock)
+for something to change. Payload bytes are never moved while holding it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from distgray.config import (
+    CLOSE_GRACE_S,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    HANDSHAKE_TIMEOUT_S,
+    HEARTBEAT_INTERVAL_S,
+    HEARTBEAT_TIMEOUT_S,
+    MAX_HANDSHAKES,
+    PREFETCH,
+)
+from distgray.errors import DistgrayError, ImageError, PeerDisconnected, PeerTimeout, ProtocolError, RemoteError
+from distgray.imaging import files
+from distgray.imaging.encoded import EncodedStrip, Encoding
+from distgray.imaging.kernel import U8Array
+from distgray.master.books import Job, WorkerBook, WorkerState
+from distgray.master.cluster import Cluster, ClusterConfig, SendFile, SendHeartbeat, SendStrip, Stop, Wait
+from distgray.master.pixels import SharedPixels
+from distgray.master.tasks import StripResult, encode_here, piece_of
+from distgray.net.channel import Channel, listen
+from distgray.net.handshake import server_handshake
+from distgray.net.shm import Segment
+from distgray.scheduling.files import FileQueue, UnitState
+from distgray.scheduling.strips import Policy
+from distgray.wire import protocol as P
+
+__all__ = ["Job", "Master", "MasterConfig", "WorkerState"]
+
+log = logging.getLogger(__name__)
+
+READER_GRACE_S = 1.0  # after a failed send, how long the reader may take to say why
+
+
+@dataclass(frozen=True)
+class MasterConfig:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    token: bytes | None = None  # None: --no-auth
+    heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
+    heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S
+    prefetch: int = PREFETCH
+    strip_rows: int | None = None
+    policy: Policy = field(default_factory=Policy)
+    max_handshakes: int = MAX_HANDSHAKES
+    shared_memory: bool = True  # pixels by reference to workers that can read our memory
+    png_row_above: bool = True  # send PNG strips the row above, so their first row filters well
+
+    def cluster(self) -> ClusterConfig:
+        return ClusterConfig(self.prefetch, self.strip_rows, self.policy, self.png_row_above)
+
+
+@dataclass
+class Link:
+    """The connection of one joined worker: its channel and its reader thread."""
+
+    channel: Channel
+    reader: threading.Thread | None = None
+
+
+class Master:
+    """Accepts workers and converts arrays with them. ``start()``, ``run``/``submit``, ``close()``."""
+
+    def __init__(self, config: MasterConfig) -> None:
+        self.config = config
+        self.cluster = Cluster(config.cluster())
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._links: dict[str, Link] = {}
+        self._handshaking: set[Channel] = set()
+        self._handshake_slots = threading.BoundedSemaphore(config.max_handshakes)
+        self._pixels = SharedPixels()
+        self._listener: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+        self._threads_lock = threading.Lock()
+        self.address: tuple[str, int] = (config.host, config.port)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, listener: socket.socket | None = None) -> tuple[str, int]:
+        """Bind (or take ``listener``, already listening) and start accepting workers.
+
+        Returns the bound (host, port)."""
+        self._listener = listener if listener is not None else listen(self.config.host, self.config.port)
+        self._listener.settimeout(0.5)
+        self.address = self._listener.getsockname()[:2]
+        self._pixels.open(self.config.shared_memory)
+        self._spawn(self._accept_loop, "distgray-accept")
+        return self.address
+
+    def close(self, reason: str = "master shutting down") -> None:
+        """Tell every worker BYE, close every connection and stop accepting."""
+        with self._work:
+            live = [(wid, self._links[wid]) for wid in self.cluster.close()]
+            pending = list(self._handshaking)
+            self._work.notify_all()
+        for channel in pending:  # a peer mid-handshake hears BYE too, and must not delay shutdown
+            with contextlib.suppress(DistgrayError):
+                channel.settimeout(CLOSE_GRACE_S)
+                channel.send(P.Bye(reason))
+            channel.close()
+        # A graceful close: BYE, then half-close so the worker sees end-of-stream after it, while
+        # its reader keeps draining what the worker was sending (closing outright would reset the
+        # connection under a worker mid-send, and it would never read the BYE).
+        for _, link in live:
+            with contextlib.suppress(DistgrayError):
+                link.channel.settimeout(CLOSE_GRACE_S)
+                link.channel.send(P.Bye(reason))
+            link.channel.half_close()
+        for wid, link in live:
+            if link.reader is not None:
+                link.reader.join(timeout=CLOSE_GRACE_S)
+            self._drop(wid, WorkerState.GONE, reason)
+        if self._listener is not None:
+            with contextlib.suppress(OSError):  # wakes a thread blocked in accept() at once (Linux)
+                self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
+        for t in self.threads():
+            t.join(timeout=5.0)
+        self._pixels.close()
+
+    def __enter__(self) -> Master:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def threads(self) -> list[threading.Thread]:
+        """The master's threads still running (accept, and a writer and reader per worker)."""
+        with self._threads_lock:
+            return [t for t in self._threads if t.is_alive()]
+
+    def _spawn(self, target: Any, name: str, *args: Any) -> threading.Thread:
+        t = threading.Thread(target=target, args=args, name=name, daemon=True)
+        t.start()
+        with self._threads_lock:  # spawned from the accept loop and from connection threads
+            self._threads = [x for x in self._threads if x.is_alive()] + [t]
+        return t
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def workers(self) -> dict[str, WorkerBook]:
+        """Every worker of this run, departed ones included (read-only: the cluster owns them)."""
+        return self.cluster.workers
+
+    @property
+    def job(self) -> Job | None:
+        return self.cluster.job
+
+    def live_workers(self) -> list[WorkerBook]:
+        with self._lock:
+            return self.cluster.live()
+
+    def snapshot(self) -> dict[str, Any]:
+        """Workers and the current job's progress, copied under the lock (the status page)."""
+        with self._lock:
+            heard = {wid: link.channel.last_recv for wid, link in self._links.items()}
+            return self.cluster.snapshot(time.monotonic(), heard)
+
+    def wait_for_change(self, timeout: float) -> None:
+        """Sleep until a result, a join or a loss changes something, or ``timeout`` passes."""
+        with self._work:
+            self._work.wait(timeout)
+
+    def wait_for_workers(self, n: int, timeout: float | None = None) -> bool:
+        """Block until at least ``n`` workers are connected (or the timeout passes)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._work:
+            while len(self.cluster.live()) < n:
+                left = None if deadline is None else deadline - time.monotonic()
+                if (left is not None and left <= 0) or self.cluster.closing:
+                    return False
+                self._work.wait(timeout=0.5 if left is None else min(left, 0.5))
+            return True
+
+    def file_states(self) -> dict[int, tuple[UnitState, str | None, str | None, float | None]]:
+        """Each unit of the current batch: (state, worker, error, seconds of its last attempt)."""
+        with self._lock:
+            return self.cluster.file_states()
+
+    # ------------------------------------------------------------------ jobs
+    def submit(
+        self,
+        pixels: U8Array,
+        name: str = "image",
+        *,
+        encoding: Encoding | None = None,
+        segment: Segment | None = None,
+        rows_ready: int | None = None,
+    ) -> Job:
+        """Start converting ``pixels``; returns at once. One job runs at a time.
+
+        ``encoding``: the output is encoded strip by strip (collect it with ``take_encoded``);
+        ``segment``: ``pixels`` live in it (from ``share``/``pixel_buffer``);
+        ``rows_ready``: only that many rows exist yet (more follow through ``rows_ready()``)."""
+        with self._work:
+            job = self.cluster.submit(
+                pixels, name, time.monotonic(), encoding=encoding, segment=segment, rows_ready=rows_ready
+            )
+            self._work.notify_all()
+        log.info("job %d: %s, %dx%d", job.id, name, job.width, job.height)
+        return job
+
+    def run(
+        self, pixels: U8Array, name: str = "image", timeout: float | None = None, *, encoding: Encoding | None = None
+    ) -> Job:
+        """Convert ``pixels`` and wait for the job to finish (done or failed)."""
+        job = self.submit(pixels, name, encoding=encoding)
+        job.wait(timeout)
+        return job
+
+    def rows_ready(self, job: Job, rows: int) -> None:
+        """Rows [0, rows) of a streaming job's pixels are in place: they may be handed out."""
+        with self._work:
+            self.cluster.rows_ready(job, rows, time.monotonic())
+            self._work.notify_all()
+
+    def fail(self, job: Job, reason: str) -> None:
+        """End ``job`` as failed (its pixels could not be loaded, say)."""
+        with self._work:
+            self.cluster.fail(job, reason, time.monotonic())
+            self._work.notify_all()
+
+    def take_encoded(self, job: Job, row: int) -> list[tuple[int, EncodedStrip]]:
+        """Encoded strips of ``job`` that continue the file from ``row``, in order (the writer's)."""
+        with self._lock:
+            return job.take_encoded(row)
+
+    def submit_files(self, queue: FileQueue) -> None:
+        """Hand a batch's whole-file units to the workers (those that offer ``file-gray``)."""
+        with self._work:
+            self.cluster.submit_files(queue)
+            self._work.notify_all()
+
+    def pixel_buffer(self, shape: tuple[int, ...], *, when_used: bool = False) -> tuple[U8Array, Segment | None]:
+        """An uninitialised uint8 array of ``shape`` for a job's pixels: in a new shared-memory
+        segment if this master offers shared memory (``when_used``: and a live worker reads it),
+        else in private memory. The caller closes the segment when the job is over."""
+        with self._lock:
+            wanted = not when_used or self.cluster.reads_shared_memory()
+        return self._pixels.buffer(shape, wanted)
+
+    def share(self, pixels: U8Array) -> tuple[U8Array, Segment | None]:
+        """``pixels`` copied into a new shared-memory segment, if any live worker can read ours;
+        otherwise ``pixels`` itself. The caller closes the segment when the job is over."""
+        shared, segment = self.pixel_buffer(pixels.shape, when_used=True)
+        if segment is None:
+            return pixels, None
+        shared[...] = pixels
+        return shared, segment
+
+    # ------------------------------------------------------------------ accepting
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self.cluster.closing:
+            try:
+                sock, addr = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if not self.cluster.closing:
+                    log.exception("accept failed")
+                return
+            if not self._handshake_slots.acquire(blocking=False):
+                # A flood of connections that never finish their handshake must not cost a thread
+                # each: past the limit, new ones are closed at once until a slot frees up.
+                log.warning(
+                    "connection %s:%d: refused: %d handshakes already pending", *addr[:2], self.config.max_handshakes
+                )
+                sock.close()
+                continue
+            self._spawn(self._serve_worker, f"distgray-conn-{addr[1]}", sock, f"{addr[0]}:{addr[1]}")
+
+    def _serve_worker(self, sock: socket.socket, address: str) -> None:
+        channel = Channel(sock, peer=address, timeout=HANDSHAKE_TIMEOUT_S)
+        with self._lock:
+            if self.cluster.closing:
+                self._handshake_slots.release()
+                channel.close()
+                return
+            self._handshaking.add(channel)
+        try:
+            hello, welcome = server_handshake(channel, self.config.token, self._welcome)
+        except (DistgrayError, ValueError) as exc:
+            if not self.cluster.closing:
+                log.warning("connection %s: refused: %s", address, exc)
+            channel.close()
+            return
+        finally:
+            self._handshake_slots.release()
+            with self._lock:
+                self._handshaking.discard(channel)
+        wid = welcome.worker_id
+        channel.peer = f"worker {wid}"
+        channel.settimeout(self.config.heartbeat_timeout_s)
+        link = Link(channel)
+        with self._work:
+            joined = self.cluster.join(wid, address, hello.capabilities)
+            if joined is not None:  # close() says BYE to joined workers; a late one hears it here
+                self._links[wid] = link
+                self._work.notify_all()
+        if joined is None:
+            with contextlib.suppress(DistgrayError):
+                channel.send(P.Bye("master shutting down"))
+            channel.close()
+            return
+        log.info("worker %s: joined from %s", wid, address)
+        link.reader = self._spawn(self._reader, f"distgray-read-{wid}", wid, link)
+        try:
+            self._offer_shm(wid, hello.capabilities, channel)
+        except DistgrayError as exc:
+            self._drop(wid, WorkerState.LOST, str(exc))
+            return
+        self._writer(wid, link)
+
+    def _welcome(self, hello: P.Hello, proof: bytes) -> P.Welcome:
+        with self._lock:
+            wid = self.cluster.name_worker(hello.worker_id)
+        cfg = self.config
+        return P.Welcome(
+            proof, int(cfg.heartbeat_interval_s * 1000), int(cfg.heartbeat_timeout_s * 1000), cfg.prefetch, wid
+        )
+
+    def _offer_shm(self, wid: str, capabilities: tuple[str, ...], channel: Channel) -> None:
+        """Ask a worker that offers ``shm`` to prove it can read our memory (from its writer)."""
+        probe = self._pixels.probe
+        if probe is not None and P.CAPABILITY_SHM in capabilities:
+            with self._lock:
+                self.cluster.shm_offered(wid, time.monotonic())
+            channel.send(P.ShmOffer(probe.name))
+
+    # ------------------------------------------------------------------ per worker
+    def _writer(self, wid: str, link: Link) -> None:
+        interval, channel = self.config.heartbeat_interval_s, link.channel
+        while True:
+            with self._work:
+                while True:
+                    now = time.monotonic()
+                    step = self.cluster.next_step(wid, now, now - channel.last_send, interval)
+                    if not isinstance(step, Wait):
+                        break
+                    self._work.wait(timeout=step.timeout_s)
+            if isinstance(step, Stop):
+                return
+            try:
+                if isinstance(step, SendFile):
+                    self._send_file(wid, channel, step)
+                elif isinstance(step, SendHeartbeat):
+                    channel.send(P.Heartbeat())
+                elif isinstance(step, SendStrip):
+                    task = step.task
+                    log.debug("worker %s: strip %d, rows %d-%d", wid, task.strip_id, task.row_start, task.row_stop - 1)
+                    sent = channel.send(task, step.payload)
+                    with self._lock:
+                        self.cluster.sent(wid, sent, step.job)
+            except DistgrayError as exc:
+                # The reader has the last word on why a connection ended: a worker that said BYE
+                # and hung up just as we sent it a task left cleanly; it is not lost.
+                if link.reader is not None:
+                    link.reader.join(timeout=READER_GRACE_S)
+                self._drop(wid, WorkerState.LOST, str(exc))
+                return
+
+    def _send_file(self, wid: str, channel: Channel, step: SendFile) -> None:
+        queue, unit = step.queue, step.unit
+        try:
+            data = unit.source.read_bytes()
+        except OSError as exc:
+            with self._work:
+                reason = f"{unit.source}: cannot read: {exc.strerror or exc}"
+                self.cluster.file_unreadable(wid, queue, unit.id, reason, time.monotonic())
+                self._work.notify_all()
+            return
+        task = P.FileTask(queue.id, unit.id, len(data), queue.max_pixels, unit.format, unit.quality, unit.png_level)
+        log.debug("worker %s: file %s (%d bytes)", wid, unit.source, len(data))
+        sent = channel.send(task, data)
+        with self._lock:
+            self.cluster.sent(wid, sent)
+
+    def _reader(self, wid: str, link: Link) -> None:
+        try:
+            while True:
+                message, payload = link.channel.recv(lambda m: self._sink(wid, m))
+                if isinstance(message, P.Result | P.PngResult | P.JpegResult):
+                    self._strip_result(wid, message, payload)
+                elif isinstance(message, P.ShmAnswer):
+                    ok = self._pixels.proves(message.probe, message.ok)
+                    with self._work:
+                        self.cluster.shm_answered(wid, ok)
+                        self._work.notify_all()
+                    log.info("worker %s: pixels by %s", wid, "shared memory" if ok else "TCP")
+                elif isinstance(message, P.FileResult):
+                    self._file_result(wid, message, payload)
+                elif isinstance(message, P.Heartbeat):
+                    continue
+                elif isinstance(message, P.Bye):
+                    self._drop(wid, WorkerState.GONE, f"left: {message.reason or 'bye'}")
+                    return
+                elif isinstance(message, P.Error):
+                    raise RemoteError(f"worker reported error {message.code}: {message.message}", message.code)
+                else:
+                    raise ProtocolError(f"unexpected {type(message).__name__} from a worker")
+        except PeerDisconnected as exc:
+            broke = exc.mid_frame or isinstance(exc, PeerTimeout)  # silent or cut off mid-frame: lost
+            self._drop(wid, WorkerState.LOST if broke else WorkerState.GONE, str(exc))
+        except DistgrayError as exc:
+            self._drop(wid, WorkerState.LOST, str(exc))
+
+    def _sink(self, wid: str, message: P.Message) -> memoryview | None:
+        """Where a result's payload lands: its rows of the output (RESULT), a buffer of its own
+        (PNG_RESULT, JPEG_RESULT, FILE_RESULT: bounded by the header's checks), or scratch (None)
+        when the strip is already done."""
+        with self._lock:
+            if isinstance(message, P.FileResult):
+                self.cluster.file_sink(wid, message)
+                return memoryview(bytearray(message.size))
+            job = self.cluster.result_sink(wid, message, time.monotonic())
+        if job is None:
+            return None  # a late or backup copy: read and discard
+        if isinstance(message, P.PngResult | P.JpegResult):
+            return memoryview(bytearray(message.payload_len))
+        assert isinstance(message, P.Result)
+        return job.output[message.row_start : message.row_stop].data.cast("B")
+
+    def _strip_result(self, wid: str, result: StripResult, payload: memoryview | None) -> None:
+        piece = piece_of(result, payload)
+        if isinstance(result, P.Result):  # its rows landed in the output; an encoded job encodes them here
+            with self._lock:
+                job = self.cluster.open_job(result)
+            piece = encode_here(job, result) if job is not None else None
+        with self._work:
+            self.cluster.strip_done(wid, result, piece, time.monotonic())
+            self._work.notify_all()  # a prefetch slot is free
+
+    def _file_result(self, wid: str, result: P.FileResult, payload: memoryview | None) -> None:
+        with self._lock:
+            unit = self.cluster.file_of(wid, result)
+        error = None
+        if unit is not None and result.status is P.FileStatus.OK:
+            assert payload is not None
+            try:
+                files.write_bytes_atomic(payload, unit.output)
+            except ImageError as exc:
+                error = str(exc)
+        elif unit is not None:
+            error = result.message or "the worker could not convert it"
+        with self._work:
+            self.cluster.file_done(wid, result, error, time.monotonic())
+            self._work.notify_all()
+
+    def _drop(self, wid: str, state: WorkerState, reason: str) -> None:
+        """End one worker: the cluster requeues its strips first, then its socket closes. Idempotent."""
+        with self._work:
+            dropped = self.cluster.drop(wid, state, reason, time.monotonic())
+            link = self._links.get(wid)
+            closing = self.cluster.closing
+            self._work.notify_all()
+        if dropped is not None:
+            if dropped.held_strips or dropped.requeued_strips:
+                log.warning(
+                    "worker %s: %s; held strips %s, requeued %s",
+                    wid,
+                    reason,
+                    dropped.held_strips,
+                    dropped.requeued_strips or "none",
+                )
+            elif not closing:
+                log.info("worker %s: %s", wid, reason)
+            if dropped.held_files:
+                log.warning(
+                    "worker %s: %s; held files %s, %d requeued", wid, reason, dropped.held_files, dropped.requeued_files
+                )
+        if link is not None:
+            link.channel.close()

@@ -1,0 +1,72 @@
+"""Which message gives a strip to a worker, and what becomes of a plain result in an encoded job.
+
+Pure functions of the books (no sockets, threads or clocks):
+
+* PNG or JPEG output: workers that offer ``png-strip`` (``jpeg-strip``) get PNG_TASKs
+  (JPEG_TASKs) and return encoded strips (PNG: with the row above, unless ``png_row_above`` is
+  off); a worker without it gets a plain TASK and the master encodes its gray rows itself, so
+  any worker can take part in any job.
+* Shared memory: a worker that read back the probe (SHM_OFFER / SHM_ANSWER) gets tasks that name
+  the job's segment instead of carrying pixels, when the job's pixels are in one.
+"""
+
+from __future__ import annotations
+
+from distgray.imaging import jpegstrip, pngstrip
+from distgray.imaging.encoded import EncodedStrip
+from distgray.master.books import Job, WorkerBook
+from distgray.scheduling.strips import Strip
+from distgray.wire import protocol as P
+
+StripResult = P.Result | P.PngResult | P.JpegResult
+
+#: What a worker must answer each kind of strip task with.
+ANSWERS = {
+    P.MessageType.TASK: P.MessageType.RESULT,
+    P.MessageType.PNG_TASK: P.MessageType.PNG_RESULT,
+    P.MessageType.JPEG_TASK: P.MessageType.JPEG_RESULT,
+}
+
+
+def task_for(w: WorkerBook, job: Job, strip: Strip, png_row_above: bool) -> tuple[P.Task, memoryview | None]:
+    """The task that gives ``strip`` to ``w``, and the payload to send with it (or None)."""
+    enc = job.encoding
+    png = enc is not None and enc.format == "PNG" and P.CAPABILITY_PNG in w.capabilities
+    jpeg = enc is not None and enc.format == "JPEG" and P.CAPABILITY_JPEG in w.capabilities
+    above = png and png_row_above and strip.row_start > 0
+    first = strip.row_start - above
+    segment, offset = "", 0
+    if job.segment is not None and w.shm:
+        segment, offset = job.segment.name, first * job.width * job.channels
+    common = (job.id, strip.id, strip.row_start, strip.row_stop, job.width, job.channels, segment, offset)
+    task: P.Task
+    last = strip.row_stop == job.height
+    if png and enc is not None:
+        task = P.PngTask(*common, enc.setting, above, last)
+    elif jpeg and enc is not None:
+        task = P.JpegTask(*common, enc.setting, last)
+    else:
+        task = P.Task(*common)
+    payload = None if segment else job.pixels[first : strip.row_stop].data
+    return task, payload
+
+
+def encode_here(job: Job, result: P.Result) -> EncodedStrip | None:
+    """A plain RESULT for an encoded job (a worker that cannot encode strips): its gray rows, which
+    landed in the job's output, encoded here. None for a job that is not encoded."""
+    if job.encoding is None:
+        return None
+    rows = job.output[result.row_start : result.row_stop]
+    last, enc = result.row_stop == job.height, job.encoding
+    if enc.format == "JPEG":
+        return jpegstrip.encode_strip(rows, enc.setting, result.row_start, last)
+    return pngstrip.encode_strip(rows, enc.setting, has_above=False, first=result.row_start == 0, last=last)
+
+
+def piece_of(result: StripResult, payload: memoryview | None) -> EncodedStrip | None:
+    """The encoded strip a PNG_RESULT or JPEG_RESULT carries; None for a plain RESULT."""
+    if isinstance(result, P.PngResult) and payload is not None:
+        return EncodedStrip(payload.tobytes(), result.adler32, result.filtered_len)
+    if isinstance(result, P.JpegResult) and payload is not None:
+        return EncodedStrip(payload.tobytes(), 0, result.row_stop - result.row_start)
+    return None

@@ -1,0 +1,3 @@
+"""The only socket code: framed channels (``recv_into``), the HMAC handshake, and shared memory for
+pixels by reference.
+"""

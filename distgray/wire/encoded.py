@@ -1,0 +1,209 @@
+"""Encoded-strip messages: PNG_TASK / PNG_RESULT and JPEG_TASK / JPEG_RESULT.
+
+Tasks like TASK (same 24 bytes first, same shared-memory tail) whose workers also encode their
+gray strip (``distgray.pngstrip``, ``distgray.jpegstrip``) and send back the encoded bytes, which
+the master joins into one file. Layouts in ``docs/PROTOCOL.md``. Pure, like ``messages``.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import ClassVar
+
+from distgray.errors import ProtocolError
+from distgray.wire.fields import MAX_DIMENSION, MessageType, Reader, check_strip_bytes, clamp_u32
+from distgray.wire.work import FLAG_ABOVE, FLAG_LAST, FLAG_SHM, Task, payload_matches
+
+CAPABILITY_PNG = "png-strip"
+
+_PNG_EXTRA = struct.Struct(">BBBB")
+
+
+@dataclass(frozen=True)
+class PngTask(Task):
+    """A TASK whose gray strip is also PNG-filtered and deflated by the worker (PNG_RESULT back).
+
+    ``above``: the pixels start with the row above the strip (row_start - 1), so the strip's
+    first row can be filtered against it. ``last``: the strip ends the image.
+    """
+
+    TYPE: ClassVar[MessageType] = MessageType.PNG_TASK
+    level: int = 6
+    above: bool = False
+    last: bool = False
+
+    @property
+    def pixel_rows(self) -> int:
+        return self.rows + self.above
+
+    def _flags(self) -> int:
+        return super()._flags() | (FLAG_ABOVE if self.above else 0) | (FLAG_LAST if self.last else 0)
+
+    def encode(self) -> bytes:
+        if not 0 <= self.level <= 9 or (self.above and self.row_start == 0):
+            raise ValueError("PNG_TASK: level must be 0-9, and the first strip has no row above")
+        return self._fixed() + _PNG_EXTRA.pack(self.level, 0, 0, 0) + self._trailer()
+
+    @classmethod
+    def decode(cls, buf: bytes, payload_len: int) -> PngTask:
+        r = Reader(buf, "PNG_TASK")
+        job, strip, start, stop, width, channels, flags = cls._read_fixed(
+            r, "PNG_TASK", FLAG_SHM | FLAG_ABOVE | FLAG_LAST
+        )
+        level, *reserved = r.unpack(_PNG_EXTRA)
+        segment, offset = cls._read_shm(r, flags)
+        r.end()
+        above = bool(flags & FLAG_ABOVE)
+        if level > 9 or any(reserved) or (above and start == 0):
+            raise ProtocolError(f"PNG_TASK: level {level}, reserved {reserved}, row above for row {start}")
+        task = cls(job, strip, start, stop, width, channels, segment, offset, level, above, bool(flags & FLAG_LAST))
+        check_strip_bytes("PNG_TASK", task.pixel_rows, width, channels, task.pixel_bytes)
+        payload_matches("PNG_TASK", task.payload_len, payload_len)
+        return task
+
+
+_JPEG_EXTRA = struct.Struct(">BBBB")
+CAPABILITY_JPEG = "jpeg-strip"
+
+
+@dataclass(frozen=True)
+class JpegTask(Task):
+    """A TASK whose gray strip is also JPEG-encoded by the worker (JPEG_RESULT back): baseline,
+    ``quality``, a restart interval of one MCU row, markers numbered for the strip's place.
+    ``row_start`` is a multiple of 8, and so is the row count unless ``last``."""
+
+    TYPE: ClassVar[MessageType] = MessageType.JPEG_TASK
+    quality: int = 95
+    last: bool = False
+
+    def _flags(self) -> int:
+        return super()._flags() | (FLAG_LAST if self.last else 0)
+
+    def encode(self) -> bytes:
+        if not 1 <= self.quality <= 100 or self.row_start % 8 or (not self.last and self.rows % 8):
+            raise ValueError("JPEG_TASK: quality 1-100, strips on whole MCU rows")
+        return self._fixed() + _JPEG_EXTRA.pack(self.quality, 0, 0, 0) + self._trailer()
+
+    @classmethod
+    def decode(cls, buf: bytes, payload_len: int) -> JpegTask:
+        r = Reader(buf, "JPEG_TASK")
+        job, strip, start, stop, width, channels, flags = cls._read_fixed(r, "JPEG_TASK", FLAG_SHM | FLAG_LAST)
+        quality, *reserved = r.unpack(_JPEG_EXTRA)
+        segment, offset = cls._read_shm(r, flags)
+        r.end()
+        last = bool(flags & FLAG_LAST)
+        if not 1 <= quality <= 100 or any(reserved) or start % 8 or (not last and (stop - start) % 8):
+            raise ProtocolError(f"JPEG_TASK: quality {quality}, reserved {reserved}, rows [{start}, {stop})")
+        task = cls(job, strip, start, stop, width, channels, segment, offset, quality, last)
+        check_strip_bytes("JPEG_TASK", task.pixel_rows, width, channels, task.pixel_bytes)
+        payload_matches("JPEG_TASK", task.payload_len, payload_len)
+        return task
+
+
+_JPEG_RESULT = struct.Struct(">IIIIIIII")
+
+
+@dataclass(frozen=True)
+class JpegResult:
+    """A JPEG_TASK's strip: its entropy-coded data (payload), ready to concatenate."""
+
+    TYPE: ClassVar[MessageType] = MessageType.JPEG_RESULT
+    job_id: int
+    strip_id: int
+    row_start: int
+    row_stop: int
+    width: int
+    size: int  # = payload_len
+    recv_us: int = 0
+    compute_us: int = 0
+    send_us: int = 0
+
+    @property
+    def payload_len(self) -> int:
+        return self.size
+
+    def encode(self) -> bytes:
+        return _JPEG_RESULT.pack(
+            self.job_id,
+            self.strip_id,
+            self.row_start,
+            self.row_stop,
+            self.width,
+            *clamp_u32(self.recv_us, self.compute_us, self.send_us),
+        )
+
+    @classmethod
+    def decode(cls, buf: bytes, payload_len: int) -> JpegResult:
+        r = Reader(buf, "JPEG_RESULT")
+        job, strip, start, stop, width, rus, cus, sus = r.unpack(_JPEG_RESULT)
+        r.end()
+        _check_shape("JPEG_RESULT", start, stop, width)
+        if not 0 < payload_len <= jpeg_bound(stop - start, width):
+            raise ProtocolError(f"JPEG_RESULT: {payload_len} bytes for {stop - start} x {width} pixels")
+        return cls(job, strip, start, stop, width, payload_len, rus, cus, sus)
+
+
+def _check_shape(what: str, start: int, stop: int, width: int) -> None:
+    if stop <= start or not (0 < stop - start <= MAX_DIMENSION and 0 < width <= MAX_DIMENSION):
+        raise ProtocolError(f"{what}: bad strip shape rows [{start}, {stop}) x {width}")
+
+
+def jpeg_bound(rows: int, width: int) -> int:
+    """More JPEG bytes than any strip of rows x width gray pixels can take (8 per pixel)."""
+    return 8 * (rows + 8) * (width + 8) + 4096
+
+
+_PNG_RESULT = struct.Struct(">IIIIIIQIII")
+
+
+@dataclass(frozen=True)
+class PngResult:
+    """A PNG_TASK's strip: raw deflate bytes (payload) of ``filtered_len`` filtered bytes whose
+    Adler-32 is ``adler32``. Ends with a sync flush, or finishes the stream for the LAST strip."""
+
+    TYPE: ClassVar[MessageType] = MessageType.PNG_RESULT
+    job_id: int
+    strip_id: int
+    row_start: int
+    row_stop: int
+    width: int
+    adler32: int
+    filtered_len: int
+    size: int  # bytes of deflate data = payload_len
+    recv_us: int = 0
+    compute_us: int = 0
+    send_us: int = 0
+
+    @property
+    def payload_len(self) -> int:
+        return self.size
+
+    def encode(self) -> bytes:
+        return _PNG_RESULT.pack(
+            self.job_id,
+            self.strip_id,
+            self.row_start,
+            self.row_stop,
+            self.width,
+            self.adler32,
+            self.filtered_len,
+            *clamp_u32(self.recv_us, self.compute_us, self.send_us),
+        )
+
+    @classmethod
+    def decode(cls, buf: bytes, payload_len: int) -> PngResult:
+        r = Reader(buf, "PNG_RESULT")
+        job, strip, start, stop, width, adler, flen, rus, cus, sus = r.unpack(_PNG_RESULT)
+        r.end()
+        _check_shape("PNG_RESULT", start, stop, width)
+        if flen != (stop - start) * (width + 1):
+            raise ProtocolError(f"PNG_RESULT: filtered_len {flen} is not rows x (width + 1)")
+        if not 0 < payload_len <= deflate_bound(flen):
+            raise ProtocolError(f"PNG_RESULT: {payload_len} deflate bytes for {flen} filtered bytes")
+        return cls(job, strip, start, stop, width, adler, flen, payload_len, rus, cus, sus)
+
+
+def deflate_bound(filtered_len: int) -> int:
+    """The most raw deflate bytes ``filtered_len`` bytes can take (stored blocks, a flush)."""
+    return filtered_len + 5 * (filtered_len // 16383 + 2) + 16

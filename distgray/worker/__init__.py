@@ -1,0 +1,1 @@
+"""The worker: connect, authenticate, convert tasks, reconnect."""

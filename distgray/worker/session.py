@@ -1,0 +1,353 @@
+"""The worker: connect, authenticate, then task -> grayscale -> result until the master says BYE.
+
+Three threads per session: a *reader* that drains TASK frames into fresh buffers (so the master's
+sends never block behind our compute, which would deadlock two full socket buffers), the *main*
+loop that converts and sends results, and a *heartbeat* that speaks when we have been quiet.
+
+When the master cannot be reached, or goes away without BYE, the worker reconnects with
+exponential backoff and jitter for up to ``retry_for_s``. A wrong token or protocol version ends
+the worker at once: retrying cannot fix it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import random
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from distgray.config import DEFAULT_PORT, DEFAULT_WORKER_HOST, WORKER_RETRY_FOR_S
+from distgray.errors import (
+    AuthenticationError,
+    DistgrayError,
+    ImageError,
+    PeerDisconnected,
+    ProtocolError,
+    RemoteError,
+    VersionMismatch,
+)
+from distgray.imaging import jpegstrip, pngstrip
+from distgray.imaging.files import convert_encoded
+from distgray.imaging.kernel import to_grayscale
+from distgray.imaging.save import save_options
+from distgray.net import shm
+from distgray.net.channel import Channel, connect
+from distgray.net.handshake import client_handshake
+from distgray.wire import protocol as P
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE_S = 0.2
+BACKOFF_CAP_S = 10.0
+CONNECT_TIMEOUT_S = 10.0
+BYE_GRACE_S = 1.0  # how long to wait for the other side of a goodbye (its BYE, or its hang-up)
+#: A worker refuses any single task bigger than this (an 8K RGB image whole is ~100 MB).
+MAX_STRIP_BYTES = 512 << 20
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    host: str = DEFAULT_WORKER_HOST
+    port: int = DEFAULT_PORT
+    token: bytes | None = None
+    worker_id: str = ""
+    retry_for_s: float = WORKER_RETRY_FOR_S  # keep trying to reach the master this long; then give up
+    max_tasks: int | None = None  # leave after this many strips (burst mode, for tests and demos)
+    max_strip_bytes: int = MAX_STRIP_BYTES
+    throttle: float = 1.0  # >1: sleep so each strip takes this many times as long (testing, demos)
+    shared_memory: bool = True  # offer to read pixels from the master's shared memory (same host)
+
+
+Work = P.Task | P.FileTask
+Inbox = queue.Queue[tuple[Work, np.ndarray, int, float] | BaseException | P.Bye]  # task, payload, recv us, recv CPU s
+
+
+class _Leave(Exception):
+    """The session ended in a way that means: do not reconnect."""
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.worker_id = config.worker_id or default_worker_id()
+        self.tasks_done = 0
+        self._stop = threading.Event()
+        self._last_send_done_us = 0
+
+    def stop(self) -> None:
+        """Finish the strip in hand, tell the master BYE and return from ``run``."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` was called (a second Ctrl+C then means: leave at once)."""
+        return self._stop.is_set()
+
+    def run(self) -> int:
+        """Work until told BYE, stopped, or the master stays unreachable. Returns an exit code."""
+        attempt = 0
+        unreachable_since = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                channel = connect(self.config.host, self.config.port, timeout=CONNECT_TIMEOUT_S)
+            except PeerDisconnected as exc:
+                waited = time.monotonic() - unreachable_since
+                if waited >= self.config.retry_for_s:
+                    log.error("worker %s: giving up after %.0f s: %s", self.worker_id, waited, exc)
+                    return 1
+                delay = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt) * random.uniform(0.5, 1.0)
+                attempt += 1
+                log.info("worker %s: %s; retrying in %.1f s", self.worker_id, exc, delay)
+                self._stop.wait(delay)
+                continue
+            try:
+                self._session(channel)
+            except _Leave:
+                return 0
+            except RemoteError as exc:
+                if exc.code == P.ErrorCode.SHUTTING_DOWN:
+                    log.info("worker %s: %s", self.worker_id, exc)
+                    return 0
+                log.warning("worker %s: %s; reconnecting", self.worker_id, exc)
+            except (AuthenticationError, VersionMismatch) as exc:
+                log.error("worker %s: %s", self.worker_id, exc)
+                return 1
+            except DistgrayError as exc:
+                log.warning("worker %s: connection lost: %s; reconnecting", self.worker_id, exc)
+            finally:
+                channel.close()
+            attempt = 0
+            unreachable_since = time.monotonic()
+        return 0
+
+    # ------------------------------------------------------------------ one connection
+    def _session(self, channel: Channel) -> None:
+        capabilities = [P.CAPABILITY_LUMA_U8, P.CAPABILITY_FILES, P.CAPABILITY_PNG, P.CAPABILITY_JPEG]
+        if self.config.shared_memory and shm.available():
+            capabilities.append(P.CAPABILITY_SHM)
+        welcome = client_handshake(
+            channel, self.worker_id, self.config.token, tuple(capabilities), max_payload=self.config.max_strip_bytes
+        )
+        self.worker_id = welcome.worker_id
+        channel.peer = f"master {self.config.host}:{self.config.port}"
+        channel.settimeout(welcome.heartbeat_timeout_ms / 1000)
+        log.info("worker %s: connected to %s:%d", self.worker_id, self.config.host, self.config.port)
+        inbox: Inbox = queue.Queue()
+        # The master may keep `prefetch` tasks in flight; one more is a protocol error, refused
+        # before its payload is allocated, so a runaway master cannot exhaust our memory.
+        slots = threading.Semaphore(welcome.prefetch)
+        ended = threading.Event()
+        reader = threading.Thread(
+            target=self._read, args=(channel, inbox, slots, welcome.prefetch), daemon=True, name="distgray-worker-read"
+        )
+        reader.start()
+        threading.Thread(
+            target=self._heartbeat, args=(channel, welcome, ended), daemon=True, name="distgray-worker-heartbeat"
+        ).start()
+        try:
+            self._work(channel, inbox, slots, reader)
+        finally:
+            ended.set()
+
+    def _work(self, channel: Channel, inbox: Inbox, slots: threading.Semaphore, reader: threading.Thread) -> None:
+        while True:
+            if self._stop.is_set() or (self.config.max_tasks is not None and self.tasks_done >= self.config.max_tasks):
+                reason = "stopped" if self._stop.is_set() else f"done {self.tasks_done} tasks"
+                with contextlib.suppress(DistgrayError):
+                    channel.send(P.Bye(reason))
+                # A graceful close: stop sending, then let the reader drain whatever the master
+                # still sends until it hangs up. Closing with unread data would reset the
+                # connection and could destroy our last result and the BYE before the master
+                # reads them.
+                channel.half_close()
+                reader.join(timeout=BYE_GRACE_S)
+                log.info("worker %s: leaving (%s)", self.worker_id, reason)
+                raise _Leave
+            try:
+                item = inbox.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if isinstance(item, P.Bye):
+                log.info("worker %s: master said bye: %s", self.worker_id, item.reason)
+                raise _Leave
+            if isinstance(item, BaseException):
+                raise item
+            task, data, recv_us, recv_cpu_s = item
+            started, cpu_started = time.perf_counter(), time.thread_time()
+            result: P.Result | P.PngResult | P.JpegResult | P.FileResult
+            out: bytes | memoryview | None
+            if isinstance(task, P.FileTask):
+                result, out = convert_file(task, data, self.worker_id)
+                self._pace(cpu_started, recv_cpu_s)
+            elif isinstance(task, P.PngTask | P.JpegTask):
+                result, out = self._encoded_strip(task, data, recv_us, started, cpu_started, recv_cpu_s)
+            else:
+                log.debug(
+                    "worker %s: strip %d, rows %d-%d", self.worker_id, task.strip_id, task.row_start, task.row_stop - 1
+                )
+                gray = np.empty((task.rows, task.width), dtype=np.uint8)
+                to_grayscale(data.reshape(task.rows, task.width, task.channels), gray)
+                out = gray.data
+                self._pace(cpu_started, recv_cpu_s)
+                compute_us = int((time.perf_counter() - started) * 1e6)
+                result = P.Result(
+                    task.job_id,
+                    task.strip_id,
+                    task.row_start,
+                    task.row_stop,
+                    task.width,
+                    recv_us,
+                    compute_us,
+                    self._last_send_done_us,
+                )
+            del item, data  # a shared-memory mapping goes with the last reference to its pixels
+            # Free the slot before the result leaves: the master may send the next task the moment
+            # it has read this result, possibly before send() returns here.
+            slots.release()
+            sent = time.perf_counter()
+            try:
+                channel.send(result, out)
+            except PeerDisconnected:
+                self._leave_if_told(inbox)
+                raise
+            self._last_send_done_us = int((time.perf_counter() - sent) * 1e6)
+            self.tasks_done += 1
+
+    def _encoded_strip(
+        self,
+        task: P.PngTask | P.JpegTask,
+        data: np.ndarray,
+        recv_us: int,
+        started: float,
+        cpu_started: float,
+        recv_cpu_s: float,
+    ) -> tuple[P.PngResult | P.JpegResult, bytes]:
+        log.debug(
+            "worker %s: %s strip %d, rows %d-%d",
+            self.worker_id,
+            task.TYPE.name,
+            task.strip_id,
+            task.row_start,
+            task.row_stop - 1,
+        )
+        gray = np.empty((task.pixel_rows, task.width), dtype=np.uint8)
+        to_grayscale(data.reshape(task.pixel_rows, task.width, task.channels), gray)
+        result: P.PngResult | P.JpegResult
+        if isinstance(task, P.PngTask):
+            piece = pngstrip.encode_strip(
+                gray, task.level, has_above=task.above, first=task.row_start == 0, last=task.last
+            )
+        else:
+            piece = jpegstrip.encode_strip(gray, task.quality, task.row_start, task.last)
+        self._pace(cpu_started, recv_cpu_s)
+        compute_us = int((time.perf_counter() - started) * 1e6)
+        where = (task.job_id, task.strip_id, task.row_start, task.row_stop, task.width)
+        times = (recv_us, compute_us, self._last_send_done_us)
+        if isinstance(task, P.PngTask):
+            result = P.PngResult(*where, piece.adler, piece.length, len(piece.data), *times)
+        else:
+            result = P.JpegResult(*where, len(piece.data), *times)
+        return result, piece.data
+
+    def _pace(self, cpu_started: float, recv_cpu_s: float) -> None:
+        """--throttle, a testing and demo aid: FACTOR times the work. Measured in CPU time, so that
+        a worker paused (SIGSTOP) or starved of CPU is not slowed further by it."""
+        if self.config.throttle > 1:
+            spent = time.thread_time() - cpu_started + recv_cpu_s
+            time.sleep((self.config.throttle - 1) * spent)
+
+    def _leave_if_told(self, inbox: Inbox) -> None:
+        """After a failed send: if the master's BYE arrived just before, leave instead of reconnecting."""
+        deadline = time.monotonic() + BYE_GRACE_S
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                item = inbox.get(timeout=left)
+            except queue.Empty:
+                return
+            if isinstance(item, P.Bye):
+                log.info("worker %s: master said bye: %s", self.worker_id, item.reason)
+                raise _Leave
+            if isinstance(item, BaseException):
+                return
+
+    def _read(self, channel: Channel, inbox: Inbox, slots: threading.Semaphore, prefetch: int) -> None:
+        marks: list[float] = []
+
+        def sink(message: P.Message) -> memoryview:
+            if not isinstance(message, P.Task | P.FileTask):
+                raise ProtocolError("only TASK and FILE_TASK frames carry a payload to a worker")
+            if not slots.acquire(blocking=False):
+                raise ProtocolError(f"master sent more than {prefetch} tasks at once (its own prefetch limit)")
+            marks.extend((time.perf_counter(), time.thread_time()))
+            return np.empty(message.payload_len, dtype=np.uint8).data
+
+        try:
+            while True:
+                marks.clear()
+                message, payload = channel.recv(sink)
+                if isinstance(message, P.Task) and message.shm_segment:
+                    if not slots.acquire(blocking=False):
+                        raise ProtocolError(f"master sent more than {prefetch} tasks at once (its own prefetch limit)")
+                    if not self.config.shared_memory:
+                        raise ProtocolError("a task by shared memory, which this worker did not offer")
+                    try:
+                        pixels = shm.map_region(message.shm_segment, message.shm_offset, message.pixel_bytes)
+                    except OSError as exc:
+                        raise ProtocolError(f"cannot map shared memory {message.shm_segment}: {exc}") from exc
+                    inbox.put((message, pixels, 0, 0.0))
+                elif isinstance(message, P.Task | P.FileTask):
+                    assert payload is not None
+                    recv_us = int((time.perf_counter() - marks[0]) * 1e6)
+                    recv_cpu_s = time.thread_time() - marks[1]
+                    inbox.put((message, np.frombuffer(payload, dtype=np.uint8), recv_us, recv_cpu_s))
+                elif isinstance(message, P.ShmOffer):
+                    probe = shm.read_probe(message.segment) if self.config.shared_memory else None
+                    channel.send(P.ShmAnswer(probe is not None, probe or bytes(P.SHM_PROBE_BYTES)))
+                elif isinstance(message, P.Bye):
+                    inbox.put(message)
+                    return
+                elif isinstance(message, P.Error):
+                    inbox.put(RemoteError(f"master reported: {message.message}", message.code))
+                    return
+                elif not isinstance(message, P.Heartbeat):
+                    inbox.put(DistgrayError(f"unexpected {type(message).__name__} from the master"))
+                    return
+        except BaseException as exc:  # handed to the main loop, which decides
+            inbox.put(exc)
+
+    def _heartbeat(self, channel: Channel, welcome: P.Welcome, ended: threading.Event) -> None:
+        interval = welcome.heartbeat_interval_ms / 1000
+        while not ended.wait(interval / 2):
+            if time.monotonic() - channel.last_send >= interval:
+                try:
+                    channel.send(P.Heartbeat())
+                except DistgrayError:
+                    return
+
+
+def convert_file(task: P.FileTask, data: np.ndarray, worker_id: str) -> tuple[P.FileResult, bytes | None]:
+    """A FILE_TASK's answer: the encoded gray file, or BAD_INPUT with the reason."""
+    options = save_options(task.format, task.quality or None, task.png_level)  # as the master would save
+    log.debug("worker %s: file task %d (%d bytes -> %s)", worker_id, task.task_id, task.size, task.format)
+    try:
+        done = convert_encoded(data.tobytes(), task.format, options, task.max_pixels, name=f"file {task.task_id}")
+    except ImageError as exc:
+        reason = str(exc).removeprefix(f"file {task.task_id}: ")  # the master knows which file
+        message = reason.encode()[:1000].decode("utf-8", "ignore")
+        return P.FileResult(task.job_id, task.task_id, 0, P.FileStatus.BAD_INPUT, message=message), None
+    us = (int(done.decode_s * 1e6), int(done.compute_s * 1e6), int(done.encode_s * 1e6))
+    result = P.FileResult(
+        task.job_id, task.task_id, len(done.data), P.FileStatus.OK, done.width, done.height, *us, mode=done.mode
+    )
+    return result, done.data

@@ -1,0 +1,246 @@
+"""Every route of the status page, through Flask's test client, over a small fake JobBoard.
+
+The page sees only the board (``distgray.web.board.JobBoard``): no master, engine or socket. What
+the real board (the job service over the built-in cluster) puts on the page is tested in
+``test_service.py``.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
+
+from distgray.web.app import create_app
+
+
+@dataclass
+class FakeEntry:
+    id: int
+    name: str
+    output: Path
+    state: str = "queued"
+    thumbnails: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def downloadable(self) -> bool:
+        return self.state == "done" and self.output.is_file()
+
+    def describe(self, detail: bool = True) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "state": self.state, "download": self.downloadable}
+
+
+@dataclass
+class FakeBoard:
+    root: Path
+    serve: bool = True
+    max_upload_bytes: int = 512 << 20
+    max_pixels: int = 89_478_485
+    entries: dict[int, FakeEntry] = field(default_factory=dict)
+    shown: dict[str, Any] = field(default_factory=lambda: {"current": None, "jobs": [], "workers": []})
+    uploads: list[tuple[Path, Path, str, str]] = field(default_factory=list)
+
+    def status(self) -> dict[str, Any]:
+        return self.shown
+
+    def entry(self, job_id: int) -> FakeEntry | None:
+        return self.entries.get(job_id)
+
+    def upload_paths(self, filename: str, fmt: str) -> tuple[Path, Path]:
+        n = len(self.uploads) + 1
+        upload = self.root / "uploads" / f"{n}-{filename}"
+        upload.parent.mkdir(parents=True, exist_ok=True)
+        return upload, self.root / "results" / f"{n}-{filename}"
+
+    def enqueue_upload(self, source: Path, output: Path, fmt: str, name: str) -> FakeEntry:
+        self.uploads.append((source, output, fmt, name))
+        entry = FakeEntry(len(self.entries) + 1, name, output)
+        self.entries[entry.id] = entry
+        return entry
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "workers": len(self.shown["workers"])}
+
+
+def make_board(tmp_path: Path, **overrides: Any) -> FakeBoard:
+    return FakeBoard(tmp_path, **overrides)
+
+
+@pytest.fixture
+def board(tmp_path: Path) -> FakeBoard:
+    return make_board(tmp_path)
+
+
+@pytest.fixture
+def client(board: FakeBoard) -> FlaskClient:
+    return create_app(board).test_client()
+
+
+def png_bytes(size: tuple[int, int] = (40, 30), mode: str = "RGB") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, (200, 100, 50) if mode == "RGB" else 128).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_page_and_health(client: FlaskClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    for element in ('id="progress-pct"', 'id="strip-map"', 'id="workers"', 'id="upload-form"', "app.js"):
+        assert element in html
+    assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+    assert client.get("/static/app.js").status_code == 200
+    assert client.get("/healthz").get_json() == {"status": "ok", "workers": 0}
+
+
+def test_status_and_metrics_are_the_boards(board: FakeBoard, client: FlaskClient) -> None:
+    assert client.get("/api/status").get_json() == board.shown
+    assert client.get("/api/status").headers["Cache-Control"] == "no-store"
+    board.shown = {
+        "current": {"id": 1, "state": "running", "progress": {"rows_done": 300, "fraction_done": 0.3}},
+        "jobs": [{"id": 1, "state": "running"}, {"id": 2, "state": "failed"}],
+        "workers": [
+            {
+                "id": "fast",
+                "state": "idle",
+                "strips": 2,
+                "rows": 300,
+                "bytes_in": 10,
+                "bytes_out": 20,
+                "failures": 0,
+                "speed_rows_per_s": 250.0,
+                "speed_mp_per_s": 0.02,
+            },
+            {
+                "id": "slow",
+                "state": "lost",
+                "strips": 0,
+                "rows": 0,
+                "bytes_in": 5,
+                "bytes_out": 0,
+                "failures": 1,
+                "speed_rows_per_s": None,
+                "speed_mp_per_s": None,
+            },
+        ],
+    }
+    assert client.get("/api/status").get_json() == board.shown
+    assert client.get("/healthz").get_json() == {"status": "ok", "workers": 2}
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))}
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
+    assert samples[("distgray_workers", (("state", "lost"),))] == 1
+    assert samples[("distgray_workers", (("state", "idle"),))] == 1
+    assert samples[("distgray_worker_strips_total", (("worker", "fast"),))] == 2
+    assert samples[("distgray_worker_failures_total", (("worker", "slow"),))] == 1
+    assert samples[("distgray_jobs", (("state", "running"),))] == 1
+    assert samples[("distgray_jobs", (("state", "failed"),))] == 1
+    assert samples[("distgray_worker_speed_rows_per_second", (("worker", "fast"),))] == 250.0
+    assert ("distgray_worker_speed_rows_per_second", (("worker", "slow"),)) not in samples
+
+
+def test_previews_and_download_of_a_finished_job(board: FakeBoard, client: FlaskClient, tmp_path: Path) -> None:
+    output = tmp_path / "results" / "photo_gray.png"
+    output.parent.mkdir(parents=True)
+    output.write_bytes(png_bytes(mode="L"))
+    thumbs = {"input": png_bytes(), "output": png_bytes(mode="L")}
+    board.entries[7] = FakeEntry(7, "photo.png", output, "done", thumbs)
+    assert client.get("/api/jobs/7").get_json() == {"id": 7, "name": "photo.png", "state": "done", "download": True}
+    for which in ("input", "output"):
+        thumb = client.get(f"/jobs/7/thumbnail/{which}.png")
+        assert thumb.status_code == 200 and thumb.mimetype == "image/png" and thumb.data == thumbs[which]
+    download = client.get("/jobs/7/download")
+    assert download.status_code == 200 and download.data == output.read_bytes()
+    assert (
+        "attachment" in download.headers["Content-Disposition"]
+        and "photo_gray.png" in download.headers["Content-Disposition"]
+    )
+
+
+def test_unknown_and_unfinished_jobs_are_404(board: FakeBoard, client: FlaskClient, tmp_path: Path) -> None:
+    assert client.get("/api/jobs/99").status_code == 404
+    assert client.get("/api/jobs/99").get_json() == {"error": "no job 99"}
+    assert client.get("/jobs/99/download").status_code == 404
+    entry = board.entries[1] = FakeEntry(1, "queued.png", tmp_path / "out.png")
+    assert client.get(f"/jobs/{entry.id}/download").status_code == 404
+    assert "queued" in client.get(f"/jobs/{entry.id}/download").get_json()["error"]
+    entry.state = "done"  # done, but its output is gone: nothing to download
+    assert client.get(f"/jobs/{entry.id}/download").status_code == 404
+    assert client.get(f"/jobs/{entry.id}/thumbnail/input.png").status_code == 404
+    assert client.get(f"/jobs/{entry.id}/thumbnail/secret.png").status_code == 404
+    assert client.get("/jobs/..%2f..%2fetc%2fpasswd/download").status_code == 404
+
+
+def test_upload_queues_a_job(board: FakeBoard, client: FlaskClient, tmp_path: Path) -> None:
+    data = png_bytes()
+    resp = client.post("/api/jobs", data={"image": (io.BytesIO(data), "../../holiday photo.jpg")})
+    assert resp.status_code == 201, resp.get_json()
+    job = resp.get_json()
+    assert job["state"] == "queued" and job["name"] == "../../holiday photo.jpg"
+    ((source, output, fmt, name),) = board.uploads
+    # The board is asked for paths under a safe name with the format's own extension (a PNG sent as .jpg).
+    assert source.name == "1-holiday_photo.png" and fmt == "PNG" and name == "../../holiday photo.jpg"
+    assert source.read_bytes() == data and output == tmp_path / "results" / "1-holiday_photo.png"
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "message"),
+    [
+        ({}, 400, "no file"),
+        ({"image": (io.BytesIO(b"hello, not a picture"), "notes.jpg")}, 400, "not an image"),
+        ({"image": (io.BytesIO(b""), "empty.png")}, 400, "not an image"),
+    ],
+)
+def test_bad_uploads_are_refused(client: FlaskClient, payload: dict[str, Any], status: int, message: str) -> None:
+    resp = client.post("/api/jobs", data=payload)
+    assert resp.status_code == status and message in resp.get_json()["error"]
+
+
+def test_upload_of_a_format_we_do_not_take(client: FlaskClient) -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, format="PPM")
+    resp = client.post("/api/jobs", data={"image": (io.BytesIO(buf.getvalue()), "x.ppm")})
+    assert resp.status_code == 400 and "PPM files are not accepted" in resp.get_json()["error"]
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A 57-byte PNG whose header claims ``width`` x ``height`` RGB pixels (no pixel data)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"") + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(("size", "max_pixels"), [((100_000, 100_000), None), ((100, 100), 1000), ((50, 50), 2000)])
+def test_decompression_bomb_upload_is_refused_before_decoding(
+    tmp_path: Path, size: tuple[int, int], max_pixels: int | None
+) -> None:
+    options = {} if max_pixels is None else {"max_pixels": max_pixels}
+    client = create_app(make_board(tmp_path, **options)).test_client()
+    resp = client.post("/api/jobs", data={"image": (io.BytesIO(png_claiming(*size)), "bomb.png")})
+    assert resp.status_code == 400
+    error = resp.get_json()["error"]
+    assert "decompression-bomb limit" in error and "--max-pixels" in error
+    assert not (tmp_path / "uploads").exists() or not any((tmp_path / "uploads").iterdir())
+
+
+def test_upload_over_the_size_limit_is_413(tmp_path: Path) -> None:
+    client = create_app(make_board(tmp_path, max_upload_bytes=1000)).test_client()
+    resp = client.post("/api/jobs", data={"image": (io.BytesIO(png_bytes((300, 300), "RGB") * 4), "big.png")})
+    assert resp.status_code == 413 and "error" in resp.get_json()
+
+
+def test_uploads_are_off_unless_serving(tmp_path: Path) -> None:
+    client = create_app(make_board(tmp_path, serve=False)).test_client()
+    resp = client.post("/api/jobs", data={"image": (io.BytesIO(png_bytes()), "x.png")})
+    assert resp.status_code == 403 and "serve" in resp.get_json()["error"]
+    assert 'id="upload-form"' not in client.get("/").get_data(as_text=True)
