@@ -22,7 +22,7 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
 PHOTO = ROOT / "test_images" / "sample_4k.jpg"
 
 
-def _load_utils(name: str) -> ModuleType:
+def load_utils(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, ROOT / "utils" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -59,5 +59,5 @@ def photo() -> Path:
 def odd_8k(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 7679x4321 photo-derived PNG (odd width and height), made by utils/make_test_images.py."""
     path = tmp_path_factory.mktemp("images") / "sample_8k_odd.png"
-    _load_utils("make_test_images").make_odd().save(path, compress_level=1)
+    load_utils("make_test_images").make_odd().save(path, compress_level=1)
     return path

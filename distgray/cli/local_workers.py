@@ -22,7 +22,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from distgray.config import LOCAL_WORKER_RETRY_FOR_S
+from distgray.config import DEFAULT_WORKER_HOST, LOCAL_WORKER_RETRY_FOR_S
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def worker_argv(i: int, port: int, log_level: str) -> list[str]:
     level = "debug" if log_level == "debug" else "warning"
     return [
         "--host",
-        "127.0.0.1",
+        DEFAULT_WORKER_HOST,
         "--port",
         str(port),
         "--id",

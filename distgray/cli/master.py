@@ -353,3 +353,13 @@ def _resolve_output(args: argparse.Namespace) -> tuple[Path | None, str | None]:
     if formats.same_file(image, output):
         raise ValueError(f"--output {output} would overwrite the input")
     return output, fmt
+
+
+def module_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m distgray {master,worker,health} [flags]``."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    commands = {"master": master_main, "worker": worker_main, "health": health_main}
+    if not argv or argv[0] not in commands:
+        print("usage: python -m distgray {master,worker,health} [--help]", file=sys.stderr)
+        return 2
+    return commands[argv[0]](argv[1:])

@@ -1,11 +1,10 @@
 """The master's threads and sockets: accept workers, carry out what the cluster says, land results.
 
-Threads: one accepts connections; each worker gets a *writer* (asks the :class:`Cluster` for its
-next step and carries it out: send a strip, send a file, heartbeat, wait, stop) and a *reader*
-(receives results with ``recv_into`` straight into their rows of the job's output array and
-tells the cluster). A worker's trouble (disconnect, silence, a bad frame, a wrong-sized result)
-ends that worker only: its strips are requeued by the cluster *before* its socket is closed, so
-no strip is ever owned by a connection that can no longer deliver it.
+Threads: one accepts connections and runs each handshake on a thread of its own; a joined worker
+becomes a :class:`~distgray.master.connection.Connection` (a writer carrying out the cluster's
+steps, a reader landing results). A worker's trouble (disconnect, silence, a bad frame, a
+wrong-sized result) ends that worker only: its strips are requeued by the cluster *before* its
+socket is closed, so no strip is ever owned by a connection that can no longer deliver it.
 
 Every cluster call is made holding ``self._lock``; writers wait on ``self._work`` (the same lock)
 for something to change. Payload bytes are never moved while holding it.
@@ -31,14 +30,13 @@ from distgray.config import (
     MAX_HANDSHAKES,
     PREFETCH,
 )
-from distgray.errors import DistgrayError, ImageError, PeerDisconnected, PeerTimeout, ProtocolError, RemoteError
-from distgray.imaging import files
+from distgray.errors import DistgrayError
 from distgray.imaging.encoded import EncodedStrip, Encoding
 from distgray.imaging.kernel import U8Array
 from distgray.master.books import Job, WorkerBook, WorkerState
-from distgray.master.cluster import Cluster, ClusterConfig, SendFile, SendHeartbeat, SendStrip, Stop, Wait
+from distgray.master.cluster import Cluster, ClusterConfig
+from distgray.master.connection import Connection, Guard
 from distgray.master.pixels import SharedPixels
-from distgray.master.tasks import StripResult, encode_here, piece_of
 from distgray.net.channel import Channel, listen
 from distgray.net.handshake import server_handshake
 from distgray.net.shm import Segment
@@ -50,7 +48,6 @@ __all__ = ["Job", "Master", "MasterConfig", "WorkerState"]
 
 log = logging.getLogger(__name__)
 
-READER_GRACE_S = 1.0  # after a failed send, how long the reader may take to say why
 
 
 @dataclass(frozen=True)
@@ -71,14 +68,6 @@ class MasterConfig:
         return ClusterConfig(self.prefetch, self.strip_rows, self.policy, self.png_row_above)
 
 
-@dataclass
-class Link:
-    """The connection of one joined worker: its channel and its reader thread."""
-
-    channel: Channel
-    reader: threading.Thread | None = None
-
-
 class Master:
     """Accepts workers and converts arrays with them. ``start()``, ``run``/``submit``, ``close()``."""
 
@@ -87,7 +76,8 @@ class Master:
         self.cluster = Cluster(config.cluster())
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
-        self._links: dict[str, Link] = {}
+        self._guard = Guard(self.cluster, self._lock, self._work)
+        self._links: dict[str, Connection] = {}
         self._handshaking: set[Channel] = set()
         self._handshake_slots = threading.BoundedSemaphore(config.max_handshakes)
         self._pixels = SharedPixels()
@@ -127,10 +117,10 @@ class Master:
                 link.channel.settimeout(CLOSE_GRACE_S)
                 link.channel.send(P.Bye(reason))
             link.channel.half_close()
-        for wid, link in live:
+        for _, link in live:
             if link.reader is not None:
                 link.reader.join(timeout=CLOSE_GRACE_S)
-            self._drop(wid, WorkerState.GONE, reason)
+            link.drop(WorkerState.GONE, reason)
         if self._listener is not None:
             with contextlib.suppress(OSError):  # wakes a thread blocked in accept() at once (Linux)
                 self._listener.shutdown(socket.SHUT_RDWR)
@@ -314,7 +304,7 @@ class Master:
         wid = welcome.worker_id
         channel.peer = f"worker {wid}"
         channel.settimeout(self.config.heartbeat_timeout_s)
-        link = Link(channel)
+        link = Connection(wid, channel, self._guard, self._pixels, self.config.heartbeat_interval_s)
         with self._work:
             joined = self.cluster.join(wid, address, hello.capabilities)
             if joined is not None:  # close() says BYE to joined workers; a late one hears it here
@@ -326,13 +316,13 @@ class Master:
             channel.close()
             return
         log.info("worker %s: joined from %s", wid, address)
-        link.reader = self._spawn(self._reader, f"distgray-read-{wid}", wid, link)
+        link.reader = self._spawn(link.read, f"distgray-read-{wid}")
         try:
-            self._offer_shm(wid, hello.capabilities, channel)
+            link.offer_shm(hello.capabilities)
         except DistgrayError as exc:
-            self._drop(wid, WorkerState.LOST, str(exc))
+            link.drop(WorkerState.LOST, str(exc))
             return
-        self._writer(wid, link)
+        link.writer()
 
     def _welcome(self, hello: P.Hello, proof: bytes) -> P.Welcome:
         with self._lock:
@@ -341,155 +331,3 @@ class Master:
         return P.Welcome(
             proof, int(cfg.heartbeat_interval_s * 1000), int(cfg.heartbeat_timeout_s * 1000), cfg.prefetch, wid
         )
-
-    def _offer_shm(self, wid: str, capabilities: tuple[str, ...], channel: Channel) -> None:
-        """Ask a worker that offers ``shm`` to prove it can read our memory (from its writer)."""
-        probe = self._pixels.probe
-        if probe is not None and P.CAPABILITY_SHM in capabilities:
-            with self._lock:
-                self.cluster.shm_offered(wid, time.monotonic())
-            channel.send(P.ShmOffer(probe.name))
-
-    # ------------------------------------------------------------------ per worker
-    def _writer(self, wid: str, link: Link) -> None:
-        interval, channel = self.config.heartbeat_interval_s, link.channel
-        while True:
-            with self._work:
-                while True:
-                    now = time.monotonic()
-                    step = self.cluster.next_step(wid, now, now - channel.last_send, interval)
-                    if not isinstance(step, Wait):
-                        break
-                    self._work.wait(timeout=step.timeout_s)
-            if isinstance(step, Stop):
-                return
-            try:
-                if isinstance(step, SendFile):
-                    self._send_file(wid, channel, step)
-                elif isinstance(step, SendHeartbeat):
-                    channel.send(P.Heartbeat())
-                elif isinstance(step, SendStrip):
-                    task = step.task
-                    log.debug("worker %s: strip %d, rows %d-%d", wid, task.strip_id, task.row_start, task.row_stop - 1)
-                    sent = channel.send(task, step.payload)
-                    with self._lock:
-                        self.cluster.sent(wid, sent, step.job)
-            except DistgrayError as exc:
-                # The reader has the last word on why a connection ended: a worker that said BYE
-                # and hung up just as we sent it a task left cleanly; it is not lost.
-                if link.reader is not None:
-                    link.reader.join(timeout=READER_GRACE_S)
-                self._drop(wid, WorkerState.LOST, str(exc))
-                return
-
-    def _send_file(self, wid: str, channel: Channel, step: SendFile) -> None:
-        queue, unit = step.queue, step.unit
-        try:
-            data = unit.source.read_bytes()
-        except OSError as exc:
-            with self._work:
-                reason = f"{unit.source}: cannot read: {exc.strerror or exc}"
-                self.cluster.file_unreadable(wid, queue, unit.id, reason, time.monotonic())
-                self._work.notify_all()
-            return
-        task = P.FileTask(queue.id, unit.id, len(data), queue.max_pixels, unit.format, unit.quality, unit.png_level)
-        log.debug("worker %s: file %s (%d bytes)", wid, unit.source, len(data))
-        sent = channel.send(task, data)
-        with self._lock:
-            self.cluster.sent(wid, sent)
-
-    def _reader(self, wid: str, link: Link) -> None:
-        try:
-            while True:
-                message, payload = link.channel.recv(lambda m: self._sink(wid, m))
-                if isinstance(message, P.Result | P.PngResult | P.JpegResult):
-                    self._strip_result(wid, message, payload)
-                elif isinstance(message, P.ShmAnswer):
-                    ok = self._pixels.proves(message.probe, message.ok)
-                    with self._work:
-                        self.cluster.shm_answered(wid, ok)
-                        self._work.notify_all()
-                    log.info("worker %s: pixels by %s", wid, "shared memory" if ok else "TCP")
-                elif isinstance(message, P.FileResult):
-                    self._file_result(wid, message, payload)
-                elif isinstance(message, P.Heartbeat):
-                    continue
-                elif isinstance(message, P.Bye):
-                    self._drop(wid, WorkerState.GONE, f"left: {message.reason or 'bye'}")
-                    return
-                elif isinstance(message, P.Error):
-                    raise RemoteError(f"worker reported error {message.code}: {message.message}", message.code)
-                else:
-                    raise ProtocolError(f"unexpected {type(message).__name__} from a worker")
-        except PeerDisconnected as exc:
-            broke = exc.mid_frame or isinstance(exc, PeerTimeout)  # silent or cut off mid-frame: lost
-            self._drop(wid, WorkerState.LOST if broke else WorkerState.GONE, str(exc))
-        except DistgrayError as exc:
-            self._drop(wid, WorkerState.LOST, str(exc))
-
-    def _sink(self, wid: str, message: P.Message) -> memoryview | None:
-        """Where a result's payload lands: its rows of the output (RESULT), a buffer of its own
-        (PNG_RESULT, JPEG_RESULT, FILE_RESULT: bounded by the header's checks), or scratch (None)
-        when the strip is already done."""
-        with self._lock:
-            if isinstance(message, P.FileResult):
-                self.cluster.file_sink(wid, message)
-                return memoryview(bytearray(message.size))
-            job = self.cluster.result_sink(wid, message, time.monotonic())
-        if job is None:
-            return None  # a late or backup copy: read and discard
-        if isinstance(message, P.PngResult | P.JpegResult):
-            return memoryview(bytearray(message.payload_len))
-        assert isinstance(message, P.Result)
-        return job.output[message.row_start : message.row_stop].data.cast("B")
-
-    def _strip_result(self, wid: str, result: StripResult, payload: memoryview | None) -> None:
-        piece = piece_of(result, payload)
-        if isinstance(result, P.Result):  # its rows landed in the output; an encoded job encodes them here
-            with self._lock:
-                job = self.cluster.open_job(result)
-            piece = encode_here(job, result) if job is not None else None
-        with self._work:
-            self.cluster.strip_done(wid, result, piece, time.monotonic())
-            self._work.notify_all()  # a prefetch slot is free
-
-    def _file_result(self, wid: str, result: P.FileResult, payload: memoryview | None) -> None:
-        with self._lock:
-            unit = self.cluster.file_of(wid, result)
-        error = None
-        if unit is not None and result.status is P.FileStatus.OK:
-            assert payload is not None
-            try:
-                files.write_bytes_atomic(payload, unit.output)
-            except ImageError as exc:
-                error = str(exc)
-        elif unit is not None:
-            error = result.message or "the worker could not convert it"
-        with self._work:
-            self.cluster.file_done(wid, result, error, time.monotonic())
-            self._work.notify_all()
-
-    def _drop(self, wid: str, state: WorkerState, reason: str) -> None:
-        """End one worker: the cluster requeues its strips first, then its socket closes. Idempotent."""
-        with self._work:
-            dropped = self.cluster.drop(wid, state, reason, time.monotonic())
-            link = self._links.get(wid)
-            closing = self.cluster.closing
-            self._work.notify_all()
-        if dropped is not None:
-            if dropped.held_strips or dropped.requeued_strips:
-                log.warning(
-                    "worker %s: %s; held strips %s, requeued %s",
-                    wid,
-                    reason,
-                    dropped.held_strips,
-                    dropped.requeued_strips or "none",
-                )
-            elif not closing:
-                log.info("worker %s: %s", wid, reason)
-            if dropped.held_files:
-                log.warning(
-                    "worker %s: %s; held files %s, %d requeued", wid, reason, dropped.held_files, dropped.requeued_files
-                )
-        if link is not None:
-            link.channel.close()

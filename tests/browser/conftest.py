@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import _no_leftover_masters, workers  # noqa: F401  (fixtures)
+from tests.integration.conftest import no_leftover_masters, workers  # noqa: F401  (fixtures)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

@@ -219,7 +219,7 @@ class MasterProcess:
 
 
 @pytest.fixture(autouse=True)
-def _no_leftover_masters() -> Iterator[None]:
+def no_leftover_masters() -> Iterator[None]:
     yield
     while MasterProcess.running:
         proc = MasterProcess.running.pop().proc

@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import _load_utils, pillow_jpeg_bytes, pillow_reference
+from tests.conftest import load_utils, pillow_jpeg_bytes, pillow_reference
 from tests.integration.conftest import ROOT, WAIT_S
 
-lab = _load_utils("docker_lab")
+lab = load_utils("docker_lab")
 REASON = lab.unavailable_reason()
 pytestmark = [pytest.mark.system, pytest.mark.skipif(REASON is not None, reason=f"docker lab: {REASON}")]
 TAG = "distgray:test"

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import _load_utils, decoded, pillow_reference
+from tests.conftest import load_utils, decoded, pillow_reference
 from tests.integration.conftest import ROOT, WAIT_S
 
-netlab = _load_utils("netlab")
+netlab = load_utils("netlab")
 REASON = netlab.unavailable_reason()
 pytestmark = [pytest.mark.system, pytest.mark.skipif(REASON is not None, reason=f"netns lab: {REASON}")]
 ENV = {**os.environ, "DISTGRAY_TOKEN": "lab-token"}
