@@ -49,7 +49,6 @@ __all__ = ["Job", "Master", "MasterConfig", "WorkerState"]
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class MasterConfig:
     host: str = DEFAULT_HOST

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import load_utils, decoded, pillow_reference
+from tests.conftest import decoded, load_utils, pillow_reference
 from tests.integration.conftest import ROOT, WAIT_S
 
 netlab = load_utils("netlab")
