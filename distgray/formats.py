@@ -67,13 +67,6 @@ def gray_name(stem: str, extension: str, tag: str = "") -> str:
     return f"{stem}{tag}{GRAY_SUFFIX}{extension}"
 
 
-def output_extension(source: Path, fmt: str | None) -> str:
-    """An output's extension: the chosen format's usual one, else the input's own."""
-    if fmt:
-        return EXTENSIONS.get(fmt, source.suffix.lower())
-    return source.suffix.lower()
-
-
 def same_file(a: Path, b: Path) -> bool:
     """True when writing ``b`` would overwrite ``a``."""
     try:

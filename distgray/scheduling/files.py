@@ -2,7 +2,7 @@
 
 A batch sends ordinary-sized images to workers as their encoded file bytes (FILE_TASK); the
 worker decodes, converts and encodes, and returns the encoded file. This module only keeps the
-books; the master calls it under its lock, and takes ``now`` from the caller like ``scheduler``.
+books; the master calls it under its lock, and takes ``now`` from the caller like ``strips``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Encoded-strip messages: PNG_TASK / PNG_RESULT and JPEG_TASK / JPEG_RESULT.
 
 Tasks like TASK (same 24 bytes first, same shared-memory tail) whose workers also encode their
-gray strip (``distgray.pngstrip``, ``distgray.jpegstrip``) and send back the encoded bytes, which
-the master joins into one file. Layouts in ``docs/PROTOCOL.md``. Pure, like ``messages``.
+gray strip (``distgray.imaging.pngstrip``, ``distgray.imaging.jpegstrip``) and send back the encoded bytes, which
+the master joins into one file. Layouts in ``docs/PROTOCOL.md``. Pure, like ``control``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The distgray wire protocol, sans-IO: bytes in, messages out. No sockets, clocks or threads.
 
 This module owns framing, limits and the handshake proofs; the per-message header layouts live
-in ``messages`` and are re-exported here, so ``protocol`` is the one name callers import.
+in ``fields``, ``control``, ``work`` and ``encoded`` and are re-exported here, so ``protocol``
+is the one name callers import.
 
 A frame is a fixed 20-byte prefix, a small binary header and a raw payload::
 

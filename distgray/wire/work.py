@@ -1,6 +1,6 @@
 """Work messages: strips (TASK, RESULT) and whole files (FILE_TASK, FILE_RESULT).
 
-The frames that carry payloads; layouts in ``docs/PROTOCOL.md``. Pure, like ``messages``.
+The frames that carry payloads; layouts in ``docs/PROTOCOL.md``. Pure, like ``control``.
 """
 
 from __future__ import annotations
