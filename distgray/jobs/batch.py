@@ -35,6 +35,7 @@ from distgray.errors import DistgrayError, ImageError
 from distgray.imaging import load
 from distgray.imaging.files import probe_file
 from distgray.jobs.entries import JobEntry, JobState
+from distgray.jobs.report import silent
 from distgray.jobs.service import Service
 from distgray.scheduling.files import FileQueue, FileUnit, UnitState
 
@@ -168,10 +169,6 @@ def glob_escape(name: str) -> str:
 
 
 # ---------------------------------------------------------------------------------- running
-def _silent(text: str) -> None:
-    pass
-
-
 class Batch:
     """Runs a planned batch on an engine; the caller owns the engine and the service.
 
@@ -183,7 +180,7 @@ class Batch:
         service: Service,
         items: list[Item],
         opts: BatchOptions,
-        say: Callable[[str], None] = _silent,
+        say: Callable[[str], None] = silent,
     ) -> None:
         self.engine, self.service, self.items, self.opts, self.say = engine, service, items, opts, say
         self.log_path = opts.output_dir / LOG_NAME

@@ -28,7 +28,7 @@ from distgray.imaging import files, jpegfast, jpegstrip, load, pngstream, pngstr
 from distgray.imaging.encoded import Encoding
 from distgray.imaging.kernel import U8Array
 from distgray.jobs.entries import JobEntry, JobState, ServiceOptions
-from distgray.jobs.report import format_summary, write_json_atomic
+from distgray.jobs.report import format_summary, silent, write_json_atomic
 from distgray.jobs.streamload import StreamDecode
 
 log = logging.getLogger(__name__)
@@ -37,14 +37,10 @@ log = logging.getLogger(__name__)
 Source = pngstream.PngLayout | jpegfast.JpegLayout
 
 
-def _silent(text: str) -> None:
-    pass
-
-
 class Converter:
     """Runs queued entries on ``engine``, one at a time, with the run's ``options``."""
 
-    def __init__(self, engine: Engine, options: ServiceOptions, say: Callable[[str], None] = _silent) -> None:
+    def __init__(self, engine: Engine, options: ServiceOptions, say: Callable[[str], None] = silent) -> None:
         self.engine = engine
         self.options = options
         self.say = say  # the summary for the person at the terminal (the command line prints it)

@@ -13,6 +13,10 @@ from pathlib import Path
 from typing import Any
 
 
+def silent(text: str) -> None:
+    """Where summary lines go when nobody is at a terminal (the command line passes ``print``)."""
+
+
 def format_summary(report: dict[str, Any]) -> str:
     lines = [
         f"image      {report['name']}: {report['width']}x{report['height']}"

@@ -22,20 +22,17 @@ from distgray.engines.base import Engine
 from distgray.errors import DistgrayError
 from distgray.jobs.convert import Converter
 from distgray.jobs.entries import JobEntry, JobState, ServiceOptions
+from distgray.jobs.report import silent
 
 log = logging.getLogger(__name__)
 
 __all__ = ["JobEntry", "JobState", "Service", "ServiceOptions"]
 
 
-def _silent(text: str) -> None:
-    pass
-
-
 class Service:
     """The job queue and history of one run. Thread-safe; the page reads it concurrently."""
 
-    def __init__(self, engine: Engine, options: ServiceOptions, say: Callable[[str], None] = _silent) -> None:
+    def __init__(self, engine: Engine, options: ServiceOptions, say: Callable[[str], None] = silent) -> None:
         self.engine = engine
         self.options = options
         self.converter = Converter(engine, options, say)
