@@ -143,7 +143,7 @@ def run_master(
 
             items = discover(opts.batch)
             plan(items, opts.batch)
-            code = Batch(engine, service, items, opts.batch, _say).run(worker_cmd)
+            code = Batch(service, items, opts.batch, _say).run(worker_cmd)
             bye = "batch finished"
             return code
         if opts.image is not None:

@@ -170,19 +170,15 @@ def glob_escape(name: str) -> str:
 
 # ---------------------------------------------------------------------------------- running
 class Batch:
-    """Runs a planned batch on an engine; the caller owns the engine and the service.
+    """Runs a planned batch on the service's engine; the caller owns both.
 
     ``say``: the summary lines for the person at the terminal (the command line prints them)."""
 
     def __init__(
-        self,
-        engine: Engine,
-        service: Service,
-        items: list[Item],
-        opts: BatchOptions,
-        say: Callable[[str], None] = silent,
+        self, service: Service, items: list[Item], opts: BatchOptions, say: Callable[[str], None] = silent
     ) -> None:
-        self.engine, self.service, self.items, self.opts, self.say = engine, service, items, opts, say
+        self.service, self.items, self.opts, self.say = service, items, opts, say
+        self.engine: Engine = service.engine
         self.log_path = opts.output_dir / LOG_NAME
         self._logged: set[int] = set()
         self._units: dict[int, Item] = {}
