@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import os
+import shutil
 import signal
+import subprocess
 from pathlib import Path
 from types import ModuleType
 
@@ -61,3 +64,16 @@ def odd_8k(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("images") / "sample_8k_odd.png"
     load_utils("make_test_images").make_odd().save(path, compress_level=1)
     return path
+
+
+def pngcheck(path: Path) -> None:
+    """``pngcheck`` accepts ``path``. Without the tool the test skips and says so; with ``CI=true``
+    (where ``.ci/run`` installs it) it fails instead."""
+    tool = shutil.which("pngcheck")
+    if tool is None:
+        why = "pngcheck is not installed (apt-get install pngcheck; .ci/run installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(why)
+        pytest.skip(why)
+    done = subprocess.run([tool, str(path)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr

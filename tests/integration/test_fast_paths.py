@@ -25,10 +25,8 @@ from distgray.jobs.service import Service, ServiceOptions
 from distgray.master.server import Master
 from distgray.net import shm
 from distgray.wire import protocol as P
-from tests.conftest import pillow_jpeg_bytes, pillow_reference
+from tests.conftest import pillow_jpeg_bytes, pillow_reference, pngcheck
 from tests.integration.conftest import ROOT, TOKEN, WAIT_S, FakeWorker, MasterProcess, Workers, wait_until
-
-PNGCHECK = shutil.which("pngcheck")
 
 
 def _segments(pid: int | None = None) -> list[str]:
@@ -45,12 +43,6 @@ def _run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
         timeout=WAIT_S * 3,
         check=False,
     )
-
-
-def _pngcheck(path: Path) -> None:
-    assert PNGCHECK is not None, "pngcheck is not installed (apt-get install pngcheck; .ci/run installs it)"
-    done = subprocess.run([PNGCHECK, str(path)], capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stdout
 
 
 @pytest.mark.parametrize(
@@ -79,7 +71,7 @@ def test_png_output_from_worker_encoded_strips(source: str, extra: list[str], ph
     with Image.open(out) as im:
         assert im.mode == "L"
         assert np.array_equal(np.asarray(im), pillow_reference(src))
-    _pngcheck(out)
+    pngcheck(out)
     figures = json.loads(report.read_text())
     assert figures["encoded_strips"] == "PNG"
     gray_bytes = figures["width"] * figures["height"]
@@ -122,7 +114,7 @@ def test_a_worker_without_png_strips_still_takes_part(
     out = tmp_path / "out.png"
     service.process(service.enqueue(photo, out, "PNG"), quiet=True)
     assert np.array_equal(np.asarray(Image.open(out)), pillow_reference(photo))
-    _pngcheck(out)
+    pngcheck(out)
 
 
 def test_png_strips_with_and_without_the_row_above(
@@ -137,7 +129,7 @@ def test_png_strips_with_and_without_the_row_above(
         out = tmp_path / f"above-{above}.png"
         service.process(service.enqueue(photo, out, "PNG"), quiet=True)
         assert np.array_equal(np.asarray(Image.open(out)), pillow_reference(photo))
-        _pngcheck(out)
+        pngcheck(out)
         master.close("next")
         workers.stop_all()
 
