@@ -17,6 +17,14 @@ class ProtocolError(DistgrayError):
     """The peer sent bytes that break the wire protocol; that one connection is closed."""
 
 
+class NotDistgray(ProtocolError):
+    """The peer's first bytes are not a distgray frame at all (an HTTP server, say)."""
+
+    def __init__(self, message: str, first_bytes: bytes) -> None:
+        super().__init__(message)
+        self.first_bytes = first_bytes
+
+
 class VersionMismatch(ProtocolError):
     """The peer speaks another protocol version."""
 

@@ -25,13 +25,50 @@ def env_value(env: Mapping[str, str], *names: str) -> str | None:
     return None
 
 
+#: C0 controls, DEL and C1 controls: escaped in every log line, so that a name or id chosen by a
+#: peer (an upload's file name, a worker's id) cannot write newlines or terminal escapes.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters as ``\\xNN`` (for one-line messages to a terminal)."""
+    return text.translate(_CONTROLS)
+
+
+class EscapingFormatter(logging.Formatter):
+    """Formats as usual, then escapes control characters (tracebacks keep their own lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))
+
+
 def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)-7s %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S"))
+    root = logging.getLogger()
+    if not any(getattr(h, "distgray", False) for h in root.handlers):
+        handler.distgray = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper()))
+
+
+def read_token(flag: str | None, flag_file: str | None, env: Mapping[str, str]) -> str | None:
+    """The worker token: ``--token``, else ``--token-file``, else DISTGRAY_TOKEN, else
+    DISTGRAY_TOKEN_FILE (a file keeps the token out of ``ps``). Raises ValueError for an
+    unreadable or empty file."""
+    if flag:
+        return flag
+    path = flag_file or (None if env.get("DISTGRAY_TOKEN") else env.get("DISTGRAY_TOKEN_FILE"))
+    if not path:
+        return env.get("DISTGRAY_TOKEN") or None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            token = fh.read().strip()
+    except OSError as exc:
+        raise ValueError(f"token file {path}: {exc.strerror or exc}") from exc
+    if not token:
+        raise ValueError(f"token file {path} is empty")
+    return token
 
 
 def positive(text: str) -> int:

@@ -29,6 +29,7 @@ from distgray.cli.common import (
     nonnegative,
     port_number,
     positive,
+    read_token,
     setup_logging,
 )
 from distgray.cli.worker import build_worker_parser as build_worker_parser
@@ -54,15 +55,19 @@ examples:
   one machine, two local worker processes:
     python master_server.py --image test_images/sample_4k.jpg --local-workers 2
   several machines: start the master, then on each worker machine the command it prints:
-    python master_server.py --image big.png --host 0.0.0.0 --port 5003
-    python worker_client.py --host <master-ip> --port 5003 --token <token>
+    python master_server.py --image big.png --port 5003
+    python -m distgray worker --host <master-ip> --port 5003 --token=<token> --tls-fingerprint=<sha256>
   a service: no --image; upload images on the status page, they queue and run in order:
     python master_server.py --local-workers 2      # then open http://127.0.0.1:5006/
 
 The status page (http://127.0.0.1:5006/ unless --dashboard-host/--dashboard-port say otherwise)
 shows progress, ETA, every worker and the strip map live; --no-dashboard turns it off.
+Safety: workers on other machines talk to the master over TLS 1.3 (a self-signed certificate
+made at start unless --tls-cert; the printed worker command pins its fingerprint), and prove
+the token by HMAC inside it. The page is this machine's only unless --dashboard-host says
+otherwise, and then needs its access token.
 environment: MASTER_HOST, MASTER_PORT, NUM_WORKERS, FLASK_PORT, DASHBOARD_HOST, DISTGRAY_TOKEN,
-DISTGRAY_LOG_LEVEL
+DISTGRAY_TOKEN_FILE, DISTGRAY_DASHBOARD_TOKEN, DISTGRAY_ADVERTISE_HOST, DISTGRAY_LOG_LEVEL
 (a flag given on the command line wins over its environment variable).
 exit codes: 0 done, 1 a job failed, 2 usage error, 130 interrupted.
 """
@@ -90,7 +95,9 @@ def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "--pattern", metavar="GLOB", help="with --input-dir: only names matching GLOB, e.g. '*.jpg' (default: images)"
     )
     io.add_argument(
-        "--overwrite", action="store_true", help="batches: convert again even where a complete output exists"
+        "--overwrite",
+        action="store_true",
+        help="convert again even where an output made from the same input with the same options exists",
     )
     io.add_argument(
         "--whole-file-max-mp",
@@ -156,14 +163,22 @@ def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     net = p.add_argument_group("workers and network")
     net.add_argument(
         "--host",
-        default=env_value(env, "MASTER_HOST") or D.DEFAULT_HOST,
-        help="address to listen on (env MASTER_HOST; default %(default)s = all interfaces)",
+        default=env_value(env, "MASTER_HOST"),
+        help=f"address to listen on (env MASTER_HOST; default {D.DEFAULT_HOST} = all interfaces, or"
+        f" {D.LOCAL_HOST} = this machine only when every worker is a --local-workers one)",
     )
     net.add_argument(
         "--port",
         type=port_number,
         default=env_default(p, env, ("MASTER_PORT",), port_number, DEFAULT_PORT),
         help="port to listen on; 0 picks a free one (env MASTER_PORT; default %(default)s)",
+    )
+    net.add_argument(
+        "--advertise-host",
+        default=env_value(env, "DISTGRAY_ADVERTISE_HOST"),
+        metavar="NAME",
+        help="the address workers should use, in the worker command the master prints (env"
+        " DISTGRAY_ADVERTISE_HOST; default: this machine's address), e.g. a Compose service name",
     )
     dash = p.add_argument_group("status page")
     dash.add_argument(
@@ -179,6 +194,34 @@ def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         " 0.0.0.0 shares it)",
     )
     dash.add_argument("--no-dashboard", action="store_true", help="do not serve the status page")
+    dash.add_argument(
+        "--dashboard-token",
+        default=env_value(env, "DISTGRAY_DASHBOARD_TOKEN"),
+        metavar="SECRET",
+        help="the page's access token (env DISTGRAY_DASHBOARD_TOKEN); required when the page is"
+        " bound beyond loopback: a random one is made and printed if none is given",
+    )
+    dash.add_argument(
+        "--dashboard-open",
+        action="store_true",
+        help="serve a page bound beyond loopback WITHOUT a login: anyone who reaches it can upload and download",
+    )
+    dash.add_argument(
+        "--dashboard-allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name the page answers to besides its address and localhost (DNS-rebinding guard);"
+        " repeat for several",
+    )
+    dash.add_argument(
+        "--keep-uploads",
+        type=positive,
+        default=D.KEEP_UPLOADS_MB,
+        metavar="MB",
+        help=f"serve mode: keep uploads and their outputs within MB (and {D.KEEP_UPLOADS_HOURS:g} hours);"
+        " the oldest finished ones are removed first (default %(default)s)",
+    )
     net.add_argument(
         "--local-workers",
         type=nonnegative,
@@ -195,10 +238,48 @@ def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     net.add_argument(
         "--token",
-        default=env_value(env, "DISTGRAY_TOKEN"),
-        help="shared secret workers must prove (env DISTGRAY_TOKEN; default: a random one, printed)",
+        help="shared secret workers must prove, at least 16 characters (env DISTGRAY_TOKEN; default:"
+        " a random one, printed once on this terminal)",
+    )
+    net.add_argument(
+        "--token-file", metavar="FILE", help="read the token from FILE, out of sight of `ps` (env DISTGRAY_TOKEN_FILE)"
+    )
+    net.add_argument(
+        "--allow-weak-token", action="store_true", help="accept a --token shorter than 16 characters (guessable)"
     )
     net.add_argument("--no-auth", action="store_true", help="accept workers without a token: ONLY on a closed network")
+    net.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="PEM",
+        help="this master's certificate for TLS (default: a self-signed one made at start, whose"
+        " fingerprint the worker command carries)",
+    )
+    net.add_argument("--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert")
+    net.add_argument(
+        "--tls-ca", type=Path, metavar="PEM", help="also require TLS workers to show a certificate from this CA"
+    )
+    net.add_argument(
+        "--no-tls",
+        action="store_true",
+        help="accept plaintext workers from other machines: anyone on the network path can read every"
+        " image and change every result. By default workers from other machines must use TLS 1.3",
+    )
+    net.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=D.HANDSHAKE_TIMEOUT_S,
+        metavar="SECONDS",
+        help="a new connection must finish its whole handshake (TLS included) in this time (default %(default)s)",
+    )
+    net.add_argument(
+        "--verify-rows",
+        type=nonnegative,
+        default=D.VERIFY_ROWS,
+        metavar="N",
+        help="rows of every strip the master recomputes from the source and compares with the worker's"
+        " (a worker caught lying is dropped and its strips redone); 0 trusts the workers (default %(default)s)",
+    )
     net.add_argument("--strip-rows", type=positive, help="rows per strip (default: about 4 MiB of pixels per strip)")
     net.add_argument(
         "--no-shared-memory",
@@ -258,6 +339,24 @@ def master_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
             parser.error("serve mode (no --image) needs the status page: drop --no-dashboard")
     if args.whole_file_max_mp < 0:
         parser.error("--whole-file-max-mp must be 0 or more")
+    try:
+        given_token = None if args.no_auth else read_token(args.token, args.token_file, env)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if given_token is not None and len(given_token) < D.MIN_TOKEN_CHARS and not args.allow_weak_token:
+        parser.error(
+            f"the token has {len(given_token)} characters: anyone who sees one handshake can guess a token"
+            f" under {D.MIN_TOKEN_CHARS} offline. Use a longer one (or none: a random one is made), or"
+            " --allow-weak-token"
+        )
+    if args.tls_key is not None and args.tls_cert is None:
+        parser.error("--tls-key needs --tls-cert")
+    if args.no_tls and (args.tls_cert or args.tls_ca):
+        parser.error("--no-tls and --tls-cert/--tls-ca contradict each other")
+    if args.handshake_timeout <= 0:
+        parser.error("--handshake-timeout must be positive")
+    if args.host is None:
+        args.host = D.LOCAL_HOST if args.local_workers else D.DEFAULT_HOST
     # SIGTERM (docker stop, systemd) stops the master the way Ctrl+C does: workers hear BYE.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     procs: list[WorkerProcess] = []
@@ -266,7 +365,7 @@ def master_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         from distgray.cli.run import RunOptions, run_master, start_early
 
         # Port and local workers first: the workers start while this process loads the rest.
-        token = None if args.no_auth else (args.token or D.new_token())
+        token = None if args.no_auth else (given_token or D.new_token())
         listener, procs = start_early(args.host, args.port, args.local_workers, token, args.log_level, env)
         options = {f: getattr(args, f) for f in RunOptions.__dataclass_fields__ if hasattr(args, f)}
         options.update(
@@ -279,6 +378,7 @@ def master_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
             batch=_batch_options(args) if is_batch else None,
         )
         options["token"] = token
+        options["token_generated"] = token is not None and given_token is None
         running, procs = procs, []  # run_master reaps them from here on
         return run_master(RunOptions(**options), listener, running)
     except DistgrayError as exc:

@@ -14,8 +14,8 @@ summary table goes to stdout.
 
 from __future__ import annotations
 
+import errno
 import logging
-import os
 import socket
 import sys
 import threading
@@ -28,6 +28,7 @@ from distgray import config
 from distgray.cli.local_workers import WorkerProcess, fork_local_workers, reap, spawn_local_workers
 from distgray.errors import DistgrayError
 from distgray.net.channel import listen
+from distgray.net.tls import is_loopback
 
 if TYPE_CHECKING:
     from distgray.jobs.batch import BatchOptions
@@ -53,12 +54,20 @@ def start_early(
     try:
         listener = listen(host, port)
     except OSError as exc:
-        raise DistgrayError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        raise DistgrayError(f"cannot listen on {host}:{port}: {busy_hint(exc, '--port')}") from exc
     procs: list[WorkerProcess] = []
     if local_workers:
         bound = listener.getsockname()[1]
         procs = fork_local_workers(local_workers, bound, token, log_level, env, close=[listener])
     return listener, procs
+
+
+def busy_hint(exc: OSError, flag: str) -> str:
+    """Why a port cannot be bound, and for a busy one what to do (another master may hold it)."""
+    why = os.strerror(exc.errno) if exc.errno else str(exc)
+    if exc.errno == errno.EADDRINUSE:
+        why += f" (another distgray master? pick a free port with {flag} 0, or stop the other one)"
+    return why
 
 
 @dataclass(frozen=True)
@@ -83,8 +92,21 @@ class RunOptions:
     dashboard_port: int = config.DEFAULT_DASHBOARD_PORT
     local_workers: int = 0
     min_workers: int = 1
+    overwrite: bool = False
     token: str | None = None
+    token_generated: bool = False  # made here: printed once on the terminal (never logged)
     no_auth: bool = False
+    advertise_host: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    no_tls: bool = False
+    handshake_timeout: float = config.HANDSHAKE_TIMEOUT_S
+    verify_rows: int = config.VERIFY_ROWS
+    dashboard_token: str | None = None
+    dashboard_open: bool = False
+    dashboard_allow_host: tuple[str, ...] = ()
+    keep_uploads: int = config.KEEP_UPLOADS_MB
     strip_rows: int | None = None
     shared_memory: bool = True
     encode_on_master: bool = False
@@ -109,8 +131,14 @@ def run_master(
     from distgray.engines.cluster import ClusterEngine
     from distgray.jobs.service import Service
     from distgray.master.server import Master, MasterConfig
+    from distgray.net.tls import server_context
 
     token = None if opts.no_auth else (opts.token or config.new_token())
+    try:
+        tls = None if opts.no_tls else server_context(opts.tls_cert, opts.tls_key, opts.tls_ca)
+    except (OSError, ValueError) as exc:
+        reap(procs or [])
+        raise DistgrayError(f"TLS: {getattr(exc, 'strerror', None) or exc}") from exc
     master_config = MasterConfig(
         host=opts.host,
         port=opts.port,
@@ -119,6 +147,9 @@ def run_master(
         heartbeat_timeout_s=opts.heartbeat_timeout,
         strip_rows=opts.strip_rows,
         shared_memory=opts.shared_memory,
+        tls=tls,
+        handshake_timeout_s=opts.handshake_timeout,
+        verify_rows=opts.verify_rows,
     )
     master = Master(master_config)
     early = procs is not None  # the command line already started the local workers
@@ -127,11 +158,11 @@ def run_master(
         host, port = master.start(listener)
     except OSError as exc:
         reap(procs)
-        raise DistgrayError(f"cannot listen on {opts.host}:{opts.port}: {exc.strerror or exc}") from exc
+        raise DistgrayError(f"cannot listen on {opts.host}:{opts.port}: {busy_hint(exc, '--port')}") from exc
     dashboard: Dashboard | None = None
     bye = "master stopping"
     try:
-        worker_cmd = _announce(host, port, token)
+        worker_cmd = _announce(host, port, token, opts, None if tls is None else tls.fingerprint)
         engine = ClusterEngine(master, procs, opts.min_workers)
         service = Service(engine, _service_options(opts, worker_cmd), _say)
         # Local workers start (importing NumPy and Pillow) while the page starts and the image decodes.
@@ -142,17 +173,20 @@ def run_master(
             from distgray.jobs.batch import Batch, discover, plan
 
             items = discover(opts.batch)
+            if not items:
+                where = opts.batch.input_dir
+                matching = f" matching {opts.batch.pattern!r}" if opts.batch.pattern else ""
+                raise DistgrayError(f"no images{matching} in {where}: nothing to convert")
             plan(items, opts.batch)
             code = Batch(service, items, opts.batch, _say).run(worker_cmd)
             bye = "batch finished"
             return code
         if opts.image is not None:
             assert opts.output is not None and opts.format is not None
-            entry = service.enqueue(opts.image, opts.output, opts.format)
             if not opts.serve:
-                service.process(entry)
                 bye = "job finished"
-                return 0
+                return _one_image(service, opts.image, opts.output, opts.format, opts)
+            service.enqueue(opts.image, opts.output, opts.format)
         print("distgray-master: serving; Ctrl+C (or SIGTERM) stops", file=sys.stderr, flush=True)
         try:
             service.serve_forever(threading.Event())
@@ -169,6 +203,31 @@ def run_master(
         reap(procs, stop=[p for i, p in enumerate(procs) if f"local-{i + 1}" not in joined])
 
 
+def _one_image(service: Service, image: Path, output: Path, fmt: str, opts: RunOptions) -> int:
+    """Convert one image, unless the job log says its output was made from it as it is now (the
+    same rule as a batch's): then say so and keep it."""
+    from distgray.imaging import save
+    from distgray.jobs import provenance
+    from distgray.jobs.batch import output_options
+
+    save.remove_stale_parts(output)  # of a run that was killed
+    options = output_options(fmt, opts.quality, opts.png_level)
+    log_file = provenance.log_path(output)
+    if not opts.overwrite and provenance.up_to_date(log_file, image, output, options):
+        _say(f"up to date {output} was made from {image} as it is now, with these options (--overwrite redoes it)")
+        return 0
+    try:
+        before = provenance.fingerprint(image, with_hash=False)
+    except OSError:
+        before = None
+    entry = service.enqueue(image, output, fmt)
+    service.process(entry)
+    made = provenance.converted(image, output, before, options)
+    if made:
+        provenance.record(log_file, {"input": str(image), "output": str(output), "status": "converted", **made})
+    return 0
+
+
 def _service_options(opts: RunOptions, worker_cmd: str) -> ServiceOptions:
     from distgray.jobs.entries import ServiceOptions
 
@@ -182,6 +241,7 @@ def _service_options(opts: RunOptions, worker_cmd: str) -> ServiceOptions:
         output_dir=opts.output_dir,
         upload_dir=opts.upload_dir or opts.output_dir / "uploads",
         max_upload_bytes=opts.max_upload_mb << 20,
+        keep_upload_bytes=opts.keep_uploads << 20,
         serve=opts.serve,
         worker_command=worker_cmd,
         previews=opts.dashboard,
@@ -192,22 +252,45 @@ def _service_options(opts: RunOptions, worker_cmd: str) -> ServiceOptions:
 def _start_dashboard(service: Service, opts: RunOptions) -> Dashboard | None:
     if not opts.dashboard:
         return None
-    from distgray.web.server import Dashboard  # Flask only where the page is served
+    from distgray.web.app import PageSecurity
+    from distgray.web.server import Dashboard  # Flask and waitress only where the page is served
 
+    token = opts.dashboard_token
+    if is_loopback(opts.dashboard_host):
+        token = token or None  # this machine only: a token only if one is asked for
+    elif opts.dashboard_open:
+        token = None
+        print(
+            f"distgray-master: WARNING: the status page on {opts.dashboard_host} has NO login"
+            " (--dashboard-open): anyone who can reach it can upload images, fill the disk and"
+            " download every output",
+            file=sys.stderr,
+        )
+    else:
+        token = token or config.new_token()
+    security = PageSecurity.for_address(opts.dashboard_host, token, tuple(opts.dashboard_allow_host))
     try:
-        dashboard = Dashboard(service, opts.dashboard_host, opts.dashboard_port)
+        dashboard = Dashboard(service, opts.dashboard_host, opts.dashboard_port, security)
     except OSError as exc:
         where = f"{opts.dashboard_host}:{opts.dashboard_port}"
-        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        why = busy_hint(exc, "--dashboard-port")
         if opts.serve:  # the page is how a serving master is used: without it, stop
             raise DistgrayError(f"status page: cannot listen on {where}: {why}") from exc
         print(
-            f"distgray-master: WARNING: status page not started: cannot listen on {where}"
-            f" ({why}); pick another with --dashboard-port",
+            f"distgray-master: WARNING: status page not started: cannot listen on {where} ({why})",
             file=sys.stderr,
         )
         return None
-    print(f"distgray-master: status page at {dashboard.url}", file=sys.stderr, flush=True)
+    if token is not None and opts.dashboard_token is None:  # made here: the terminal is told, once
+        print(f"distgray-master: status page at {dashboard.url}?token={token}", file=sys.stderr, flush=True)
+    elif token is not None:
+        print(
+            f"distgray-master: status page at {dashboard.url} (log in: ?token=<your --dashboard-token>)",
+            file=sys.stderr,
+            flush=True,
+        )
+    else:
+        print(f"distgray-master: status page at {dashboard.url}", file=sys.stderr, flush=True)
     return dashboard
 
 
@@ -220,28 +303,52 @@ def _reachable_addresses() -> list[str]:
     return sorted({str(info[4][0]) for info in infos if not str(info[4][0]).startswith("127.")})
 
 
-def _announce(host: str, port: int, token: str | None) -> str:
-    """Print where the master listens and how to start a worker; returns that command."""
+#: Where the page shows the token: never the token itself (the page has readers the workers do not).
+TOKEN_PLACEHOLDER = "<token printed on the master's terminal>"
+
+
+def _announce(host: str, port: int, token: str | None, opts: RunOptions, fingerprint: str | None) -> str:
+    """Print where the master listens and how to start a worker; returns that command for the
+    page, with the token left out (the page and its API must never carry it)."""
     print(f"distgray-master: listening on {host}:{port}", file=sys.stderr)
     if host in ("0.0.0.0", "::"):
         others = _reachable_addresses()
-        if others:
+        if opts.advertise_host:
+            shown, where = opts.advertise_host, ""
+        elif others:
             shown = others[0]
             where = f"(on this machine: --host 127.0.0.1; this machine's addresses: {', '.join(others)})"
         else:
             shown = "127.0.0.1"
             where = "(from other machines, use this machine's IP address instead of 127.0.0.1)"
     else:
-        shown, where = host, ""
+        shown, where = opts.advertise_host or host, ""
+        if is_loopback(host) and opts.local_workers:
+            where = "(this machine only: every worker is local; --host 0.0.0.0 takes workers from others)"
     if token is None:
         print(
             "distgray-master: WARNING: authentication is OFF (--no-auth): any program that can reach "
             f"port {port} can join. Use this only on a closed network.",
             file=sys.stderr,
         )
-    auth = f" --token {token}" if token is not None else ""
-    command = f"python worker_client.py --host {shown} --port {port}{auth}"
+    if fingerprint is None:
+        print(
+            "distgray-master: WARNING: TLS is OFF (--no-tls): workers on other machines send and receive"
+            " images in the clear, and anyone on the path can read or change them.",
+            file=sys.stderr,
+        )
+    base = f"python -m distgray worker --host {shown} --port {port}"
+    # On this machine a worker needs no TLS; one on another machine needs the pin.
+    pin = f" --tls-fingerprint={fingerprint}" if fingerprint is not None and not is_loopback(shown) else ""
+    if token is None:
+        command = shown_command = base + pin
+    elif opts.token_generated:
+        command, shown_command = f"{base} --token={token}{pin}", f"{base} --token={TOKEN_PLACEHOLDER}{pin}"
+    else:  # the user's own token: they know it; do not print it
+        command = shown_command = f"{base}{pin}  (with DISTGRAY_TOKEN or DISTGRAY_TOKEN_FILE set)"
     print(f"distgray-master: start workers with:\n    {command}", file=sys.stderr)
     if where:
         print(f"    {where}", file=sys.stderr)
-    return command
+    if fingerprint is not None and not pin:
+        print(f"    (workers on other machines add --tls-fingerprint={fingerprint})", file=sys.stderr)
+    return shown_command

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import FrameType
 
 from distgray import config as D
@@ -18,6 +19,7 @@ from distgray.cli.common import (
     env_value,
     port_number,
     positive,
+    read_token,
     setup_logging,
     throttle,
 )
@@ -28,13 +30,20 @@ log = logging.getLogger(__name__)
 # ====================================================================== worker
 WORKER_EPILOG = """\
 examples:
-  python worker_client.py --host 192.168.1.10 --port 5003 --token <token printed by the master>
-  DISTGRAY_TOKEN=<token> MASTER_HOST=192.168.1.10 python worker_client.py
+  the command the master prints (another machine: over TLS, pinned to the master's certificate):
+    distgray-worker --host 192.168.1.10 --port 5003 --token=<token> --tls-fingerprint=<sha256>
+  the token from a file or the environment keeps it out of `ps`:
+    DISTGRAY_TOKEN_FILE=/run/secrets/distgray MASTER_HOST=192.168.1.10 distgray-worker ...
 
-The worker converts strips until the master says goodbye. If the master is unreachable or goes
-away, it retries with exponential backoff for --retry-for seconds. Ctrl+C once: finish the strip in
-hand and leave; twice: leave at once.
-environment: MASTER_HOST, MASTER_PORT, DISTGRAY_TOKEN, DISTGRAY_WORKER_ID, DISTGRAY_LOG_LEVEL.
+A worker talks to a master on another machine over TLS 1.3 and checks it is the master it was
+told about: by the SHA-256 fingerprint the master printed (--tls-fingerprint), or by your own
+CA (--tls-ca). To a master on this machine (127.0.0.1) it talks plaintext. --no-tls sends your
+images and the results in the clear, and lets anyone in between change them.
+The worker converts strips until the master says goodbye. If the master is unreachable, it retries
+with exponential backoff for --retry-for seconds in all, then exits 1. Ctrl+C once: finish the
+strip in hand and leave; twice: leave at once.
+environment: MASTER_HOST, MASTER_PORT, DISTGRAY_TOKEN, DISTGRAY_TOKEN_FILE, DISTGRAY_TLS_FINGERPRINT,
+DISTGRAY_TLS_CA, DISTGRAY_WORKER_ID, DISTGRAY_LOG_LEVEL.
 exit codes: 0 left cleanly, 1 could not connect or was refused, 2 usage error.
 """
 
@@ -59,8 +68,31 @@ def build_worker_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--token",
-        default=env_value(env, "DISTGRAY_TOKEN"),
-        help="the shared secret the master printed (env DISTGRAY_TOKEN)",
+        help="the shared secret the master printed; write --token=VALUE (env DISTGRAY_TOKEN)",
+    )
+    p.add_argument("--token-file", metavar="FILE", help="read the token from FILE instead (env DISTGRAY_TOKEN_FILE)")
+    tls = p.add_argument_group("TLS (to a master on another machine)")
+    tls.add_argument(
+        "--tls-fingerprint",
+        default=env_value(env, "DISTGRAY_TLS_FINGERPRINT"),
+        metavar="SHA256",
+        help="the master's certificate fingerprint, as the master printed it: only that master is"
+        " accepted (env DISTGRAY_TLS_FINGERPRINT)",
+    )
+    tls.add_argument(
+        "--tls-ca",
+        type=Path,
+        default=env_value(env, "DISTGRAY_TLS_CA"),
+        metavar="PEM",
+        help="verify the master's certificate (and --host as its name) with this CA (env DISTGRAY_TLS_CA)",
+    )
+    tls.add_argument("--tls-cert", type=Path, metavar="PEM", help="this worker's certificate, for a master that asks")
+    tls.add_argument("--tls-key", type=Path, metavar="PEM", help="the key of --tls-cert")
+    tls.add_argument(
+        "--no-tls",
+        action="store_true",
+        help="talk plaintext to a master on another machine: anyone on the path can read and change"
+        " the images (a master accepts it only if it runs with --no-tls too)",
     )
     p.add_argument(
         "--id",
@@ -101,22 +133,42 @@ def build_worker_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
 
 def worker_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     env = os.environ if env is None else env
-    args = build_worker_parser(env).parse_args(argv)
+    parser = build_worker_parser(env)
+    args = parser.parse_args(argv)
     setup_logging(args.log_level)
+    from distgray.net.tls import ClientTLS, normalize_fingerprint
     from distgray.worker.session import Worker, WorkerConfig
 
-    worker = Worker(
-        WorkerConfig(
-            host=args.host,
-            port=args.port,
-            token=args.token.encode() if args.token else None,
-            worker_id=args.id,
-            retry_for_s=args.retry_for,
-            max_tasks=args.max_tasks,
-            throttle=args.throttle,
-            shared_memory=args.shared_memory,
-        )
+    try:
+        token = read_token(args.token, args.token_file, env)
+        pin = normalize_fingerprint(args.tls_fingerprint) if args.tls_fingerprint else None
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.tls_key is not None and args.tls_cert is None:
+        parser.error("--tls-key needs --tls-cert")
+    tls = ClientTLS(pin, args.tls_ca, args.tls_cert, args.tls_key) if pin or args.tls_ca else None
+    config = WorkerConfig(
+        host=args.host,
+        port=args.port,
+        token=token.encode() if token else None,
+        worker_id=args.id,
+        retry_for_s=args.retry_for,
+        max_tasks=args.max_tasks,
+        throttle=args.throttle,
+        shared_memory=args.shared_memory,
+        tls=tls,
+        require_tls=not args.no_tls,
     )
+    try:
+        config.tls_for()
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.no_tls and tls is None:
+        log.warning(
+            "worker: --no-tls: images and results cross the network in the clear; anyone on the path can"
+            " read and change them"
+        )
+    worker = Worker(config)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if worker.stopping:

@@ -84,3 +84,14 @@ def file_error(path: Path, exc: OSError) -> ImageError | None:
     if exc.errno is not None and exc.filename is not None:
         return ImageError(f"{path}: cannot read: {os_reason(exc)}")
     return None
+
+
+def remove_stale_parts(output: Path) -> None:
+    """Temporary files a killed run left next to ``output`` (ours: ``.<name>.*.part``)."""
+    if output.parent.is_dir():
+        for part in output.parent.glob(f".{_glob_escape(output.name)}.*.part"):
+            part.unlink(missing_ok=True)
+
+
+def _glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)

@@ -16,6 +16,7 @@ output folder, and the summary lists every failure with its reason.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import logging
@@ -23,17 +24,16 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
-from distgray import config, formats
+from distgray import __version__, config, formats
 from distgray.engines.base import Engine
 from distgray.errors import DistgrayError, ImageError
-from distgray.imaging import load
+from distgray.imaging import load, save
 from distgray.imaging.files import probe_file
+from distgray.jobs import provenance
 from distgray.jobs.entries import JobEntry, JobState
 from distgray.jobs.report import silent
 from distgray.jobs.service import Service
@@ -41,7 +41,7 @@ from distgray.scheduling.files import FileQueue, FileUnit, UnitState
 
 log = logging.getLogger(__name__)
 
-LOG_NAME = "distgray-log.jsonl"
+LOG_NAME = provenance.LOG_NAME
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,8 @@ class Item:
     worker: str = ""
     seconds: float = 0.0  # on the workers: sent -> written (strips: load -> save)
     entry: JobEntry | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # what shapes its output (the log keeps it)
+    before: dict[str, Any] | None = None  # its input's size and time when planned
 
     @property
     def pixels(self) -> int:
@@ -135,37 +137,29 @@ def plan(items: list[Item], opts: BatchOptions) -> None:
         except ImageError as exc:
             _fail(item, str(exc).removeprefix(f"{item.source}: "))
             continue
-        _remove_stale_parts(output)
-        if output.exists() and not opts.overwrite:
-            if _complete(output, item.width, item.height):
-                item.status, item.reason = "skipped", "output exists and is complete (--overwrite redoes it)"
-            else:
-                log.info("%s: existing output %s is incomplete: converting again", item.name, output)
+        save.remove_stale_parts(output)
+        item.options = output_options(item.format, opts.quality, opts.png_level)
+        with contextlib.suppress(OSError):
+            item.before = provenance.fingerprint(item.source, with_hash=False)
+        log_file = opts.output_dir / LOG_NAME
+        if not opts.overwrite and provenance.up_to_date(log_file, item.source, output, item.options):
+            item.status, item.reason = (
+                "skipped",
+                "up to date: made from this input with these options (--overwrite redoes it)",
+            )
+        elif output.exists():
+            log.info(
+                "%s: existing output %s is not from this input with these options: converting again", item.name, output
+            )
 
 
 def _fail(item: Item, reason: str) -> None:
     item.status, item.reason = "failed", reason
 
 
-def _complete(output: Path, width: int, height: int) -> bool:
-    """True if ``output`` decodes fully at the input's size (either way round: EXIF rotation)."""
-    try:
-        with Image.open(output) as im:
-            im.load()
-            return im.size in ((width, height), (height, width))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        return False
-
-
-def _remove_stale_parts(output: Path) -> None:
-    """Temporary files a killed run left next to ``output`` (ours: ``.<name>.*.part``)."""
-    if output.parent.is_dir():
-        for part in output.parent.glob(f".{glob_escape(output.name)}.*.part"):
-            part.unlink(missing_ok=True)
-
-
-def glob_escape(name: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+def output_options(fmt: str, quality: int | None, png_level: int) -> dict[str, Any]:
+    """The options that shape an output's bytes, as its job-log record keeps them."""
+    return {"format": fmt, "quality": quality, "png_level": png_level, "distgray": __version__}
 
 
 # ---------------------------------------------------------------------------------- running
@@ -281,6 +275,9 @@ class Batch:
             return
         self._logged.add(id(item))
         size = item.output.stat().st_size if item.status == "converted" and item.output else None
+        made = {}
+        if size is not None and item.output is not None:
+            made = provenance.converted(item.source, item.output, item.before, item.options)
         record: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "input": str(item.source),
@@ -295,6 +292,7 @@ class Batch:
             "bytes_out": size,
             "worker": item.worker or None,
             "seconds": round(item.seconds, 3) if item.unit else None,
+            **made,
         }
         self.opts.output_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "a") as fh:

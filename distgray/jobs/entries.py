@@ -33,6 +33,7 @@ class JobEntry:
     name: str
     file_bytes: int
     uploaded: bool = False
+    pruned: bool = False  # its upload and output were removed (serve mode's budget)
     state: JobState = JobState.QUEUED
     error: str | None = None
     width: int | None = None
@@ -98,6 +99,8 @@ class ServiceOptions:
     output_dir: Path = Path(config.DEFAULT_OUTPUT_DIR)
     upload_dir: Path = Path(config.DEFAULT_OUTPUT_DIR) / "uploads"
     max_upload_bytes: int = config.MAX_UPLOAD_MB << 20
+    keep_upload_bytes: int = config.KEEP_UPLOADS_MB << 20  # uploads + their outputs, at most
+    keep_upload_s: float = config.KEEP_UPLOADS_HOURS * 3600
     serve: bool = False  # accept uploads and keep running
     worker_command: str = ""  # how to start a worker, for the "no workers" message
     previews: bool = True  # thumbnails for the status page (~40 ms each for 8K): off without one

@@ -70,8 +70,33 @@ class Service:
         return entry
 
     def enqueue_upload(self, source: Path, output: Path, fmt: str, name: str) -> JobEntry:
-        """An image uploaded through the page, stored at ``source`` (from :meth:`upload_paths`)."""
-        return self.enqueue(source, output, fmt, name=name, uploaded=True)
+        """An image uploaded through the page, stored at ``source`` (from :meth:`upload_paths`).
+
+        Uploads and their outputs are kept within the budget (``keep_upload_bytes``, and
+        ``keep_upload_s`` of age): the oldest finished ones are removed first, so that pages on
+        other sites, or forgetful users, cannot fill the disk."""
+        entry = self.enqueue(source, output, fmt, name=name, uploaded=True)
+        self.prune_uploads(time.time())
+        return entry
+
+    def prune_uploads(self, now: float) -> list[int]:
+        """Remove the files of finished uploads past the age or size budget. Returns their job ids."""
+        with self._lock:
+            uploads = [e for e in self._entries.values() if e.uploaded and not e.pruned]
+        sizes = {e.id: _size(e.source) + _size(e.output) for e in uploads}
+        total = sum(sizes.values())
+        removed: list[int] = []
+        for entry in sorted((e for e in uploads if e.finished), key=lambda e: e.finished_at or 0):
+            old = entry.finished_at is not None and now - entry.finished_at > self.options.keep_upload_s
+            if not old and total <= self.options.keep_upload_bytes:
+                continue
+            for path in (entry.source, entry.output):
+                path.unlink(missing_ok=True)
+            entry.pruned = True
+            total -= sizes[entry.id]
+            removed.append(entry.id)
+            log.info("job %d: upload and output removed (kept within --keep-uploads)", entry.id)
+        return removed
 
     def next_queued(self, timeout: float) -> JobEntry | None:
         """The oldest queued job, waiting up to ``timeout`` seconds for one."""
@@ -148,3 +173,10 @@ class Service:
     def process(self, entry: JobEntry, quiet: bool = False) -> None:
         """Convert one queued image end to end (see :meth:`Converter.process`)."""
         self.converter.process(entry, quiet)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0

@@ -63,6 +63,10 @@ class WorkerBook:
     bytes_in: int = 0  # task bytes sent to the worker
     bytes_out: int = 0  # result bytes it sent back
     failures: int = 0  # strips that had to be requeued from it
+    secure: bool = False  # its connection runs over TLS
+    losses: int = 0  # times this id was lost (not departed) in this run
+    quarantined_until: float = 0.0  # lost again and again: no work before this time
+    joins: int = 1  # connections this id has made in this run
     speed: float | None = None  # the scheduler's last estimate, rows/s
     mp_per_s: float | None = None  # the same speed in megapixels/s, at the width it was measured on
 

@@ -18,6 +18,9 @@ Transitions (``w`` a worker, ``s`` a strip or file it is given)::
                                    file_done
     a file cannot be read here     file_unreadable   unit failed; as above
     disconnect, silence, bad frame drop              w -> lost/gone; its strips and files requeued
+                                                     (an attempt counted only when lost, once per
+                                                     id; lost twice or more: quarantined a while)
+    a result fails its check       reject            w dropped as lost; the strip done elsewhere
     SHM_OFFER sent / answered      shm_offered,      w gets no strip until it answers (at most
                                    shm_answered      SHM_ANSWER_S), then pixels by reference or TCP
     job, batch, rows, failure      submit, submit_files, rows_ready, fail
@@ -35,7 +38,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from distgray.config import PREFETCH, SHM_ANSWER_S
+from distgray.config import (
+    PREFETCH,
+    QUARANTINE_AFTER_LOSSES,
+    QUARANTINE_BASE_S,
+    QUARANTINE_CAP_S,
+    SHM_ANSWER_S,
+)
 from distgray.errors import ProtocolError
 from distgray.imaging.encoded import EncodedStrip, Encoding
 from distgray.imaging.kernel import U8Array
@@ -117,7 +126,7 @@ class Cluster:
         self.job: Job | None = None
         self.files: FileQueue | None = None
         self.closing = False
-        self._taken_ids: set[str] = set()
+        self._naming: set[str] = set()  # ids handed out by name_worker, not yet joined
         self._job_ids = itertools.count(1)
 
     # ------------------------------------------------------------------ queries
@@ -144,23 +153,38 @@ class Cluster:
 
     # ------------------------------------------------------------------ joining
     def name_worker(self, wanted: str) -> str:
-        """A unique id for a joining worker: the one it asked for, else ``<it>#2``, ``#3``..."""
+        """The id of a joining worker: the one it asked for, unless a *connected* worker has it
+        (then ``<it>#2``, ``#3``...). An id that comes back after leaving is the same worker: its
+        losses and quarantine carry over, so a crash-looping worker is one worker, not many."""
         wid = wanted
         base = wanted.encode()[:100].decode("utf-8", "ignore")  # room for "#n" within 128 bytes
         for n in itertools.count(2):
-            if wid not in self._taken_ids:
+            held = self.workers.get(wid)
+            if wid not in self._naming and (held is None or not held.live):
                 break
             wid = f"{base}#{n}"
-        self._taken_ids.add(wid)  # ids stay unique for the master's whole run
+        self._naming.add(wid)  # reserved until it joins (two with one id may shake hands at once)
         return wid
 
-    def join(self, wid: str, address: str, capabilities: tuple[str, ...]) -> WorkerBook | None:
+    def join(
+        self, wid: str, address: str, capabilities: tuple[str, ...], now: float = 0.0, *, secure: bool = False
+    ) -> WorkerBook | None:
         """A worker finished its handshake. None when the master is closing (it is sent away)."""
+        self._naming.discard(wid)
         if self.closing:
             return None
-        w = WorkerBook(wid, address, capabilities)
+        before = self.workers.get(wid)
+        w = WorkerBook(wid, address, capabilities, secure=secure)
+        if before is not None:  # the same worker again: its run totals and its record carry over
+            w.strips, w.rows, w.bytes_in, w.bytes_out = before.strips, before.rows, before.bytes_in, before.bytes_out
+            w.failures, w.losses, w.quarantined_until = before.failures, before.losses, before.quarantined_until
+            w.joins = before.joins + 1
         self.workers[wid] = w
         return w
+
+    def distrust(self, wid: str) -> None:
+        """``wid`` returned a wrong result: it gets no more work in this run (under any connection)."""
+        self.workers[wid].quarantined_until = float("inf")
 
     def shm_offered(self, wid: str, now: float) -> None:
         self.workers[wid].shm_offered_at = now
@@ -219,6 +243,10 @@ class Cluster:
         if not w.live or self.closing:
             return Stop()
         job = self.job
+        if now < w.quarantined_until:  # lost again and again: heartbeats only, for a while
+            if quiet_s >= heartbeat_s:
+                return SendHeartbeat()
+            return Wait(min(heartbeat_s, w.quarantined_until - now))
         room = w.tasks_held < self.config.prefetch and not self.probing(w, now)
         if room and job is not None and not job.scheduler.finished:
             strip = job.scheduler.next_strip(w.id, now, [x.id for x in self.live()])
@@ -361,12 +389,18 @@ class Cluster:
         if w is None or not w.live:
             return None
         w.ended, w.reason = state, reason
+        counts = state is WorkerState.LOST  # a departure costs a requeue, never an attempt
+        if counts:
+            w.losses += 1
+            if w.losses >= QUARANTINE_AFTER_LOSSES:
+                pause = min(QUARANTINE_CAP_S, QUARANTINE_BASE_S * 2 ** (w.losses - QUARANTINE_AFTER_LOSSES))
+                w.quarantined_until = now + pause
         held: list[int] = []
         lost: list[int] = []
         job = self.job
         if job is not None and w.in_flight:
             held = sorted(sid for (jid, sid) in w.in_flight if jid == job.id)
-            lost = job.scheduler.worker_lost(w.id, now, reason)
+            lost = job.scheduler.worker_lost(w.id, now, reason, counts=counts)
             w.failures += len(lost)
             if job.scheduler.finished:
                 job.finish(now)
@@ -375,7 +409,7 @@ class Cluster:
         if w.files_in_flight and self.files is not None:
             queue = self.files
             files = [str(queue.units[u].source) for u in w.files_in_flight]
-            requeued = [u for u in w.files_in_flight if queue.attempt_lost(u, w.id, reason, now)]
+            requeued = [u for u in w.files_in_flight if queue.attempt_lost(u, w.id, reason, now, counts=counts)]
             requeued_files = len(requeued)
             w.failures += requeued_files
         w.in_flight.clear()

@@ -15,8 +15,9 @@ import time
 from dataclasses import dataclass
 
 from distgray.errors import DistgrayError, ImageError, PeerDisconnected, PeerTimeout, ProtocolError, RemoteError
-from distgray.imaging import files
-from distgray.master.books import WorkerState
+from distgray.imaging import files, verify
+from distgray.imaging.encoded import EncodedStrip
+from distgray.master.books import Job, WorkerState
 from distgray.master.cluster import Cluster, SendFile, SendHeartbeat, SendStrip, Stop, Wait
 from distgray.master.pixels import SharedPixels
 from distgray.master.tasks import StripResult, encode_here, piece_of
@@ -26,6 +27,25 @@ from distgray.wire import protocol as P
 log = logging.getLogger(__name__)
 
 READER_GRACE_S = 1.0  # after a failed send, how long the reader may take to say why
+
+
+class BadResult(ProtocolError):
+    """A result that fails its check (see ``imaging.verify``): the worker is not to be trusted."""
+
+
+def check_strip(job: Job, result: StripResult, piece: EncodedStrip | None, rows: int) -> str | None:
+    """Why ``result`` (its rows in ``job.output``, or ``piece``) is wrong, or None. The structure
+    of an encoded piece is always checked; ``rows`` rows of it are recomputed from the source."""
+    last = result.row_stop == job.height
+    if isinstance(result, P.PngResult) and piece is not None:
+        return verify.check_png(job.pixels, piece, result.row_start, result.row_stop, last, rows)
+    if isinstance(result, P.JpegResult) and piece is not None:
+        assert job.encoding is not None
+        q = job.encoding.setting
+        return verify.check_jpeg(job.pixels, piece, result.row_start, result.row_stop, last, q, rows)
+    if rows and isinstance(result, P.Result):
+        return verify.check_plain(job.pixels, job.output[result.row_start : result.row_stop], result.row_start, rows)
+    return None
 
 
 @dataclass(frozen=True)
@@ -41,8 +61,11 @@ class Connection:
     """Worker ``wid`` on ``channel``. ``writer()`` runs on the connection's own thread, ``reader()``
     on a second one (``self.reader``, set by the master)."""
 
-    def __init__(self, wid: str, channel: Channel, guard: Guard, pixels: SharedPixels, heartbeat_s: float) -> None:
+    def __init__(
+        self, wid: str, channel: Channel, guard: Guard, pixels: SharedPixels, heartbeat_s: float, verify_rows: int = 0
+    ) -> None:
         self.wid = wid
+        self.verify_rows = verify_rows
         self.channel = channel
         self.guard = guard
         self.pixels = pixels
@@ -132,6 +155,11 @@ class Connection:
         except PeerDisconnected as exc:
             broke = exc.mid_frame or isinstance(exc, PeerTimeout)  # silent or cut off mid-frame: lost
             self.drop(WorkerState.LOST if broke else WorkerState.GONE, str(exc))
+        except BadResult as exc:
+            # Caught returning wrong work: dropped, its strips redone elsewhere, never given more.
+            with self.guard.lock:
+                self.guard.cluster.distrust(wid)
+            self.drop(WorkerState.LOST, f"sent a wrong result: {exc}")
         except DistgrayError as exc:
             self.drop(WorkerState.LOST, str(exc))
 
@@ -153,9 +181,13 @@ class Connection:
 
     def _strip_result(self, result: StripResult, payload: memoryview | None) -> None:
         piece = piece_of(result, payload)
+        with self.guard.lock:
+            job = self.guard.cluster.open_job(result)
+        if job is not None:  # the copy that counts (so far): check it before it is trusted
+            problem = check_strip(job, result, piece, self.verify_rows)
+            if problem is not None:
+                raise BadResult(f"strip {result.strip_id} (rows {result.row_start}-{result.row_stop - 1}): {problem}")
         if isinstance(result, P.Result):  # its rows landed in the output; an encoded job encodes them here
-            with self.guard.lock:
-                job = self.guard.cluster.open_job(result)
             piece = encode_here(job, result) if job is not None else None
         with self.guard.work:
             self.guard.cluster.strip_done(self.wid, result, piece, time.monotonic())
@@ -168,6 +200,9 @@ class Connection:
         error = None
         if unit is not None and result.status is P.FileStatus.OK:
             assert payload is not None
+            problem = verify.check_file(payload, unit.width, unit.height) if self.verify_rows else None
+            if problem is not None:
+                raise BadResult(f"file {unit.source.name}: {problem}")
             try:
                 files.write_bytes_atomic(payload, unit.output)
             except ImageError as exc:

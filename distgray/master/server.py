@@ -13,14 +13,18 @@ for something to change. Payload bytes are never moved while holding it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from distgray.config import (
+    ACCEPT_BACKOFF_CAP_S,
+    ACCEPT_BACKOFF_S,
     CLOSE_GRACE_S,
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -28,11 +32,14 @@ from distgray.config import (
     HEARTBEAT_INTERVAL_S,
     HEARTBEAT_TIMEOUT_S,
     MAX_HANDSHAKES,
+    MAX_HANDSHAKES_PER_HOST,
     PREFETCH,
+    VERIFY_ROWS,
 )
-from distgray.errors import DistgrayError
+from distgray.errors import DistgrayError, PeerDisconnected, ProtocolError
 from distgray.imaging.encoded import EncodedStrip, Encoding
 from distgray.imaging.kernel import U8Array
+from distgray.master.admission import Admission
 from distgray.master.books import Job, WorkerBook, WorkerState
 from distgray.master.cluster import Cluster, ClusterConfig
 from distgray.master.connection import Connection, Guard
@@ -40,6 +47,7 @@ from distgray.master.pixels import SharedPixels
 from distgray.net.channel import Channel, listen
 from distgray.net.handshake import server_handshake
 from distgray.net.shm import Segment
+from distgray.net.tls import TLS_HANDSHAKE_BYTE, ServerTLS, is_loopback
 from distgray.scheduling.files import FileQueue, UnitState
 from distgray.scheduling.strips import Policy
 from distgray.wire import protocol as P
@@ -47,6 +55,37 @@ from distgray.wire import protocol as P
 __all__ = ["Job", "Master", "MasterConfig", "WorkerState"]
 
 log = logging.getLogger(__name__)
+
+#: accept() errors that pass: out of descriptors or memory, or a peer that left before we took it.
+TRANSIENT_ACCEPT_ERRORS = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
+)
+
+
+class _Deadline:
+    """Closes ``sock`` (waking any read on it) when ``seconds`` have passed, unless cancelled first."""
+
+    def __init__(self, sock: socket.socket, seconds: float) -> None:
+        self.sock = sock
+        self.expired = False
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._cancelled:
+                return
+            self.expired = True
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+        self._timer.cancel()
 
 
 @dataclass(frozen=True)
@@ -60,6 +99,10 @@ class MasterConfig:
     strip_rows: int | None = None
     policy: Policy = field(default_factory=Policy)
     max_handshakes: int = MAX_HANDSHAKES
+    max_handshakes_per_host: int = MAX_HANDSHAKES_PER_HOST
+    handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S
+    tls: ServerTLS | None = None  # None: plaintext from anywhere (--no-tls); loopback is always plaintext-ok
+    verify_rows: int = VERIFY_ROWS  # rows of each strip recomputed here and compared (0: none)
     shared_memory: bool = True  # pixels by reference to workers that can read our memory
     png_row_above: bool = True  # send PNG strips the row above, so their first row filters well
 
@@ -78,7 +121,7 @@ class Master:
         self._guard = Guard(self.cluster, self._lock, self._work)
         self._links: dict[str, Connection] = {}
         self._handshaking: set[Channel] = set()
-        self._handshake_slots = threading.BoundedSemaphore(config.max_handshakes)
+        self._admission = Admission(config.max_handshakes, config.max_handshakes_per_host)
         self._pixels = SharedPixels()
         self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
@@ -262,30 +305,60 @@ class Master:
     # ------------------------------------------------------------------ accepting
     def _accept_loop(self) -> None:
         assert self._listener is not None
+        backoff = ACCEPT_BACKOFF_S
+        last_logged = 0.0
         while not self.cluster.closing:
             try:
                 sock, addr = self._listener.accept()
             except TimeoutError:
                 continue
-            except OSError:
-                if not self.cluster.closing:
-                    log.exception("accept failed")
-                return
-            if not self._handshake_slots.acquire(blocking=False):
-                # A flood of connections that never finish their handshake must not cost a thread
-                # each: past the limit, new ones are closed at once until a slot frees up.
-                log.warning(
-                    "connection %s:%d: refused: %d handshakes already pending", *addr[:2], self.config.max_handshakes
-                )
+            except OSError as exc:
+                if self.cluster.closing or exc.errno not in TRANSIENT_ACCEPT_ERRORS:
+                    if not self.cluster.closing:
+                        log.error("accept failed for good: %s", exc)
+                    return
+                # Out of file descriptors (or buffers): keep the listener, wait, try again (as
+                # asyncio and Tornado do); one line a second at most.
+                now = time.monotonic()
+                if now - last_logged >= 1.0:
+                    log.warning("accept failed: %s; retrying in %.2f s", exc.strerror or exc, backoff)
+                    last_logged = now
+                time.sleep(backoff)
+                backoff = min(ACCEPT_BACKOFF_CAP_S, backoff * 2)
+                continue
+            backoff = ACCEPT_BACKOFF_S
+            host = str(addr[0])
+            with self._lock:
+                refused = self._admission.admit(host)
+            if refused is not None:
+                # Told why, without waiting (the send buffer of a fresh socket is empty), then closed.
+                log.warning("connection %s:%d: refused: %s", host, addr[1], refused)
+                with contextlib.suppress(OSError):
+                    sock.setblocking(False)
+                    sock.send(P.encode_frame(P.Error(P.ErrorCode.BUSY, f"master busy: {refused}; retry later"), 0))
                 sock.close()
                 continue
-            self._spawn(self._serve_worker, f"distgray-conn-{addr[1]}", sock, f"{addr[0]}:{addr[1]}")
+            self._spawn(self._serve_worker, f"distgray-conn-{addr[1]}", sock, host, f"{host}:{addr[1]}")
 
-    def _serve_worker(self, sock: socket.socket, address: str) -> None:
-        channel = Channel(sock, peer=address, timeout=HANDSHAKE_TIMEOUT_S)
+    def _serve_worker(self, sock: socket.socket, host: str, address: str) -> None:
+        # One deadline for the whole handshake, TLS included: a peer that sends a byte every few
+        # seconds must not keep its slot (a per-read timeout would let it, for ever).
+        holder = _Deadline(sock, self.config.handshake_timeout_s)
+        try:
+            channel = self._secure(sock, host, address, holder)
+        except (OSError, DistgrayError) as exc:
+            holder.cancel()
+            with self._lock:
+                self._admission.release(host)
+            if not self.cluster.closing:
+                log.warning("connection %s: refused: %s", address, exc)
+            with contextlib.suppress(OSError):
+                sock.close()
+            return
         with self._lock:
             if self.cluster.closing:
-                self._handshake_slots.release()
+                self._admission.release(host)
+                holder.cancel()
                 channel.close()
                 return
             self._handshaking.add(channel)
@@ -293,19 +366,26 @@ class Master:
             hello, welcome = server_handshake(channel, self.config.token, self._welcome)
         except (DistgrayError, ValueError) as exc:
             if not self.cluster.closing:
-                log.warning("connection %s: refused: %s", address, exc)
+                why = "handshake not finished in time" if holder.expired else exc
+                log.warning("connection %s: refused: %s", address, why)
             channel.close()
             return
         finally:
-            self._handshake_slots.release()
+            holder.cancel()
             with self._lock:
+                self._admission.release(host)
                 self._handshaking.discard(channel)
+        if holder.expired:
+            channel.close()
+            return
         wid = welcome.worker_id
         channel.peer = f"worker {wid}"
         channel.settimeout(self.config.heartbeat_timeout_s)
-        link = Connection(wid, channel, self._guard, self._pixels, self.config.heartbeat_interval_s)
+        link = Connection(
+            wid, channel, self._guard, self._pixels, self.config.heartbeat_interval_s, self.config.verify_rows
+        )
         with self._work:
-            joined = self.cluster.join(wid, address, hello.capabilities)
+            joined = self.cluster.join(wid, address, hello.capabilities, time.monotonic(), secure=channel.secure)
             if joined is not None:  # close() says BYE to joined workers; a late one hears it here
                 self._links[wid] = link
                 self._work.notify_all()
@@ -314,7 +394,7 @@ class Master:
                 channel.send(P.Bye("master shutting down"))
             channel.close()
             return
-        log.info("worker %s: joined from %s", wid, address)
+        log.info("worker %s: joined from %s%s", wid, address, " over TLS" if channel.secure else "")
         link.reader = self._spawn(link.read, f"distgray-read-{wid}")
         try:
             link.offer_shm(hello.capabilities)
@@ -322,6 +402,38 @@ class Master:
             link.drop(WorkerState.LOST, str(exc))
             return
         link.writer()
+
+    def _secure(self, sock: socket.socket, host: str, address: str, holder: _Deadline) -> Channel:
+        """The connection as a channel: TLS if the peer starts a ClientHello, plaintext only from
+        loopback (or with ``--no-tls``). Raises OSError or DistgrayError when refused."""
+        sock.settimeout(self.config.handshake_timeout_s)
+        first = sock.recv(1, socket.MSG_PEEK)
+        if not first:
+            raise PeerDisconnected("closed before saying anything")
+        tls = self.config.tls
+        if first[0] == TLS_HANDSHAKE_BYTE:
+            if tls is None:
+                raise ProtocolError("asked for TLS, but this master runs with --no-tls")
+            try:
+                secure = tls.context.wrap_socket(sock, server_side=True)
+            except ssl.SSLError as exc:
+                raise ProtocolError(f"TLS handshake failed: {exc.reason or exc}") from exc
+            holder.sock = secure
+            return Channel(secure, peer=address, timeout=self.config.handshake_timeout_s)
+        if tls is not None and not is_loopback(host):
+            with contextlib.suppress(OSError):
+                sock.sendall(
+                    P.encode_frame(
+                        P.Error(
+                            P.ErrorCode.TLS_REQUIRED,
+                            "this master takes workers from other machines over TLS only:"
+                            " run the worker with the --tls-fingerprint the master printed",
+                        ),
+                        0,
+                    )
+                )
+            raise ProtocolError("plaintext from another machine (TLS is required; the master runs without --no-tls)")
+        return Channel(sock, peer=address, timeout=self.config.handshake_timeout_s)
 
     def _welcome(self, hello: P.Hello, proof: bytes) -> P.Welcome:
         with self._lock:

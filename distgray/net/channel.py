@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from distgray.errors import (
     ProtocolError,
     RemoteError,
 )
+from distgray.net.tls import ClientTLS
 from distgray.wire import protocol as P
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,7 @@ class Channel:
         self.bytes_received = 0
         self.last_send = self.last_recv = time.monotonic()
         self.closed = False
+        self.secure = isinstance(sock, ssl.SSLSocket)  # TLS: encrypted and integrity-checked
         sock.settimeout(timeout)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -145,7 +148,12 @@ class Channel:
         return message
 
     def half_close(self) -> None:
-        """Stop sending (the peer reads end-of-stream after what we sent); keep receiving."""
+        """Stop sending (the peer reads end-of-stream after what we sent); keep receiving.
+
+        Not over TLS: Python's SSLSocket.shutdown drops the TLS layer for the reads that follow.
+        There the peer's answer to our BYE (its hang-up) ends the conversation instead."""
+        if self.secure:
+            return
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_WR)
 
@@ -159,12 +167,24 @@ class Channel:
         self.sock.close()
 
 
-def connect(host: str, port: int, *, timeout: float) -> Channel:
-    """Open a TCP connection to a master. Raises PeerDisconnected when it cannot."""
+def connect(host: str, port: int, *, timeout: float, tls: ClientTLS | None = None) -> Channel:
+    """Open a TCP connection to a master, over TLS if ``tls`` says how to check it.
+
+    Raises PeerDisconnected when it cannot, AuthenticationError when the master is not the one
+    pinned (or the CA does not vouch for it)."""
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:
         raise PeerDisconnected(f"cannot connect to {host}:{port}: {exc}") from exc
+    if tls is not None:
+        try:
+            sock = tls.wrap(sock, host)
+        except (ssl.SSLError, OSError) as exc:
+            sock.close()
+            raise PeerDisconnected(f"{host}:{port}: TLS handshake failed: {exc}") from exc
+        except BaseException:
+            sock.close()
+            raise
     return Channel(sock, peer=f"master {host}:{port}", timeout=timeout)
 
 

@@ -36,6 +36,7 @@ class FileUnit:
     state: UnitState = UnitState.PENDING
     worker: str | None = None  # the worker running it, or the one that did it
     tried_by: list[str] = field(default_factory=list)
+    lost_on: list[str] = field(default_factory=list)  # workers lost while holding it, once each
     error: str | None = None
     sent_at: float | None = None
     done_at: float | None = None
@@ -85,15 +86,19 @@ class FileQueue:
         unit = self.units[unit_id]
         unit.state, unit.error, unit.done_at = UnitState.FAILED, reason, now
 
-    def attempt_lost(self, unit_id: int, worker_id: str, reason: str, now: float) -> bool:
-        """The worker running a unit went away. Requeue it (True) or, after too many, fail it."""
+    def attempt_lost(self, unit_id: int, worker_id: str, reason: str, now: float, *, counts: bool = True) -> bool:
+        """The worker running a unit went away. Requeue it (True) or, after too many, fail it.
+
+        ``counts``: the worker was lost (not departed), which counts once per worker id."""
         unit = self.units[unit_id]
         if unit.state is not UnitState.RUNNING or unit.worker != worker_id:
             return False
         self.requeued.append({"file": str(unit.source), "worker": worker_id, "reason": reason})
-        if len(unit.tried_by) >= self.max_attempts:
+        if counts and worker_id not in unit.lost_on:
+            unit.lost_on.append(worker_id)
+        if len(unit.lost_on) >= self.max_attempts:
             self.failed(
-                unit_id, f"failed on {len(unit.tried_by)} workers ({', '.join(unit.tried_by)}); last: {reason}", now
+                unit_id, f"failed on {len(unit.lost_on)} workers ({', '.join(unit.lost_on)}); last: {reason}", now
             )
             return False
         unit.state, unit.worker, unit.sent_at = UnitState.PENDING, None, None

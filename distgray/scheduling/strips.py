@@ -27,7 +27,9 @@ Rules this module keeps:
 - every row of the image belongs to exactly one strip, and the final output takes each strip from
   exactly one completed attempt (the first result wins; later copies are discarded);
 - a strip is never handed to a worker that already failed it, nor twice to the same worker;
-- a strip whose attempts failed on ``max_attempts`` workers fails the job instead of looping.
+- a strip whose attempts failed on ``max_attempts`` workers fails the job instead of looping;
+  only a worker *lost* while holding it counts, once per worker id (an id that reconnects is the
+  same worker); one that departs (BYE, a clean close) costs the strip a requeue, never an attempt.
 """
 
 from __future__ import annotations
@@ -285,12 +287,16 @@ class Scheduler:
         self.strips_done += 1
         return True
 
-    def attempt_failed(self, strip_id: int, worker_id: str, now: float, reason: str) -> None:
-        """The attempt of ``worker_id`` on a strip ended without a result: requeue or give up."""
+    def attempt_failed(self, strip_id: int, worker_id: str, now: float, reason: str, *, counts: bool = True) -> None:
+        """The attempt of ``worker_id`` on a strip ended without a result: requeue or give up.
+
+        ``counts``: the attempt counts against the strip (its worker was lost while holding it),
+        once per worker identity; a worker that departed (BYE, a clean close) costs only a requeue."""
         strip = self.strips[strip_id]
         if strip.running_on.pop(worker_id, None) is None or strip.state is StripState.DONE:
             return
-        strip.failed_on.append(worker_id)
+        if counts and worker_id not in strip.failed_on:
+            strip.failed_on.append(worker_id)
         self.requeued.append({"strip": strip_id, "worker": worker_id, "reason": reason, "at": now})
         if len(strip.failed_on) >= self.policy.max_attempts:
             self.failure = (
@@ -302,12 +308,13 @@ class Scheduler:
             strip.state = StripState.PENDING
             self._pending.appendleft(strip_id)
 
-    def worker_lost(self, worker_id: str, now: float, reason: str) -> list[int]:
-        """End every attempt of a worker that left. Returns the strips that had to be requeued
-        (not those already done, e.g. by a backup copy, nor those a backup copy still runs)."""
+    def worker_lost(self, worker_id: str, now: float, reason: str, *, counts: bool = True) -> list[int]:
+        """End every attempt of a worker that left (``counts``: lost, not departed). Returns the
+        strips that had to be requeued (not those already done, e.g. by a backup copy, nor those a
+        backup copy still runs)."""
         held = [s.id for s in self.strips if worker_id in s.running_on]
         before = len(self.requeued)
         for sid in reversed(held):
-            self.attempt_failed(sid, worker_id, now, reason)
+            self.attempt_failed(sid, worker_id, now, reason, counts=counts)
         self.speeds.pop(worker_id, None)
         return sorted(int(str(r["strip"])) for r in self.requeued[before:])

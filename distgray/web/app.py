@@ -11,14 +11,25 @@ Routes (all read-only unless the master runs in serve mode):
 
 No route takes a file path from the request: files are found through job records only, and
 uploads are written under the board's upload folder with names the board chooses.
+
+Every request passes :class:`PageSecurity` first: a ``Host`` allow-list (IP literals, localhost,
+this machine's names and those given: a DNS-rebinding site's name is refused), a same-origin
+check on every state-changing request (``Sec-Fetch-Site``, else ``Origin``), and, when the page
+is bound beyond loopback, its access token (a cookie set from ``/?token=...``, or
+``Authorization: Bearer ...``). ``/healthz`` answers without the token (the container check).
 """
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import logging
+import socket
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
-from flask import Flask, Response, abort, jsonify, render_template, request, send_file
+from flask import Flask, Response, abort, jsonify, redirect, render_template, request, send_file
 from werkzeug.exceptions import HTTPException
 from werkzeug.utils import secure_filename
 
@@ -31,13 +42,107 @@ from distgray.web.metrics import metrics_text
 log = logging.getLogger(__name__)
 
 THUMBNAILS = ("input", "output")
+COOKIE = "distgray_page"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Longest upload file name accepted (most filesystems' limit); longer ones are a 400.
+MAX_NAME_BYTES = 255
+#: Stored names keep at most this many bytes of the stem (room for "-NN_gray" and the extension).
+STEM_BYTES = 120
 
 
-def create_app(board: JobBoard) -> Flask:
+@dataclass(frozen=True)
+class PageSecurity:
+    """Who may use the page: the ``Host`` names it answers to, and its access token (if any)."""
+
+    token: str | None = None
+    hosts: frozenset[str] = field(default_factory=frozenset)  # besides IP literals and localhost
+
+    @classmethod
+    def for_address(cls, bound: str, token: str | None = None, extra: tuple[str, ...] = ()) -> PageSecurity:
+        names = {bound, socket.gethostname(), *extra}
+        if bound in ("0.0.0.0", "::", ""):
+            names.add(socket.getfqdn())
+        return cls(token, frozenset(n.lower() for n in names if n))
+
+    def host_allowed(self, host_header: str) -> bool:
+        name = _host_name(host_header)
+        if not name:
+            return False
+        if name == "localhost" or name.endswith(".localhost") or name in self.hosts:
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True  # an address typed by the user: a rebinding site can only send its own name
+
+    def authorized(self, cookie: str | None, authorization: str | None) -> bool:
+        if self.token is None:
+            return True
+        offered = cookie or ""
+        if authorization and authorization.startswith("Bearer "):
+            offered = authorization[len("Bearer ") :]
+        return hmac.compare_digest(offered.encode(), self.token.encode())
+
+
+def _host_name(host_header: str) -> str:
+    host = host_header.strip().lower()
+    if host.startswith("["):  # [v6]:port
+        return host[1 : host.find("]")] if "]" in host else ""
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _same_origin() -> bool:
+    """Whether a state-changing request comes from the page itself (or from no browser at all)."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True  # not a browser (curl, scripts): CSRF is an attack through a browser
+    return urlsplit(origin).netloc.lower() == request.host.lower()
+
+
+def safe_upload_name(filename: str, fmt: str) -> str:
+    """A name to store an upload under: safe characters only, the stem shortened so the stored
+    name stays well within the filesystem's limit, the extension of its real format."""
+    name = secure_filename(filename) or "upload"
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    stem = stem.encode()[:STEM_BYTES].decode("utf-8", "ignore") or "upload"
+    return stem + formats.EXTENSIONS.get(fmt, ".png")
+
+
+def create_app(board: JobBoard, security: PageSecurity | None = None) -> Flask:
     """The page's Flask app over ``board`` (Flask's tutorial ``create_app``; no server here)."""
     app = Flask(__name__)
     # Flask refuses bigger request bodies with 413 before reading them.
     app.config["MAX_CONTENT_LENGTH"] = board.max_upload_bytes
+    guard = security if security is not None else PageSecurity.for_address("127.0.0.1")
+
+    @app.before_request
+    def check() -> Any:
+        if not guard.host_allowed(request.host):
+            abort(
+                400,
+                description="unknown Host header: this page answers to its address, localhost, or"
+                " the names given with --dashboard-allow-host",
+            )
+        if request.method not in SAFE_METHODS and not _same_origin():
+            abort(403, description="cross-origin request refused")
+        if request.path == "/healthz" or guard.token is None:
+            return None
+        offered = request.args.get("token")
+        if offered is not None and request.method == "GET" and guard.authorized(offered, None):
+            resp = redirect(request.path, code=303)  # the token leaves the address bar and history
+            resp.set_cookie(COOKIE, offered, httponly=True, samesite="Strict")
+            return resp
+        if not guard.authorized(request.cookies.get(COOKIE), request.headers.get("Authorization")):
+            abort(
+                401,
+                description="this page needs its access token: open the address the master printed"
+                " (ending in ?token=...), or send Authorization: Bearer <token>",
+            )
+        return None
 
     @app.after_request
     def headers(resp: Response) -> Response:
@@ -95,14 +200,14 @@ def create_app(board: JobBoard) -> Flask:
         file = request.files.get("image")
         if file is None or not file.filename:
             abort(400, description="no file: send the image as the form field 'image'")
+        if len(file.filename.encode()) > MAX_NAME_BYTES:
+            abort(400, description=f"file name too long: {MAX_NAME_BYTES} bytes at most")
         try:
             fmt, width, height = files.probe_upload(file.stream, board.max_pixels)
         except ImageError as exc:
             abort(400, description=f"{file.filename}: {exc}")
         file.stream.seek(0)
-        name = secure_filename(file.filename) or "upload"
-        stem = name.rsplit(".", 1)[0] if "." in name else name
-        source, output = board.upload_paths(stem + formats.EXTENSIONS.get(fmt, ".png"), fmt)
+        source, output = board.upload_paths(safe_upload_name(file.filename, fmt), fmt)
         try:
             file.save(source)
         except OSError as exc:

@@ -49,6 +49,8 @@ class ErrorCode(enum.IntEnum):
     BAD_RESULT = 5
     SHUTTING_DOWN = 6
     INTERNAL = 7
+    TLS_REQUIRED = 8  # a plaintext connection from another machine: reconnect with TLS
+    BUSY = 9  # every handshake slot is taken: retry later
 
 
 class Reader:

@@ -54,7 +54,7 @@ import hmac
 import struct
 from dataclasses import dataclass
 
-from distgray.errors import ProtocolError, VersionMismatch
+from distgray.errors import NotDistgray, ProtocolError, VersionMismatch
 from distgray.wire.control import (
     SHM_PROBE_BYTES,
     Auth,
@@ -237,7 +237,7 @@ def decode_prefix(buf: bytes, max_payload: int = MAX_PAYLOAD_BYTES) -> Prefix:
         raise ValueError(f"a prefix is {PREFIX_BYTES} bytes, got {len(buf)}")
     magic, version, mtype, flags, header_len, payload_len = PREFIX.unpack(buf)
     if magic != MAGIC:
-        raise ProtocolError(f"bad magic {bytes(buf[:8])!r}: not a distgray peer")
+        raise NotDistgray(f"bad magic {bytes(buf[:8])!r}: not a distgray peer", bytes(buf[:16]))
     if version != PROTOCOL_VERSION:
         raise VersionMismatch(f"peer speaks protocol version {version}, this side speaks {PROTOCOL_VERSION}", version)
     try:

@@ -5,8 +5,9 @@ sends never block behind our compute, which would deadlock two full socket buffe
 loop that converts and sends results, and a *heartbeat* that speaks when we have been quiet.
 
 When the master cannot be reached, or goes away without BYE, the worker reconnects with
-exponential backoff and jitter for up to ``retry_for_s``. A wrong token or protocol version ends
-the worker at once: retrying cannot fix it.
+exponential backoff and jitter for up to ``retry_for_s`` in all. A wrong token, a master that
+is not the one pinned, a protocol version or a refusal of plaintext ends the worker at once:
+retrying cannot fix it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from distgray.errors import (
     AuthenticationError,
     DistgrayError,
     ImageError,
+    NotDistgray,
     PeerDisconnected,
     ProtocolError,
     RemoteError,
@@ -40,6 +42,7 @@ from distgray.imaging.save import save_options
 from distgray.net import shm
 from distgray.net.channel import Channel, connect
 from distgray.net.handshake import client_handshake
+from distgray.net.tls import ClientTLS, is_loopback
 from distgray.wire import protocol as P
 
 log = logging.getLogger(__name__)
@@ -67,6 +70,20 @@ class WorkerConfig:
     max_strip_bytes: int = MAX_STRIP_BYTES
     throttle: float = 1.0  # >1: sleep so each strip takes this many times as long (testing, demos)
     shared_memory: bool = True  # offer to read pixels from the master's shared memory (same host)
+    tls: ClientTLS | None = None  # how to check the master over TLS; None: plaintext
+    require_tls: bool = True  # refuse to talk plaintext to a master on another machine
+
+    def tls_for(self) -> ClientTLS | None:
+        """TLS for this master: always with a pin or CA; plaintext only to loopback or when
+        ``require_tls`` is off (--no-tls). Raises ValueError when TLS is needed but unknown."""
+        if self.tls is not None and (self.tls.pin is not None or self.tls.ca is not None):
+            return self.tls
+        if is_loopback(self.host) or not self.require_tls:
+            return None
+        raise ValueError(
+            f"master {self.host} is on another machine: pass the --tls-fingerprint it printed"
+            " (or --tls-ca for your own certificates); --no-tls only on a network you trust"
+        )
 
 
 Work = P.Task | P.FileTask
@@ -84,6 +101,8 @@ class Worker:
         self.tasks_done = 0
         self._stop = threading.Event()
         self._last_send_done_us = 0
+        self._joined = False  # the current connection finished its handshake
+        self.tls = config.tls_for()
 
     def stop(self) -> None:
         """Finish the strip in hand, tell the master BYE and return from ``run``."""
@@ -95,41 +114,75 @@ class Worker:
         return self._stop.is_set()
 
     def run(self) -> int:
-        """Work until told BYE, stopped, or the master stays unreachable. Returns an exit code."""
+        """Work until told BYE, stopped, or the master stays unreachable. Returns an exit code.
+
+        ``retry_for_s`` is one budget for reaching a master, reset only by a finished handshake:
+        a peer that accepts and then fails the handshake (the status page's port, a typo'd one,
+        a silent listener) uses it up like an unreachable one, with the same growing backoff."""
         attempt = 0
-        unreachable_since = time.monotonic()
+        since = time.monotonic()
+        last_reason = ""
         while not self._stop.is_set():
+            left = self.config.retry_for_s - (time.monotonic() - since)
+            self._joined = False
+            reason = ""
             try:
-                channel = connect(self.config.host, self.config.port, timeout=CONNECT_TIMEOUT_S)
+                channel = connect(
+                    self.config.host, self.config.port, timeout=max(0.5, min(CONNECT_TIMEOUT_S, left)), tls=self.tls
+                )
             except PeerDisconnected as exc:
-                waited = time.monotonic() - unreachable_since
-                if waited >= self.config.retry_for_s:
-                    log.error("worker %s: giving up after %.0f s: %s", self.worker_id, waited, exc)
-                    return 1
-                delay = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt) * random.uniform(0.5, 1.0)
-                attempt += 1
-                log.info("worker %s: %s; retrying in %.1f s", self.worker_id, exc, delay)
-                self._stop.wait(delay)
-                continue
-            try:
-                self._session(channel)
-            except _Leave:
-                return 0
-            except RemoteError as exc:
-                if exc.code == P.ErrorCode.SHUTTING_DOWN:
-                    log.info("worker %s: %s", self.worker_id, exc)
-                    return 0
-                log.warning("worker %s: %s; reconnecting", self.worker_id, exc)
-            except (AuthenticationError, VersionMismatch) as exc:
+                reason = str(exc)
+            except AuthenticationError as exc:
                 log.error("worker %s: %s", self.worker_id, exc)
                 return 1
-            except DistgrayError as exc:
-                log.warning("worker %s: connection lost: %s; reconnecting", self.worker_id, exc)
-            finally:
-                channel.close()
-            attempt = 0
-            unreachable_since = time.monotonic()
+            else:
+                try:
+                    self._session(channel)
+                except _Leave:
+                    return 0
+                except RemoteError as exc:
+                    if exc.code == P.ErrorCode.SHUTTING_DOWN:
+                        log.info("worker %s: %s", self.worker_id, exc)
+                        return 0
+                    if exc.code == P.ErrorCode.TLS_REQUIRED:
+                        log.error("worker %s: %s", self.worker_id, exc)
+                        return 1
+                    reason = str(exc)
+                except (AuthenticationError, VersionMismatch) as exc:
+                    log.error("worker %s: %s", self.worker_id, exc)
+                    return 1
+                except NotDistgray as exc:
+                    reason = self._stranger(exc)
+                except DistgrayError as exc:
+                    reason = f"connection lost: {exc}" if self._joined else f"handshake failed: {exc}"
+                finally:
+                    channel.close()
+            if self._joined:  # a real session ran: a new budget, a fresh backoff
+                attempt, since = 0, time.monotonic()
+            waited = time.monotonic() - since
+            if waited >= self.config.retry_for_s:
+                log.error("worker %s: giving up after %.0f s: %s", self.worker_id, waited, reason)
+                return 1
+            delay = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt) * random.uniform(0.5, 1.0)
+            delay = min(delay, max(0.0, self.config.retry_for_s - waited))
+            attempt += 1
+            # The same trouble again is not news: one line when it changes, debug otherwise.
+            level = logging.DEBUG if reason == last_reason else logging.WARNING
+            log.log(level, "worker %s: %s; retrying in %.1f s", self.worker_id, reason, delay)
+            last_reason = reason
+            self._stop.wait(delay)
         return 0
+
+    def _stranger(self, exc: NotDistgray) -> str:
+        """One line naming what answered instead of a distgray master."""
+        where = f"{self.config.host}:{self.config.port}"
+        if exc.first_bytes.startswith(b"HTTP/"):
+            what = "an HTTP server (the status page's port?)"
+        elif exc.first_bytes[:1] == b"\x15" or exc.first_bytes[:1] == b"\x16":
+            what = "a TLS server that is not a distgray master"
+        else:
+            what = f"something that is not a distgray master (it sent {exc.first_bytes[:8]!r})"
+        return f"{where} is {what}; workers connect to the master's --port (default {DEFAULT_PORT})"
 
     # ------------------------------------------------------------------ one connection
     def _session(self, channel: Channel) -> None:
@@ -140,6 +193,7 @@ class Worker:
             channel, self.worker_id, self.config.token, tuple(capabilities), max_payload=self.config.max_strip_bytes
         )
         self.worker_id = welcome.worker_id
+        self._joined = True
         channel.peer = f"master {self.config.host}:{self.config.port}"
         channel.settimeout(welcome.heartbeat_timeout_ms / 1000)
         log.info("worker %s: connected to %s:%d", self.worker_id, self.config.host, self.config.port)

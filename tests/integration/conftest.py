@@ -210,12 +210,22 @@ class MasterProcess:
         wait_until(
             lambda: (
                 "start workers with:" in self.stderr
-                and "worker_client.py" in self.stderr.split("start workers with:")[1]
+                and "distgray worker" in self.stderr.split("start workers with:")[1]
             ),
             what="the master to print the worker command",
         )
-        line = next(ln for ln in self.err_lines if "worker_client.py" in ln)
+        line = next(ln for ln in self.err_lines if "-m distgray worker" in ln)
         return line.split()
+
+
+def flag_of(cmd: list[str], flag: str) -> str:
+    """The value of ``--flag=VALUE`` or ``--flag VALUE`` in a printed command."""
+    for i, arg in enumerate(cmd):
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+        if arg == flag:
+            return cmd[i + 1]
+    raise AssertionError(f"{flag} not in {cmd}")
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,7 @@ import pytest
 from distgray.imaging.load import load_image
 from distgray.master.server import Master, WorkerState
 from tests.conftest import decoded, pillow_reference
-from tests.integration.conftest import ROOT, WAIT_S, MasterProcess, Workers, wait_until
+from tests.integration.conftest import ROOT, WAIT_S, MasterProcess, Workers, flag_of, wait_until
 
 
 def _coverage(master: Master) -> list[int]:
@@ -112,12 +112,12 @@ def test_multi_terminal_flow_as_in_the_readme(photo: Path, tmp_path: Path) -> No
         ["--image", str(photo), "--host", "127.0.0.1", "--port", "0", "--min-workers", "2"], cwd=tmp_path
     )
     cmd = master.worker_command()
-    assert cmd[:2] == ["python", "worker_client.py"] and "--token" in cmd
-    port, token = cmd[cmd.index("--port") + 1], cmd[cmd.index("--token") + 1]
+    assert cmd[:4] == ["python", "-m", "distgray", "worker"]
+    port, token = flag_of(cmd, "--port"), flag_of(cmd, "--token")
     assert int(port) > 0
     procs = [
         subprocess.Popen(
-            [sys.executable, str(ROOT / "worker_client.py"), "--host", "127.0.0.1", "--port", port, "--token", token],
+            [sys.executable, str(ROOT / "worker_client.py"), "--host", "127.0.0.1", "--port", port, f"--token={token}"],
             stderr=subprocess.PIPE,
             text=True,
         )

@@ -46,6 +46,7 @@ def test_serve_mode_stops_without_its_page(tmp_path: Path, busy_port: int) -> No
     errors = [line for line in proc.stderr.splitlines() if "error" in line]
     assert errors == [
         f"distgray-master: error: status page: cannot listen on 127.0.0.1:{busy_port}: Address already in use"
+        " (another distgray master? pick a free port with --dashboard-port 0, or stop the other one)"
     ]
     assert "Traceback" not in proc.stderr
 

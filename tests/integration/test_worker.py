@@ -120,4 +120,4 @@ def test_worker_told_an_error_reconnects_without_a_traceback(workers: Workers) -
         channel.close()
     assert proc.wait(timeout=WAIT_S) == 1  # reconnecting found no master; it gave up after 1 s
     log = workers.log_of(proc)
-    assert "master bug, sorry; reconnecting" in log and "Traceback" not in log
+    assert "master bug, sorry; retrying in" in log and "Traceback" not in log

@@ -19,7 +19,7 @@ from flask.testing import FlaskClient
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from distgray.web.app import create_app
+from distgray.web.app import PageSecurity, create_app
 
 
 @dataclass
@@ -244,3 +244,78 @@ def test_uploads_are_off_unless_serving(tmp_path: Path) -> None:
     resp = client.post("/api/jobs", data={"image": (io.BytesIO(png_bytes()), "x.png")})
     assert resp.status_code == 403 and "serve" in resp.get_json()["error"]
     assert 'id="upload-form"' not in client.get("/").get_data(as_text=True)
+
+
+# ---------------------------------------------------------------- a locked page
+def secured(board: FakeBoard, token: str | None = None, bound: str = "127.0.0.1") -> FlaskClient:
+    return create_app(board, PageSecurity.for_address(bound, token, ("dash.example.org",))).test_client()
+
+
+@pytest.mark.parametrize("host", ["evil.example.com", "evil.example.com:5006", "127.0.0.1.evil.example.com"])
+def test_a_foreign_host_header_is_refused_everywhere(board: FakeBoard, host: str) -> None:
+    client = secured(board)
+    for path in ("/", "/api/status", "/metrics", "/healthz"):
+        resp = client.get(path, headers={"Host": host})
+        assert resp.status_code == 400, (path, host)
+    assert client.post("/api/jobs", headers={"Host": host}).status_code == 400
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:5006", "localhost:5006", "[::1]:5006", "10.1.2.3", "dash.example.org"])
+def test_addresses_localhost_and_given_names_are_answered(board: FakeBoard, host: str) -> None:
+    assert secured(board).get("/api/status", headers={"Host": host}).status_code == 200
+
+
+def test_a_cross_origin_post_is_refused(board: FakeBoard) -> None:
+    client = secured(board)
+    upload = {"image": (io.BytesIO(png_bytes()), "x.png")}
+    resp = client.post("/api/jobs", data=upload, headers={"Sec-Fetch-Site": "cross-site"})
+    assert resp.status_code == 403 and board.uploads == []
+    upload = {"image": (io.BytesIO(png_bytes()), "x.png")}
+    resp = client.post("/api/jobs", data=upload, headers={"Origin": "http://evil.example.com"})
+    assert resp.status_code == 403 and board.uploads == []
+    upload = {"image": (io.BytesIO(png_bytes()), "x.png")}
+    resp = client.post(
+        "/api/jobs", data=upload, headers={"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"}
+    )
+    assert resp.status_code == 201 and len(board.uploads) == 1
+
+
+def test_a_page_with_a_token_refuses_anonymous_requests(board: FakeBoard) -> None:
+    token = "page-secret-0123456789"
+    client = secured(board, token, bound="0.0.0.0")
+    for path in ("/", "/api/status", "/metrics", "/api/jobs/1"):
+        assert client.get(path).status_code == 401, path
+    assert client.post("/api/jobs", data={"image": (io.BytesIO(png_bytes()), "x.png")}).status_code == 401
+    assert client.get("/api/status", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/healthz").status_code == 200  # the container check needs no token
+    assert client.get("/api/status", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    # The printed address logs the browser in: a cookie, and the token leaves the address bar.
+    resp = client.get(f"/?token={token}")
+    assert resp.status_code == 303 and resp.headers["Location"] == "/"
+    cookie = resp.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert client.get("/api/status").status_code == 200
+    assert secured(board, token, bound="0.0.0.0").get("/?token=wrong").status_code == 401
+
+
+def test_the_page_and_the_api_never_carry_the_worker_token(tmp_path: Path) -> None:
+    """What the real service puts on the page: the worker command, token left out."""
+    from distgray.cli.run import TOKEN_PLACEHOLDER
+
+    board = make_board(tmp_path)
+    board.shown = {**board.shown, "worker_command": f"python -m distgray worker --token={TOKEN_PLACEHOLDER}"}
+    client = create_app(board).test_client()
+    assert TOKEN_PLACEHOLDER in client.get("/api/status").get_data(as_text=True)
+
+
+def test_long_upload_names_are_shortened_or_refused_cleanly(board: FakeBoard, client: FlaskClient) -> None:
+    name = "é" * 110 + ".jpg"  # 224 bytes: accepted under a shortened name
+    resp = client.post("/api/jobs", data={"image": (io.BytesIO(png_bytes()), name)})
+    assert resp.status_code == 201
+    source = board.uploads[0][0]
+    assert source.suffix == ".png" and len(source.name.encode()) < 200
+    resp = client.post("/api/jobs", data={"image": (io.BytesIO(png_bytes()), "a" * 300 + ".png")})
+    assert resp.status_code == 400 and "too long" in resp.get_json()["error"]
+    name = "x" * 250 + ".png"
+    resp = client.post("/api/jobs", data={"image": (io.BytesIO(png_bytes()), name)})
+    assert resp.status_code == 201 and len(board.uploads[-1][0].name) <= 130

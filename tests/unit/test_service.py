@@ -180,3 +180,27 @@ def test_queued_jobs_run_in_order_and_a_bad_one_does_not_stop_the_rest(service: 
         ("third.png", "done"),
     ]
     assert jobs[0]["finished_at"] <= jobs[1]["started_at"] and jobs[1]["finished_at"] <= jobs[2]["started_at"]
+
+
+def test_uploads_are_kept_within_their_budget(tmp_path: Path) -> None:
+    """Old and surplus uploads (with their outputs) go, oldest finished first; queued ones stay."""
+    from distgray.jobs.entries import JobState, ServiceOptions
+    from distgray.jobs.service import Service
+
+    options = ServiceOptions(upload_dir=tmp_path / "up", output_dir=tmp_path / "out", keep_upload_bytes=2500)
+    service = Service(None, options)  # type: ignore[arg-type]  # pruning never asks the engine
+    entries = []
+    for n in range(4):
+        source, output = service.upload_paths(f"p{n}.png", "PNG")
+        source.write_bytes(b"x" * 600)
+        entry = service.enqueue(source, output, "PNG", name=source.name, uploaded=True)
+        output.parent.mkdir(exist_ok=True)
+        output.write_bytes(b"y" * 400)
+        entry.state, entry.finished_at = JobState.DONE, 1000.0 + n
+        entries.append(entry)
+    entries[3].state, entries[3].finished_at = JobState.QUEUED, None
+    assert service.prune_uploads(now=1010.0) == [1, 2]  # 4000 bytes: the two oldest finished go
+    assert not entries[0].source.exists() and not entries[0].output.exists() and not entries[0].downloadable
+    assert entries[2].downloadable and entries[3].source.exists()
+    assert service.prune_uploads(now=1010.0 + options.keep_upload_s) == [3]  # too old now
+    assert entries[3].source.exists()  # still queued: never removed under it

@@ -1,0 +1,185 @@
+"""Checks of what a worker sent back, before the master trusts it.
+
+A worker holds the token, but that makes it a member, not infallible: a bug, a bad build or a
+hostile member can return garbage, and the master must never write it as a result. Every check
+here is pure (arrays and bytes in, a reason or None out) and cheap beside the work it checks:
+
+* every PNG strip inflates to exactly its filtered rows, with the Adler-32 the worker declared,
+  and ends where it should (a sync-flushed piece, or the stream's end for the last strip);
+* every JPEG strip is one entropy-coded segment per MCU row, separated by the right restart
+  markers, with no other marker inside;
+* ``rows`` sampled rows of every strip are recomputed from the source pixels and compared: plain
+  rows directly, PNG rows through the filter the worker chose (the decoder's arithmetic), JPEG
+  MCU rows by encoding them again (each restart interval depends on its own 8 rows only);
+* a whole encoded file decodes, at the size and mode the worker declared.
+
+Rows are sampled with ``secrets`` so a worker cannot know which of its rows will be checked.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import secrets
+import zlib
+
+import numpy as np
+from PIL import Image
+
+from distgray.imaging import jpegstrip
+from distgray.imaging.encoded import EncodedStrip
+from distgray.imaging.kernel import U8Array, to_grayscale
+
+_MARKER = re.compile(rb"\xff(?!\x00)(.)", re.DOTALL)
+
+
+def sample(first: int, stop: int, count: int) -> list[int]:
+    """``count`` distinct row numbers in [first, stop), unpredictable to the worker, sorted."""
+    rows = list(range(first, stop))
+    if count >= len(rows):
+        return rows
+    rng = secrets.SystemRandom()
+    return sorted(rng.sample(rows, count))
+
+
+def gray_rows(pixels: U8Array, rows: list[int]) -> dict[int, U8Array]:
+    """The true gray value of each of ``rows`` of the source (height, width, 3|4)."""
+    out: dict[int, U8Array] = {}
+    for r in rows:
+        if r not in out:
+            gray = np.empty((1, pixels.shape[1]), dtype=np.uint8)
+            to_grayscale(np.ascontiguousarray(pixels[r : r + 1]), gray)
+            out[r] = gray[0]
+    return out
+
+
+def check_plain(pixels: U8Array, got: U8Array, row_start: int, count: int) -> str | None:
+    """Sampled rows of a plain RESULT (``got``: its rows) against the source."""
+    rows = sample(row_start, row_start + got.shape[0], count)
+    for r, want in gray_rows(pixels, rows).items():
+        if not np.array_equal(got[r - row_start], want):
+            return f"row {r} differs from the source's gray ({_diff(got[r - row_start], want)} pixels)"
+    return None
+
+
+def inflate_png_strip(piece: EncodedStrip, rows: int, width: int, last: bool) -> tuple[bytes | None, str | None]:
+    """Inflate a PNG strip: (its filtered bytes, None), or (None, why it is not one)."""
+    want = rows * (width + 1)
+    if piece.length != want:
+        return None, f"declares {piece.length} filtered bytes, its rows need {want}"
+    inflater = zlib.decompressobj(-15)
+    try:
+        data = inflater.decompress(piece.data, want + 1)
+    except zlib.error as exc:
+        return None, f"its deflate data is broken ({exc})"
+    if len(data) != want or inflater.unconsumed_tail:
+        return None, f"inflates to {'more than' if inflater.unconsumed_tail else len(data)} bytes, not {want}"
+    if last and not inflater.eof:
+        return None, "the last strip does not end the deflate stream"
+    if not last and inflater.eof:
+        return None, "a strip that is not the last ends the deflate stream"
+    if inflater.unused_data:
+        return None, "bytes after the end of the deflate stream"
+    if zlib.adler32(data) != piece.adler:
+        return None, "its Adler-32 is not the one of its bytes"
+    return data, None
+
+
+def check_png(
+    pixels: U8Array, piece: EncodedStrip, row_start: int, row_stop: int, last: bool, count: int
+) -> str | None:
+    """A PNG_RESULT's piece: inflates right, and sampled rows filter to the bytes it holds."""
+    width = pixels.shape[1]
+    filtered, problem = inflate_png_strip(piece, row_stop - row_start, width, last)
+    if filtered is None:
+        return problem
+    rows = sample(row_start, row_stop, count)
+    truth = gray_rows(pixels, [*rows, *(r - 1 for r in rows if r > 0)])
+    zero = np.zeros(width, dtype=np.uint8)
+    line = width + 1
+    for r in rows:
+        at = (r - row_start) * line
+        kind = filtered[at]
+        if kind > 4:
+            return f"row {r} has PNG filter type {kind}"
+        want = png_filter(kind, truth[r], truth[r - 1] if r > 0 else zero)
+        got = np.frombuffer(filtered, dtype=np.uint8, count=width, offset=at + 1)
+        if not np.array_equal(got, want):
+            return f"row {r} differs from the source's gray ({_diff(got, want)} pixels, filter {kind})"
+    return None
+
+
+def png_filter(kind: int, row: U8Array, above: U8Array) -> U8Array:
+    """PNG filter ``kind`` (0-4) of one 8-bit gray row, as the encoder writes it."""
+    x = row.astype(np.int16)
+    b = above.astype(np.int16)
+    a = np.concatenate(([0], x[:-1])).astype(np.int16)
+    c = np.concatenate(([0], b[:-1])).astype(np.int16)
+    if kind == 0:
+        pred = np.zeros_like(x)
+    elif kind == 1:
+        pred = a
+    elif kind == 2:
+        pred = b
+    elif kind == 3:
+        pred = (a + b) // 2
+    else:  # Paeth
+        p = a + b - c
+        pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
+        pred = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+    return ((x - pred) & 0xFF).astype(np.uint8)
+
+
+def check_jpeg(
+    pixels: U8Array, piece: EncodedStrip, row_start: int, row_stop: int, last: bool, quality: int, count: int
+) -> str | None:
+    """A JPEG_RESULT's piece: one segment per MCU row behind the right restart markers, and
+    sampled MCU rows byte for byte what encoding them here gives."""
+    mcu = jpegstrip.MCU_ROWS
+    first, bands = row_start // mcu, -(-(row_stop - row_start) // mcu)
+    data = piece.data
+    segments: list[bytes] = []
+    pos = 0
+    for m in _MARKER.finditer(data):
+        marker = m.group(1)[0]
+        if not 0xD0 <= marker <= 0xD7:
+            return f"marker 0xFF{marker:02X} inside its entropy-coded data"
+        if marker != 0xD0 + (first + len(segments)) % 8:
+            return f"restart marker RST{marker - 0xD0} where RST{(first + len(segments)) % 8} belongs"
+        segments.append(data[pos : m.start()])
+        pos = m.end()
+    tail = data[pos:]
+    if last:
+        segments.append(tail)
+    elif tail:
+        return "bytes after its last restart marker"
+    if len(segments) != bands:
+        return f"{len(segments)} MCU rows of data, its rows need {bands}"
+    for band in sample(0, bands, count):
+        top = row_start + band * mcu
+        bottom = min(row_stop, top + mcu)
+        gray = np.empty((bottom - top, pixels.shape[1]), dtype=np.uint8)
+        to_grayscale(np.ascontiguousarray(pixels[top:bottom]), gray)
+        want = jpegstrip.encode_strip(gray, quality, top, last and bottom == row_stop).data
+        got = segments[band] + (b"" if last and bottom == row_stop else jpegstrip.rst(first + band))
+        if got != want:
+            return f"MCU row {first + band} (rows {top}-{bottom - 1}) is not what its pixels encode to"
+    return None
+
+
+def check_file(data: bytes | memoryview, width: int, height: int) -> str | None:
+    """A whole encoded file (a FILE_RESULT): it decodes completely, at ``width`` x ``height``."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.size != (width, height):
+                return f"it is {image.size[0]}x{image.size[1]}, the worker said {width}x{height}"
+            if image.format == "JPEG":
+                image.draft("L", (max(1, width // 8), max(1, height // 8)))  # still reads every coefficient
+            image.load()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        return f"it does not decode ({exc})"
+    return None
+
+
+def _diff(got: U8Array, want: U8Array) -> int:
+    return int(np.count_nonzero(got != want))
