@@ -306,7 +306,8 @@ class Master:
     def _accept_loop(self) -> None:
         assert self._listener is not None
         backoff = ACCEPT_BACKOFF_S
-        last_logged = 0.0
+        last_logged = last_refusal_log = 0.0
+        refusals = 0
         while not self.cluster.closing:
             try:
                 sock, addr = self._listener.accept()
@@ -331,8 +332,14 @@ class Master:
             with self._lock:
                 refused = self._admission.admit(host)
             if refused is not None:
-                # Told why, without waiting (the send buffer of a fresh socket is empty), then closed.
-                log.warning("connection %s:%d: refused: %s", host, addr[1], refused)
+                # Told why, without waiting (the send buffer of a fresh socket is empty), then
+                # closed; logged once a second at most (a flood must not flood the log too).
+                now = time.monotonic()
+                refusals += 1
+                if now - last_refusal_log >= 1.0:
+                    more = f" ({refusals - 1} more since the last such line)" if refusals > 1 else ""
+                    log.warning("connection %s:%d: refused: %s%s", host, addr[1], refused, more)
+                    last_refusal_log, refusals = now, 0
                 with contextlib.suppress(OSError):
                     sock.setblocking(False)
                     sock.send(P.encode_frame(P.Error(P.ErrorCode.BUSY, f"master busy: {refused}; retry later"), 0))

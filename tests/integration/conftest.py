@@ -172,14 +172,16 @@ class MasterProcess:
 
     running: ClassVar[list[MasterProcess]] = []  # killed after each test if still alive
 
-    def __init__(self, args: list[str], cwd: Path) -> None:
+    def __init__(self, args: list[str], cwd: Path, preexec_fn: Callable[[], None] | None = None) -> None:
         MasterProcess.running.append(self)
+        self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "master_server.py"), *args],
             cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=preexec_fn,
         )
         self.err_lines: list[str] = []
         self.out_lines: list[str] = []
@@ -194,6 +196,9 @@ class MasterProcess:
     def _read(stream: object, lines: list[str]) -> None:
         for line in stream:  # type: ignore[attr-defined]
             lines.append(line)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
 
     def finish(self, timeout: float) -> str:
         """Wait for the master to exit; returns its stdout."""
