@@ -2,7 +2,8 @@
 #   docker build -t distgray .
 #   docker run --rm -e NUM_WORKERS=4 -p 5003:5003 -p 5006:5006 -v "$PWD/test_images:/data" \
 #       distgray master --image /data/sample_4k.jpg
-#   docker run --rm -e MASTER_HOST=<master> -e DISTGRAY_TOKEN=<token> distgray worker
+#   docker run --rm -e MASTER_HOST=<master> -e DISTGRAY_TOKEN=<token> distgray worker --tls-fingerprint=<sha256>
+# (the master prints the worker command with its fingerprint; docker-compose.yml shares a certificate instead)
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -23,8 +24,8 @@ RUN python -m venv /opt/venv \
 
 WORKDIR /
 RUN useradd --uid 1000 --create-home --shell /usr/sbin/nologin distgray \
-    && mkdir -p /data/results \
-    && chown -R distgray:distgray /data
+    && mkdir -p /data/results /tls \
+    && chown -R distgray:distgray /data /tls
 USER 1000:1000
 WORKDIR /data
 ENV PATH=/opt/venv/bin:$PATH \

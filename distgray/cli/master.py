@@ -260,6 +260,13 @@ def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "--tls-ca", type=Path, metavar="PEM", help="also require TLS workers to show a certificate from this CA"
     )
     net.add_argument(
+        "--tls-save-cert",
+        type=Path,
+        metavar="PEM",
+        help="write this master's certificate (public, no key) to PEM, for workers' --tls-ca: how"
+        " containers that start together trust a self-signed master (see docker-compose.yml)",
+    )
+    net.add_argument(
         "--no-tls",
         action="store_true",
         help="accept plaintext workers from other machines: anyone on the network path can read every"

@@ -101,6 +101,7 @@ class RunOptions:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
+    tls_save_cert: Path | None = None
     no_tls: bool = False
     handshake_timeout: float = config.HANDSHAKE_TIMEOUT_S
     verify_rows: int = config.VERIFY_ROWS
@@ -136,8 +137,13 @@ def run_master(
 
     token = None if opts.no_auth else (opts.token or config.new_token())
     try:
-        tls = None if opts.no_tls else server_context(opts.tls_cert, opts.tls_key, opts.tls_ca)
-    except (OSError, ValueError) as exc:
+        names = tuple(n for n in (opts.advertise_host, socket.gethostname()) if n)
+        tls = None if opts.no_tls else server_context(opts.tls_cert, opts.tls_key, opts.tls_ca, names)
+        if tls is not None and opts.tls_save_cert is not None:  # the certificate only: no secret
+            from distgray.imaging.save import atomic_write
+
+            atomic_write(opts.tls_save_cert, lambda fh: fh.write(tls.cert_pem), " certificate")
+    except (OSError, ValueError, DistgrayError) as exc:
         reap(procs or [])
         raise DistgrayError(f"TLS: {getattr(exc, 'strerror', None) or exc}") from exc
     master_config = MasterConfig(

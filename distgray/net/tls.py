@@ -65,10 +65,14 @@ class ServerTLS:
     context: ssl.SSLContext
     fingerprint: str
     self_signed: bool
+    cert_pem: bytes = b""  # the certificate only (public): what --tls-save-cert writes for workers
 
 
-def server_context(cert: Path | None = None, key: Path | None = None, client_ca: Path | None = None) -> ServerTLS:
-    """The master's TLS context: ``cert``/``key`` (PEM) if given, else a fresh self-signed pair.
+def server_context(
+    cert: Path | None = None, key: Path | None = None, client_ca: Path | None = None, names: tuple[str, ...] = ()
+) -> ServerTLS:
+    """The master's TLS context: ``cert``/``key`` (PEM) if given, else a fresh self-signed pair
+    whose certificate names ``names`` (so a worker may also verify it as a CA, by host name).
 
     ``client_ca``: also require every TLS worker to present a certificate signed by this CA
     (mutual TLS, for an organisation's own PKI)."""
@@ -78,7 +82,7 @@ def server_context(cert: Path | None = None, key: Path | None = None, client_ca:
     if cert is None:
         if key is not None:
             raise ValueError("--tls-key needs --tls-cert")
-        cert_pem, key_pem = self_signed_pair()
+        cert_pem, key_pem = self_signed_pair(names=names)
         with tempfile.TemporaryDirectory(prefix="distgray-tls-") as tmp:  # ssl loads only from files
             cert_file, key_file = Path(tmp, "cert.pem"), Path(tmp, "key.pem")
             fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -90,16 +94,18 @@ def server_context(cert: Path | None = None, key: Path | None = None, client_ca:
         self_signed = True
     else:
         ctx.load_cert_chain(cert, key)
-        der = ssl.PEM_cert_to_DER_cert(_first_pem(cert.read_text()))
+        cert_pem = _first_pem(cert.read_text()).encode()
+        der = ssl.PEM_cert_to_DER_cert(cert_pem.decode())
         self_signed = False
     if client_ca is not None:
         ctx.load_verify_locations(client_ca)
         ctx.verify_mode = ssl.CERT_REQUIRED
-    return ServerTLS(ctx, fingerprint(der), self_signed)
+    return ServerTLS(ctx, fingerprint(der), self_signed, cert_pem)
 
 
-def self_signed_pair(common_name: str = "distgray master") -> tuple[bytes, bytes]:
-    """A new P-256 key and a self-signed certificate for it, valid from an hour ago for 90 days (PEM)."""
+def self_signed_pair(common_name: str = "distgray master", names: tuple[str, ...] = ()) -> tuple[bytes, bytes]:
+    """A new P-256 key and a self-signed certificate for it, valid from an hour ago for 90 days
+    (PEM), naming ``names`` (host names or addresses) and this machine's loopback."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -108,6 +114,12 @@ def self_signed_pair(common_name: str = "distgray master") -> tuple[bytes, bytes
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
+    alt: list[x509.GeneralName] = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    for n in dict.fromkeys(names):
+        try:
+            alt.append(x509.IPAddress(ipaddress.ip_address(n)))
+        except ValueError:
+            alt.append(x509.DNSName(n))
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -116,6 +128,8 @@ def self_signed_pair(common_name: str = "distgray master") -> tuple[bytes, bytes
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(now + datetime.timedelta(days=90))
+        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .sign(key, hashes.SHA256())
     )
     key_pem = key.private_bytes(

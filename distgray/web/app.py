@@ -15,8 +15,8 @@ uploads are written under the board's upload folder with names the board chooses
 Every request passes :class:`PageSecurity` first: a ``Host`` allow-list (IP literals, localhost,
 this machine's names and those given: a DNS-rebinding site's name is refused), a same-origin
 check on every state-changing request (``Sec-Fetch-Site``, else ``Origin``), and, when the page
-is bound beyond loopback, its access token (a cookie set from ``/?token=...``, or
-``Authorization: Bearer ...``). ``/healthz`` answers without the token (the container check).
+is bound beyond loopback, its access token for requests from other machines (a cookie set from
+``/?token=...``, or ``Authorization: Bearer ...``). ``/healthz`` answers without the token.
 """
 
 from __future__ import annotations
@@ -92,6 +92,15 @@ def _host_name(host_header: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
+def _from_this_machine() -> bool:
+    """A request from loopback needs no token: it could read the page were it bound to loopback
+    only, and the Host and origin checks above keep other sites' pages in a local browser out."""
+    try:
+        return ipaddress.ip_address(request.remote_addr or "").is_loopback
+    except ValueError:
+        return False
+
+
 def _same_origin() -> bool:
     """Whether a state-changing request comes from the page itself (or from no browser at all)."""
     site = request.headers.get("Sec-Fetch-Site")
@@ -129,7 +138,7 @@ def create_app(board: JobBoard, security: PageSecurity | None = None) -> Flask:
             )
         if request.method not in SAFE_METHODS and not _same_origin():
             abort(403, description="cross-origin request refused")
-        if request.path == "/healthz" or guard.token is None:
+        if request.path == "/healthz" or guard.token is None or _from_this_machine():
             return None
         offered = request.args.get("token")
         if offered is not None and request.method == "GET" and guard.authorized(offered, None):

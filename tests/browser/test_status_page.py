@@ -23,7 +23,15 @@ from PIL import Image
 
 from tests.browser.conftest import save_artifact
 from tests.conftest import pillow_reference
-from tests.integration.conftest import TOKEN, WAIT_S, MasterProcess, Workers, wait_until
+from tests.integration.conftest import (
+    TOKEN,
+    WAIT_S,
+    MasterProcess,
+    Workers,
+    flag_of,
+    wait_until,
+    wait_while_progressing,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -59,7 +67,7 @@ def test_watch_a_job_from_start_to_finish(
         cwd=tmp_path,
     )
     url = status_url(master)
-    port = int(master.worker_command()[master.worker_command().index("--port") + 1])
+    port = int(flag_of(master.worker_command(), "--port"))
 
     def text(element_id: str) -> str:
         return str(browser.find_element(By.ID, element_id).text)
@@ -71,7 +79,12 @@ def test_watch_a_job_from_start_to_finish(
     browser.get(url)
     wait_until(lambda: text("job-state") == "waiting for workers", what="the page to show the waiting job")
     assert browser.find_element(By.ID, "no-workers").is_displayed()
-    assert "worker_client.py" in text("worker-command")
+    assert "python -m distgray worker --host" in text("worker-command")
+    # The worker token is nowhere on the page or in its API: whoever can load the page must not
+    # be able to join as a worker.
+    assert TOKEN not in browser.page_source
+    with urllib.request.urlopen(url + "api/status", timeout=WAIT_S) as resp:
+        assert TOKEN not in resp.read().decode()
 
     # 2. Workers join; the job runs. gamma will freeze, alpha and beta carry on.
     for wid in ("alpha", "beta", "gamma"):
@@ -111,7 +124,9 @@ def test_watch_a_job_from_start_to_finish(
         wait_until(lambda: "gamma" in text("requeued"), what="gamma's strips shown as requeued")
         if text("job-state") == "running":
             save_artifact(browser, "status-page-running.png")
-        wait_until(lambda: text("job-state") == "done", timeout=WAIT_S * 2, what="the job to finish")
+        wait_while_progressing(
+            lambda: text("progress-pct"), lambda: text("job-state") == "done", what="the job to finish"
+        )
     finally:
         gamma.kill()
     assert text("progress-pct") == "100.0%"

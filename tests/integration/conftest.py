@@ -36,6 +36,21 @@ def wait_until(predicate: Callable[[], bool], timeout: float = WAIT_S, what: str
         time.sleep(0.02)
 
 
+def wait_while_progressing(
+    progress: Callable[[], object], done: Callable[[], bool], stall_s: float = WAIT_S, what: str = "condition"
+) -> None:
+    """Wait until ``done()``, failing only when ``progress()`` has not changed for ``stall_s``
+    seconds: the deadline follows the work, so a machine three times slower still passes."""
+    last, since = progress(), time.monotonic()
+    while not done():
+        now = progress()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since > stall_s:
+            pytest.fail(f"no progress for {stall_s} s (stuck at {last!r}) waiting for {what}")
+        time.sleep(0.05)
+
+
 @dataclass
 class Workers:
     """Starts ``worker_client.py`` subprocesses; kills leftovers at teardown."""

@@ -178,7 +178,7 @@ def test_compose_master_and_three_workers(engine: Engine, photo: Path, tmp_path:
     env = {
         **os.environ,
         "DOCKER_HOST": lab.SOCKET,
-        "DISTGRAY_TOKEN": "compose-token",
+        "DISTGRAY_TOKEN": "compose-token-0123456789",
         "FLASK_PORT": str(free_port()),
         "COMPOSE_PROJECT_NAME": "dgtest",
     }
@@ -211,6 +211,9 @@ def test_compose_master_and_three_workers(engine: Engine, photo: Path, tmp_path:
             time.sleep(0.5)
         lab.docker("cp", f"{container}:/data/results/photo_gray.jpg", str(tmp_path / "out.jpg"))
         assert (tmp_path / "out.jpg").read_bytes() == pillow_jpeg(photo)
+        master_log = lab.docker("logs", container).stderr
+        assert master_log.count("over TLS") >= 3, master_log  # workers in other containers: TLS
+        assert "compose-token-0123456789" not in master_log  # the user's token is never printed
         ids = run("ps", "-q").split()
         run("stop", "--timeout", "20")  # SIGTERM to each container's PID 1
         codes = [engine.inspect(c, "{{.State.ExitCode}}") for c in ids]

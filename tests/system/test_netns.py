@@ -25,7 +25,23 @@ from tests.integration.conftest import ROOT, WAIT_S
 netlab = load_utils("netlab")
 REASON = netlab.unavailable_reason()
 pytestmark = [pytest.mark.system, pytest.mark.skipif(REASON is not None, reason=f"netns lab: {REASON}")]
-ENV = {**os.environ, "DISTGRAY_TOKEN": "lab-token"}
+ENV = {**os.environ, "DISTGRAY_TOKEN": "lab-token-0123456789"}
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """The master's TLS certificate and key, and the fingerprint its workers pin."""
+    from distgray.net import tls
+
+    folder = tmp_path_factory.mktemp("tls")
+    cert_pem, key_pem = tls.self_signed_pair()
+    (folder / "cert.pem").write_bytes(cert_pem)
+    (folder / "key.pem").write_bytes(key_pem)
+    return (
+        folder / "cert.pem",
+        folder / "key.pem",
+        tls.server_context(folder / "cert.pem", folder / "key.pem").fingerprint,
+    )
 
 
 @pytest.fixture
@@ -37,8 +53,19 @@ def lab() -> Iterator[Any]:
 class Cluster:
     """A master on h0 and workers on other hosts, as subprocesses; stderr of the master collected."""
 
-    def __init__(self, lab: Any, image: Path, out: Path, master_args: list[str], worker_args: list[str]) -> None:
+    def __init__(
+        self,
+        lab: Any,
+        image: Path,
+        out: Path,
+        master_args: list[str],
+        worker_args: list[str],
+        cert: tuple[Path, Path, str] | None = None,
+    ) -> None:
         self.master_ip = lab.address("h0")
+        if cert is not None:  # TLS, as by default; with a certificate given, so its pin is known here
+            master_args = [*master_args, "--tls-cert", str(cert[0]), "--tls-key", str(cert[1])]
+            worker_args = [*worker_args, f"--tls-fingerprint={cert[2]}"]
         argv = [
             sys.executable,
             str(ROOT / "master_server.py"),
@@ -116,9 +143,11 @@ class Cluster:
                 p.wait()
 
 
-def test_master_and_two_workers_on_three_hosts(lab: Any, odd_8k: Path, tmp_path: Path) -> None:
+def test_master_and_two_workers_on_three_hosts(
+    lab: Any, odd_8k: Path, tmp_path: Path, cert: tuple[Path, Path, str]
+) -> None:
     out = tmp_path / "out.png"
-    cluster = Cluster(lab, odd_8k, out, [], [])
+    cluster = Cluster(lab, odd_8k, out, [], [], cert)
     try:
         stdout = cluster.finish()
         for w in cluster.workers.values():
@@ -128,16 +157,70 @@ def test_master_and_two_workers_on_three_hosts(lab: Any, odd_8k: Path, tmp_path:
     assert np.array_equal(decoded(out), pillow_reference(odd_8k))
     # both remote hosts did work, each from its own address, and the master listened on the lab only
     assert "joined from 10.231.77.2" in cluster.stderr and "joined from 10.231.77.3" in cluster.stderr
+    assert cluster.stderr.count("over TLS") >= 2  # encrypted between hosts
     assert all(f"\n{h} " in "\n" + stdout for h in ("h1", "h2")), stdout
     assert f"listening on {cluster.master_ip}:5003" in cluster.stderr
 
 
-def test_cutting_a_workers_link_mid_job(lab: Any, odd_8k: Path, tmp_path: Path) -> None:
+def test_a_plaintext_worker_on_another_host_is_refused(lab: Any, photo: Path, tmp_path: Path) -> None:
+    """TLS is the default between machines: a worker that insists on plaintext (--no-tls) is told
+    so and exits 1; the master keeps waiting for proper workers."""
+    master = subprocess.Popen(
+        lab.command(
+            "h0",
+            [
+                sys.executable,
+                str(ROOT / "master_server.py"),
+                "--image",
+                str(photo),
+                "--output",
+                str(tmp_path / "o.jpg"),
+                "--host",
+                lab.address("h0"),
+                "--port",
+                "5003",
+                "--timeout",
+                "20",
+            ],
+        ),
+        env=ENV,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        worker = subprocess.run(
+            lab.command(
+                "h1",
+                [
+                    sys.executable,
+                    str(ROOT / "worker_client.py"),
+                    "--host",
+                    lab.address("h0"),
+                    "--port",
+                    "5003",
+                    "--no-tls",
+                    "--retry-for",
+                    "20",
+                ],
+            ),
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=WAIT_S,
+        )
+        assert worker.returncode == 1, worker.stderr
+        assert "over TLS only" in worker.stderr
+    finally:
+        master.kill()
+        master.wait()
+
+
+def test_cutting_a_workers_link_mid_job(lab: Any, odd_8k: Path, tmp_path: Path, cert: tuple[Path, Path, str]) -> None:
     """Unplug one worker's host mid-job: it is declared lost after the heartbeat timeout, its
     strips are redone by the other, and the output is still bit-identical."""
     out, report = tmp_path / "out.png", tmp_path / "report.json"
     master_args = ["--heartbeat", "0.25", "--heartbeat-timeout", "3", "--report", str(report), "--log-level", "debug"]
-    cluster = Cluster(lab, odd_8k, out, master_args, ["--throttle", "40"])
+    cluster = Cluster(lab, odd_8k, out, master_args, ["--throttle", "40"], cert)
     try:
         cluster.wait_for("worker h2: strip")  # h2 holds work: it is mid-job
         lab.cut("h2")

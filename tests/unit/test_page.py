@@ -247,8 +247,12 @@ def test_uploads_are_off_unless_serving(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- a locked page
-def secured(board: FakeBoard, token: str | None = None, bound: str = "127.0.0.1") -> FlaskClient:
-    return create_app(board, PageSecurity.for_address(bound, token, ("dash.example.org",))).test_client()
+def secured(
+    board: FakeBoard, token: str | None = None, bound: str = "127.0.0.1", peer: str = "10.0.0.9"
+) -> FlaskClient:
+    client = create_app(board, PageSecurity.for_address(bound, token, ("dash.example.org",))).test_client()
+    client.environ_base["REMOTE_ADDR"] = peer  # requests from another machine (loopback needs no token)
+    return client
 
 
 @pytest.mark.parametrize("host", ["evil.example.com", "evil.example.com:5006", "127.0.0.1.evil.example.com"])
@@ -296,6 +300,10 @@ def test_a_page_with_a_token_refuses_anonymous_requests(board: FakeBoard) -> Non
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
     assert client.get("/api/status").status_code == 200
     assert secured(board, token, bound="0.0.0.0").get("/?token=wrong").status_code == 401
+    # From the machine itself no token is needed (the Host and origin checks still apply).
+    local = secured(board, token, bound="0.0.0.0", peer="127.0.0.1")
+    assert local.get("/api/status").status_code == 200
+    assert local.get("/api/status", headers={"Host": "evil.example.com"}).status_code == 400
 
 
 def test_the_page_and_the_api_never_carry_the_worker_token(tmp_path: Path) -> None:

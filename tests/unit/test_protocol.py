@@ -299,3 +299,47 @@ def test_documented_png_strip_example_is_what_the_code_does() -> None:
     result = P.PngResult(1, 0, 0, 2, 3, piece.adler, piece.length, len(piece.data), 250, 40, 0)
     assert P.encode_frame(result, result.payload_len) + piece.data == result_frame
     assert pngstrip.join(3, 2, 0, [piece]) == png
+
+
+# ---------------------------------------------------------------- the document against the code
+def _documented_sizes() -> dict[str, str]:
+    """Each message's header size as docs/PROTOCOL.md states it, in the table and in its section."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md").read_text()
+    sizes: dict[str, str] = {}
+    for name, size in re.findall(r"\| `0x[0-9A-F]{2}` \| (\w+) \| [^|]+\| see below \((\d+) bytes", doc):
+        sizes[f"table {name}"] = size
+    for name, size in re.findall(r"^### (\w+) header \((\d+) bytes", doc, flags=re.M):
+        sizes[f"section {name}"] = size
+    for name, size in re.findall(r"prefix: DGRY v1 (\w+), header (\d+)", doc):
+        sizes[f"example {name}"] = size
+    return sizes
+
+
+def test_the_protocol_document_states_the_header_sizes_the_code_writes() -> None:
+    fixed = {  # each message's fixed header, as encoded (no optional shared-memory tail, empty strings)
+        "TASK": len(P.Task(1, 0, 0, 2, 3).encode()),
+        "RESULT": len(P.Result(1, 0, 0, 2, 3).encode()),
+        "PNG_TASK": len(P.PngTask(1, 0, 0, 2, 3).encode()),
+        "PNG_RESULT": len(P.PngResult(1, 0, 0, 2, 3, 1, 8, 13).encode()),
+        "JPEG_TASK": len(P.JpegTask(1, 0, 0, 8, 3).encode()),
+        "JPEG_RESULT": len(P.JpegResult(1, 0, 0, 8, 3, 10).encode()),
+        "FILE_TASK": len(P.FileTask(1, 0, 10, 100, "PNG").encode()) - 2 - 3,  # "28 bytes + string"
+        "FILE_RESULT": len(P.FileResult(1, 0, 0, P.FileStatus.OK).encode()) - 4,  # "40 bytes + two strings"
+    }
+    documented = _documented_sizes()
+    for name, size in fixed.items():
+        places = {k: v for k, v in documented.items() if k.split(" ", 1)[1] == name}
+        assert places, f"{name}: no size in docs/PROTOCOL.md"
+        assert all(int(v) == size for v in places.values()), (name, size, places)
+    assert set(fixed) <= {k.split(" ", 1)[1] for k in documented if k.startswith("section")}
+
+
+def test_the_protocol_document_lists_every_error_code() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md").read_text()
+    for code in P.ErrorCode:
+        assert f"| {int(code)} | {code.name} |" in doc, code
