@@ -30,6 +30,8 @@ from distgray.imaging import jpegstrip
 from distgray.imaging.encoded import EncodedStrip
 from distgray.imaging.kernel import U8Array, to_grayscale
 
+#: How a sync-flushed deflate piece ends: an empty stored block, byte-aligned.
+SYNC_FLUSH = b"\x00\x00\xff\xff"
 _MARKER = re.compile(rb"\xff(?!\x00)(.)", re.DOTALL)
 
 
@@ -78,6 +80,8 @@ def inflate_png_strip(piece: EncodedStrip, rows: int, width: int, last: bool) ->
         return None, "the last strip does not end the deflate stream"
     if not last and inflater.eof:
         return None, "a strip that is not the last ends the deflate stream"
+    if not last and not piece.data.endswith(SYNC_FLUSH):  # else the next strip's bytes run on mid-block
+        return None, "a strip that is not the last does not end with an empty stored block (sync flush)"
     if inflater.unused_data:
         return None, "bytes after the end of the deflate stream"
     if zlib.adler32(data) != piece.adler:

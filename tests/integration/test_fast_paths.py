@@ -28,21 +28,23 @@ from distgray.wire import protocol as P
 from tests.conftest import pillow_jpeg_bytes, pillow_reference, pngcheck
 from tests.integration.conftest import ROOT, TOKEN, WAIT_S, FakeWorker, MasterProcess, Workers, wait_until
 
+#: Processes whose segments these tests may look at: this one and the masters they start. Another
+#: distgray master running on the machine has segments of its own, which are none of our business.
+_OURS = [os.getpid()]
+
 
 def _segments(pid: int | None = None) -> list[str]:
-    prefix = shm.PREFIX if pid is None else f"{shm.PREFIX}{pid}-"
-    return sorted(p.name for p in shm.SHM_DIR.iterdir() if p.name.startswith(prefix))
+    pids = _OURS if pid is None else [pid]
+    prefixes = tuple(f"{shm.PREFIX}{p}-" for p in pids)
+    return sorted(p.name for p in shm.SHM_DIR.iterdir() if p.name.startswith(prefixes))
 
 
 def _run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "master_server.py"), *args, "--host", "127.0.0.1", "--port", "0"],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=WAIT_S * 3,
-        check=False,
-    )
+    argv = [sys.executable, str(ROOT / "master_server.py"), *args, "--host", "127.0.0.1", "--port", "0"]
+    with subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        _OURS.append(proc.pid)
+        out, err = proc.communicate(timeout=WAIT_S * 3)
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 @pytest.mark.parametrize(

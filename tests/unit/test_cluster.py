@@ -226,3 +226,60 @@ def test_rows_of_a_streaming_job_go_out_only_once_decoded() -> None:
     assert step.task.row_stop <= 150
     c.rows_ready(job, 1000, 0.2)
     assert job.input_ready_at == 0.2
+
+
+# ---------------------------------------------------------------- departures, losses, quarantine
+def join(c: Cluster, wanted: str, now: float = 0.0) -> str:
+    wid = c.name_worker(wanted)
+    c.join(wid, "10.0.0.9:1", (P.CAPABILITY_LUMA_U8,), now)
+    return wid
+
+
+def test_departures_cost_a_requeue_never_an_attempt() -> None:
+    c = cluster()
+    job = c.submit(pixels(), "img", 0.0)
+    for n in range(10):  # far more than the 3 attempts a strip has
+        wid = join(c, f"leaver{n}")
+        step = take_strip(c, wid, float(n))
+        assert step.task.strip_id == 0
+        c.drop(wid, WorkerState.GONE, "left: bye", float(n))
+    assert not job.done and job.scheduler.strips[0].failed_on == []
+
+
+def test_one_worker_lost_again_and_again_counts_once_and_is_quarantined() -> None:
+    c = cluster()
+    job = c.submit(pixels(), "img", 0.0)
+    now = 0.0
+    for _ in range(5):
+        wid = join(c, "crashy", now)
+        assert wid == "crashy"  # the same id coming back is the same worker
+        step = c.next_step(wid, now, 0.0, HEARTBEAT_S)
+        if isinstance(step, SendStrip):
+            c.drop(wid, WorkerState.LOST, "crashed", now)
+        else:  # quarantined: no work, only heartbeats and waits, for a while
+            assert isinstance(step, Wait | SendHeartbeat)
+            c.drop(wid, WorkerState.LOST, "crashed", now)
+        now += 1.0
+    assert not job.done, job.failure
+    assert job.scheduler.strips[0].failed_on == ["crashy"]
+    w = c.workers["crashy"]
+    assert w.losses == 5 and w.joins == 5 and w.quarantined_until > now
+    # Three different workers lost on the same strip: that is a poison strip, and the job fails.
+    for name in ("b", "c"):
+        wid = join(c, name, now)
+        taken = {take_strip(c, wid, now).task.strip_id for _ in range(2)}  # its prefetch: two strips
+        assert 0 in taken, taken
+        c.drop(wid, WorkerState.LOST, "crashed", now)
+    assert job.done and "failed on 3 workers (crashy, b, c)" in str(job.failure)
+
+
+def test_a_connected_id_is_not_reused_and_a_distrusted_worker_gets_no_work() -> None:
+    c = cluster()
+    c.submit(pixels(), "img", 0.0)
+    first = join(c, "w")
+    assert join(c, "w") == "w#2"  # two connected at once: told apart
+    c.distrust(first)
+    c.drop(first, WorkerState.LOST, "sent a wrong result", 1.0)
+    again = join(c, "w", 2.0)
+    assert again == "w"
+    assert not isinstance(c.next_step(again, 1e9, 0.0, HEARTBEAT_S), SendStrip)  # never again
