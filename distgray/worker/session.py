@@ -358,6 +358,12 @@ class Worker:
                     try:
                         pixels = shm.map_region(message.shm_segment, message.shm_offset, message.pixel_bytes)
                     except OSError as exc:
+                        # A master stopping removes its job's segment and then says BYE: a task
+                        # already on its way names a segment that is gone. Listen for that BYE.
+                        bye = self._bye_soon(channel)
+                        if bye is not None:
+                            inbox.put(bye)
+                            return
                         raise ProtocolError(f"cannot map shared memory {message.shm_segment}: {exc}") from exc
                     inbox.put((message, pixels, 0, 0.0))
                 elif isinstance(message, P.Task | P.FileTask):
@@ -379,6 +385,20 @@ class Worker:
                     return
         except BaseException as exc:  # handed to the main loop, which decides
             inbox.put(exc)
+
+    @staticmethod
+    def _bye_soon(channel: Channel) -> P.Bye | None:
+        """The master's BYE, if one arrives within BYE_GRACE_S (other frames are skipped)."""
+        deadline = time.monotonic() + BYE_GRACE_S
+        channel.settimeout(BYE_GRACE_S)
+        try:
+            while time.monotonic() < deadline:
+                message, _ = channel.recv()
+                if isinstance(message, P.Bye):
+                    return message
+        except DistgrayError:
+            return None
+        return None
 
     def _heartbeat(self, channel: Channel, welcome: P.Welcome, ended: threading.Event) -> None:
         interval = welcome.heartbeat_interval_ms / 1000

@@ -170,7 +170,10 @@ def test_an_output_that_would_overwrite_its_input_is_refused(tmp_path: Path) -> 
     assert items[0].status == "failed" and "would overwrite the input" in items[0].reason
 
 
-def test_resume_checks_outputs_and_clears_stale_temporaries(tmp_path: Path) -> None:
+def test_resume_reuses_only_outputs_the_log_says_came_from_this_input(tmp_path: Path) -> None:
+    from distgray.jobs import provenance
+    from distgray.jobs.batch import LOG_NAME, output_options
+
     src = tmp_path / "p.png"
     Image.new("RGB", (50, 20), (1, 2, 3)).save(src)
     out = tmp_path / "out"
@@ -178,18 +181,33 @@ def test_resume_checks_outputs_and_clears_stale_temporaries(tmp_path: Path) -> N
     stale = out / ".p_gray.png.abc123.part"
     stale.write_bytes(b"half")
     opts = BatchOptions(images=(src,), output_dir=out)
-    Image.new("L", (50, 20)).save(out / "p_gray.png")
+    Image.new("L", (50, 20)).save(out / "p_gray.png")  # complete, but nobody says where it came from
     items = discover(opts)
     plan(items, opts)
-    assert items[0].status == "skipped" and not stale.exists()
-    (out / "p_gray.png").write_bytes((out / "p_gray.png").read_bytes()[:40])  # truncated: not complete
-    items = discover(opts)
-    plan(items, opts)
-    assert items[0].status == "pending"
-    Image.new("L", (20, 50)).save(out / "p_gray.png")  # rotated by EXIF: still complete
+    assert items[0].status == "pending" and not stale.exists()
+
+    def made_here() -> None:
+        fields = provenance.converted(src, out / "p_gray.png", None, output_options("PNG", None, 6))
+        provenance.record(
+            out / LOG_NAME, {"input": str(src), "output": str(out / "p_gray.png"), "status": "converted", **fields}
+        )
+
+    made_here()
     items = discover(opts)
     plan(items, opts)
     assert items[0].status == "skipped"
+    assert provenance.up_to_date(out / LOG_NAME, src, out / "p_gray.png", output_options("PNG", 95, 6)) is False
+    (out / "p_gray.png").write_bytes((out / "p_gray.png").read_bytes()[:40])  # damaged since: redo
+    items = discover(opts)
+    plan(items, opts)
+    assert items[0].status == "pending"
+    Image.new("L", (50, 20)).save(out / "p_gray.png")
+    made_here()
+    Image.new("RGB", (50, 20), (9, 9, 9)).save(src)  # the input changed: redo
+    items = discover(opts)
+    plan(items, opts)
+    assert items[0].status == "pending"
+    made_here()
     over = BatchOptions(images=(src,), output_dir=out, overwrite=True)
     items = discover(over)
     plan(items, over)
