@@ -30,14 +30,30 @@ TOKEN = "bench-token-0123456789"
 
 def run(pixels: object, tls: bool, workers: int, repeat: int, verify_rows: int) -> list[tuple[float, int]]:
     ctx = server_context()
-    master = Master(MasterConfig(host="127.0.0.1", port=0, token=TOKEN.encode(), tls=ctx, shared_memory=False,
-                                 verify_rows=verify_rows))
+    master = Master(
+        MasterConfig(
+            host="127.0.0.1", port=0, token=TOKEN.encode(), tls=ctx, shared_memory=False, verify_rows=verify_rows
+        )
+    )
     port = master.start()[1]
     extra = [f"--tls-fingerprint={ctx.fingerprint}"] if tls else []
     procs = [
         subprocess.Popen(
-            [sys.executable, str(ROOT / "worker_client.py"), "--host", "127.0.0.1", "--port", str(port),
-             f"--token={TOKEN}", "--id", f"w{i}", "--no-shared-memory", "--log-level", "warning", *extra]
+            [
+                sys.executable,
+                str(ROOT / "worker_client.py"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                f"--token={TOKEN}",
+                "--id",
+                f"w{i}",
+                "--no-shared-memory",
+                "--log-level",
+                "warning",
+                *extra,
+            ]
         )
         for i in range(workers)
     ]

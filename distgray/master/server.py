@@ -47,7 +47,7 @@ from distgray.master.pixels import SharedPixels
 from distgray.net.channel import Channel, listen
 from distgray.net.handshake import server_handshake
 from distgray.net.shm import Segment
-from distgray.net.tls import TLS_HANDSHAKE_BYTE, ServerTLS, is_loopback
+from distgray.net.tls import TLS_HANDSHAKE_BYTE, ServerTLS, TlsSocket, is_loopback
 from distgray.scheduling.files import FileQueue, UnitState
 from distgray.scheduling.strips import Policy
 from distgray.wire import protocol as P
@@ -422,10 +422,9 @@ class Master:
             if tls is None:
                 raise ProtocolError("asked for TLS, but this master runs with --no-tls")
             try:
-                secure = tls.context.wrap_socket(sock, server_side=True)
+                secure = TlsSocket(sock, tls.context, server_side=True)
             except ssl.SSLError as exc:
                 raise ProtocolError(f"TLS handshake failed: {exc.reason or exc}") from exc
-            holder.sock = secure
             return Channel(secure, peer=address, timeout=self.config.handshake_timeout_s)
         if tls is not None and not is_loopback(host):
             with contextlib.suppress(OSError):

@@ -27,7 +27,7 @@ from distgray.errors import (
     ProtocolError,
     RemoteError,
 )
-from distgray.net.tls import ClientTLS
+from distgray.net.tls import ClientTLS, TlsSocket
 from distgray.wire import protocol as P
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class Channel:
     beyond one header. Each side raises it once it knows what it will accept.
     """
 
-    def __init__(self, sock: socket.socket, *, peer: str, timeout: float, max_payload: int = 0) -> None:
+    def __init__(self, sock: socket.socket | TlsSocket, *, peer: str, timeout: float, max_payload: int = 0) -> None:
         self.sock = sock
         self.peer = peer
         self.max_payload = max_payload
@@ -60,7 +60,7 @@ class Channel:
         self.bytes_received = 0
         self.last_send = self.last_recv = time.monotonic()
         self.closed = False
-        self.secure = isinstance(sock, ssl.SSLSocket)  # TLS: encrypted and integrity-checked
+        self.secure = isinstance(sock, TlsSocket)  # TLS: encrypted and integrity-checked
         sock.settimeout(timeout)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -150,8 +150,8 @@ class Channel:
     def half_close(self) -> None:
         """Stop sending (the peer reads end-of-stream after what we sent); keep receiving.
 
-        Not over TLS: Python's SSLSocket.shutdown drops the TLS layer for the reads that follow.
-        There the peer's answer to our BYE (its hang-up) ends the conversation instead."""
+        Not over TLS: a TCP half-close there would cut TLS records short; the peer's answer to
+        our BYE (its hang-up) ends the conversation instead."""
         if self.secure:
             return
         with contextlib.suppress(OSError):
@@ -176,16 +176,17 @@ def connect(host: str, port: int, *, timeout: float, tls: ClientTLS | None = Non
         sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:
         raise PeerDisconnected(f"cannot connect to {host}:{port}: {exc}") from exc
-    if tls is not None:
-        try:
-            sock = tls.wrap(sock, host)
-        except (ssl.SSLError, OSError) as exc:
-            sock.close()
-            raise PeerDisconnected(f"{host}:{port}: TLS handshake failed: {exc}") from exc
-        except BaseException:
-            sock.close()
-            raise
-    return Channel(sock, peer=f"master {host}:{port}", timeout=timeout)
+    if tls is None:
+        return Channel(sock, peer=f"master {host}:{port}", timeout=timeout)
+    try:
+        secure = tls.wrap(sock, host)
+    except (ssl.SSLError, OSError) as exc:
+        sock.close()
+        raise PeerDisconnected(f"{host}:{port}: TLS handshake failed: {exc}") from exc
+    except BaseException:
+        sock.close()
+        raise
+    return Channel(secure, peer=f"master {host}:{port}", timeout=timeout)
 
 
 def listen(host: str, port: int, backlog: int = 64) -> socket.socket:

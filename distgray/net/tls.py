@@ -11,12 +11,17 @@ Rules this module keeps:
 * Loopback needs no TLS: a peer at 127.0.0.0/8 or ::1 is on the master's own machine, where
   anyone who can read the traffic could read the master's memory anyway. Every other peer must
   start with a TLS ClientHello (its first byte is 0x16) unless the master runs with ``--no-tls``.
-* No session tickets (``num_tickets = 0``): after the handshake no TLS message runs except
-  application data, so one thread may read while another writes, as the channel does.
+* One thread reads while another writes (the channel's reader and writer), which an OpenSSL
+  connection must never see at once: a shared ``ssl.SSLSocket`` used that way broke under load
+  here ("EOF occurred in violation of protocol" mid-job). So :class:`TlsSocket` runs TLS over
+  memory BIOs: every call on the TLS object holds one short lock, socket I/O happens outside it,
+  and ciphertext goes onto the wire in the order it was produced. No session tickets either
+  (``num_tickets = 0``): after the handshake only application data flows.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import ipaddress
@@ -24,6 +29,7 @@ import os
 import socket
 import ssl
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,13 +172,13 @@ class ClientTLS:
             ctx.load_cert_chain(self.cert, self.key)
         return ctx
 
-    def wrap(self, sock: socket.socket, host: str) -> ssl.SSLSocket:
+    def wrap(self, sock: socket.socket, host: str) -> TlsSocket:
         """TLS over ``sock`` to the master at ``host``; raises AuthenticationError if it is not the
         master we pinned (or the CA does not vouch for it), ssl.SSLError / OSError on failure."""
         if self.pin is None and self.ca is None:
             raise ValueError("a worker needs the master's --tls-fingerprint or a --tls-ca to use TLS")
         try:
-            tls = self.context().wrap_socket(sock, server_hostname=host if self.ca is not None else None)
+            tls = TlsSocket(sock, self.context(), server_side=False, server_hostname=host if self.ca else None)
         except ssl.SSLCertVerificationError as exc:
             raise AuthenticationError(f"master {host}: its certificate is not trusted: {exc.verify_message}") from exc
         der = tls.getpeercert(binary_form=True)
@@ -184,3 +190,119 @@ class ClientTLS:
                 " a different master, or someone in between"
             )
         return tls
+
+
+#: Bytes of ciphertext read from the socket at a time.
+_RAW_READ_BYTES = 1 << 18
+
+
+class TlsSocket:
+    """TLS 1.3 over a connected TCP socket, safe for one reading and one writing thread at once.
+
+    Offers what :class:`~distgray.net.channel.Channel` uses of a socket: ``recv_into``, ``send``,
+    ``settimeout``/``gettimeout``, ``setsockopt``, ``family``, ``shutdown``, ``close``. The TLS
+    handshake runs in the constructor (under the socket's timeout). Timeouts and errors surface as
+    the socket's own (``TimeoutError``, ``OSError``, ``ssl.SSLError``).
+    """
+
+    def __init__(
+        self, sock: socket.socket, context: ssl.SSLContext, *, server_side: bool, server_hostname: str | None = None
+    ) -> None:
+        self.sock = sock
+        self.family = sock.family
+        self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._tls = context.wrap_bio(
+            self._incoming, self._outgoing, server_side=server_side, server_hostname=server_hostname
+        )
+        self._lock = threading.Lock()  # every call on the TLS object and its BIOs
+        self._wire = threading.Lock()  # taking ciphertext out of the BIO and sending it: one order
+        self._handshake()
+
+    # ------------------------------------------------------------------ the socket's face
+    def settimeout(self, timeout: float | None) -> None:
+        self.sock.settimeout(timeout)
+
+    def gettimeout(self) -> float | None:
+        return self.sock.gettimeout()
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        self.sock.setsockopt(level, option, value)
+
+    def shutdown(self, how: int) -> None:
+        self.sock.shutdown(how)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def getpeercert(self, binary_form: bool = False) -> bytes | None:
+        cert = self._tls.getpeercert(binary_form=True)
+        return cert if binary_form else None
+
+    # ------------------------------------------------------------------ TLS
+    def _handshake(self) -> None:
+        while True:
+            failed = done = False
+            with self._lock:
+                try:
+                    self._tls.do_handshake()
+                    done = True
+                except ssl.SSLWantReadError:
+                    pass
+                except ssl.SSLError:
+                    failed = True
+            if failed:  # tell the peer why (the alert is in the outgoing BIO), then fail
+                with contextlib.suppress(OSError):
+                    self._flush()
+                with self._lock:
+                    self._tls.do_handshake()  # raises the same error again, now for the caller
+            self._flush()
+            if done:
+                return
+            self._feed("during the TLS handshake")
+
+    def _feed(self, when: str = "") -> bool:
+        """Read ciphertext from the socket into the TLS object; False at end of stream."""
+        data = self.sock.recv(_RAW_READ_BYTES)
+        if not data:
+            if when:
+                raise ConnectionResetError(f"connection closed {when}")
+            return False
+        with self._lock:
+            self._incoming.write(data)
+        return True
+
+    def _flush(self) -> None:
+        """Send whatever ciphertext the TLS object has produced, in order."""
+        with self._wire:
+            with self._lock:
+                data = self._outgoing.read()
+            if data:
+                self.sock.sendall(data)
+
+    def recv_into(self, view: memoryview, nbytes: int = 0) -> int:
+        """Decrypted bytes into ``view`` (at most ``nbytes`` if given); 0 at end of stream."""
+        want = nbytes or len(view)
+        while True:
+            with self._lock:
+                try:
+                    got: int | None = int(self._tls.read(want, view))  # an int when given a buffer
+                except ssl.SSLWantReadError:
+                    got = None
+                except ssl.SSLZeroReturnError:  # the peer's close_notify
+                    return 0
+                answer = self._outgoing.pending
+            if answer:  # a post-handshake message or an alert to answer (rare)
+                self._flush()
+            if got is not None:
+                return got
+            if not self._feed():
+                return 0
+
+    def send(self, data: memoryview | bytes) -> int:
+        """Encrypt and send all of ``data`` (returns its length)."""
+        with self._wire:
+            with self._lock:
+                n = self._tls.write(data)
+                out = self._outgoing.read()
+            self.sock.sendall(out)
+        return n
