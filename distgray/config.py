@@ -53,6 +53,9 @@ MIN_TOKEN_CHARS = 16
 DEFAULT_MAX_PIXELS = 89_478_485
 DEFAULT_JPEG_QUALITY = 95
 DEFAULT_PNG_LEVEL = 6  # zlib level; Pillow's default
+#: Memory the master may give one image's pixels (RGB in, gray out). A larger image streams
+#: through a window of this size when its format can be read and written in bands.
+DEFAULT_WINDOW_MB = 256
 #: Batches: images up to this many pixels go to one worker whole (24 MP: a 6K photo; 8K goes in strips).
 WHOLE_FILE_MAX_PIXELS = 24_000_000
 

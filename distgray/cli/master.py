@@ -67,7 +67,7 @@ made at start unless --tls-cert; the printed worker command pins its fingerprint
 the token by HMAC inside it. The page is this machine's only unless --dashboard-host says
 otherwise, and then needs its access token.
 environment: MASTER_HOST, MASTER_PORT, NUM_WORKERS, FLASK_PORT, DASHBOARD_HOST, DISTGRAY_TOKEN,
-DISTGRAY_TOKEN_FILE, DISTGRAY_DASHBOARD_TOKEN, DISTGRAY_ADVERTISE_HOST, DISTGRAY_LOG_LEVEL
+DISTGRAY_TOKEN_FILE, DISTGRAY_DASHBOARD_TOKEN, DISTGRAY_ADVERTISE_HOST, DISTGRAY_WINDOW_MB, DISTGRAY_LOG_LEVEL
 (a flag given on the command line wins over its environment variable).
 exit codes: 0 done, 1 a job failed, 2 usage error, 130 interrupted.
 """
@@ -149,6 +149,18 @@ def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         type=positive,
         default=D.DEFAULT_MAX_PIXELS,
         help="refuse larger images, a guard against decompression bombs (default %(default)s)",
+    )
+    io.add_argument(
+        "--window-mb",
+        type=positive,
+        default=env_default(p, env, ("DISTGRAY_WINDOW_MB",), positive, D.DEFAULT_WINDOW_MB),
+        metavar="MB",
+        help="memory for one image's pixels (RGB in, gray out; env DISTGRAY_WINDOW_MB; default %(default)s)."
+        " A larger image streams through a window of this size: PNG (8-bit RGB, not interlaced) and"
+        " TIFF/BigTIFF (8-bit RGB, strips or tiles, lossless) are read in bands, converted, and written"
+        " in row order as PNG, JPEG or TIFF, so memory stays flat whatever the image's size. Other"
+        " inputs up to this size (or Pillow's 89.5 MP) load whole; larger ones are refused with what"
+        " would work",
     )
     io.add_argument(
         "--encode-on-master",

@@ -85,6 +85,7 @@ class RunOptions:
     quality: int | None = None
     png_level: int = config.DEFAULT_PNG_LEVEL
     max_pixels: int = config.DEFAULT_MAX_PIXELS
+    window_mb: int = config.DEFAULT_WINDOW_MB
     report: Path | None = None
     host: str = config.DEFAULT_HOST
     port: int = config.DEFAULT_PORT
@@ -253,6 +254,8 @@ def _service_options(opts: RunOptions, worker_cmd: str) -> ServiceOptions:
         worker_command=worker_cmd,
         previews=opts.dashboard,
         strip_encoding=not opts.encode_on_master,
+        window_bytes=opts.window_mb << 20,
+        strip_rows=opts.strip_rows,
     )
 
 

@@ -20,7 +20,12 @@ FileState = tuple[UnitState, str | None, str | None, float | None]
 
 
 class PixelBuffer(Protocol):
-    """Memory an engine put a job's pixels in (shared memory, say): closed when the job is over."""
+    """Memory an engine put a job's pixels in (shared memory, say): closed when the job is over.
+
+    A *sparse* buffer (a streamed job's) takes memory only for the rows committed (before they
+    are decoded into it) and not yet released (the engine releases them once written)."""
+
+    def commit(self, row_start: int, row_stop: int) -> None: ...
 
     def close(self) -> None: ...
 
@@ -77,9 +82,9 @@ class Engine(Protocol):
         """Why no worker can ever join (the engine's own workers all exited), else None."""
         ...
 
-    def pixel_buffer(self, shape: tuple[int, ...]) -> tuple[U8Array, PixelBuffer | None]:
+    def pixel_buffer(self, shape: tuple[int, ...], sparse: bool = False) -> tuple[U8Array, PixelBuffer | None]:
         """An uninitialised uint8 array to decode a job's pixels into, wherever the engine's
-        workers read them best."""
+        workers read them best. ``sparse``: for a streamed job (always returns its buffer)."""
         ...
 
     def share(self, pixels: U8Array) -> tuple[U8Array, PixelBuffer | None]:
@@ -94,12 +99,23 @@ class Engine(Protocol):
         encoding: Encoding | None = None,
         buffer: PixelBuffer | None = None,
         rows_ready: int | None = None,
+        streamed: bool = False,
     ) -> RunningJob:
         """Start converting ``pixels`` (returns at once). ``rows_ready``: only that many rows
-        exist yet; more follow through :meth:`rows_ready`."""
+        exist yet; more follow through :meth:`rows_ready`. ``streamed``: ``buffer`` is sparse,
+        and rows are let go as :meth:`written` says they are in the output file."""
         ...
 
     def rows_ready(self, job: RunningJob, rows: int) -> None: ...
+
+    def written(self, job: RunningJob, row: int) -> None:
+        """Rows [0, row) of ``job``'s output are in its file: a streamed job's memory for them
+        may go (the input's and the output's)."""
+        ...
+
+    def rows_converted(self, job: RunningJob) -> int:
+        """The first row not yet converted: every row above it is in ``job.output``."""
+        ...
 
     def cancel(self, job: RunningJob, reason: str) -> None:
         """End ``job`` as failed with ``reason``."""

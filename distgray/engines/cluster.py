@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from distgray.engines.base import FileState, PixelBuffer, RunningJob
 from distgray.imaging.encoded import EncodedStrip, Encoding
 from distgray.imaging.kernel import U8Array
+from distgray.imaging.sparse import SparseRows
 from distgray.master.books import Job
 from distgray.master.report import job_report, peak_rss_mb
 from distgray.master.server import Master
@@ -56,8 +57,8 @@ class ClusterEngine:
             return f"local workers exited (codes {[p.returncode for p in procs]}) before joining"
         return None
 
-    def pixel_buffer(self, shape: tuple[int, ...]) -> tuple[U8Array, PixelBuffer | None]:
-        return self.master.pixel_buffer(shape)
+    def pixel_buffer(self, shape: tuple[int, ...], sparse: bool = False) -> tuple[U8Array, PixelBuffer | None]:
+        return self.master.pixel_buffer(shape, sparse=sparse)
 
     def share(self, pixels: U8Array) -> tuple[U8Array, PixelBuffer | None]:
         return self.master.share(pixels)
@@ -70,12 +71,22 @@ class ClusterEngine:
         encoding: Encoding | None = None,
         buffer: PixelBuffer | None = None,
         rows_ready: int | None = None,
+        streamed: bool = False,
     ) -> RunningJob:
         segment = buffer if isinstance(buffer, Segment) else None
-        return self.master.submit(pixels, name, encoding=encoding, segment=segment, rows_ready=rows_ready)
+        store = buffer if streamed and isinstance(buffer, Segment | SparseRows) else None
+        if streamed and store is None:
+            raise TypeError(f"a streamed job needs a sparse buffer of this engine, not {buffer!r}")
+        return self.master.submit(pixels, name, encoding=encoding, segment=segment, rows_ready=rows_ready, store=store)
 
     def rows_ready(self, job: RunningJob, rows: int) -> None:
         self.master.rows_ready(_own(job), rows)
+
+    def written(self, job: RunningJob, row: int) -> None:
+        self.master.written(_own(job), row)
+
+    def rows_converted(self, job: RunningJob) -> int:
+        return self.master.rows_converted(_own(job))
 
     def cancel(self, job: RunningJob, reason: str) -> None:
         self.master.fail(_own(job), reason)

@@ -7,7 +7,11 @@ for workers, convert, save atomically, previews and the report. Three ways throu
 * PNG or JPEG encoded by the workers strip by strip and joined here in row order, written as the
   strips come in (``--encode-on-master`` turns this off);
 * either of those with the input still decoding: a plain RGB PNG streams band by band, a YCbCr
-  JPEG decodes straight into the job's (shared) buffer.
+  JPEG decodes straight into the job's (shared) buffer;
+* *streamed* (an image whose pixels do not fit ``--window-mb``): read in bands (PNG, TIFF) into a
+  sparse buffer, converted, and written in row order (PNG and JPEG encoded by the workers, TIFF
+  written here in strips), each band's memory given back once its rows are in the file; neither
+  the whole input nor the whole output is ever in memory (:mod:`distgray.jobs.bands`).
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from PIL import Image
 from distgray.config import DEFAULT_JPEG_QUALITY
 from distgray.engines.base import Engine, PixelBuffer, RunningJob
 from distgray.errors import ImageError, TaskFailed
-from distgray.imaging import files, jpegfast, jpegstrip, load, pngstream, pngstrip, save
+from distgray.imaging import files, jpegfast, jpegstrip, load, pngstream, pngstrip, save, tiffbands
 from distgray.imaging.encoded import Encoding
 from distgray.imaging.kernel import U8Array
+from distgray.jobs import bands
 from distgray.jobs.entries import JobEntry, JobState, ServiceOptions
 from distgray.jobs.report import format_summary, silent, write_json_atomic
 from distgray.jobs.streamload import StreamDecode
@@ -34,7 +39,7 @@ from distgray.jobs.streamload import StreamDecode
 log = logging.getLogger(__name__)
 
 #: An input decoded while its job runs, rather than loaded first.
-Source = pngstream.PngLayout | jpegfast.JpegLayout
+Source = pngstream.PngLayout | jpegfast.JpegLayout | tiffbands.TiffLayout
 
 
 class Converter:
@@ -54,11 +59,13 @@ class Converter:
         entry.started_at, entry.state = time.time(), JobState.LOADING
         try:
             # A plain RGB PNG is decoded band by band while the workers start on it, a YCbCr JPEG
-            # straight into the job's buffer (both in _convert); anything else is loaded here.
-            stream = pngstream.probe(entry.source, opts.max_pixels) or jpegfast.probe(entry.source, opts.max_pixels)
+            # straight into the job's buffer (both in _convert); an image too big for the window
+            # streams through it (PNG, TIFF); anything else is loaded here.
+            stream = bands.plan(entry, opts)
             if stream is not None:
-                fmt = "PNG" if isinstance(stream, pngstream.PngLayout) else "JPEG"
-                loaded = load.LoadedImage(entry.source, fmt, "RGB", load.Kind.COLOR, stream.width, stream.height)
+                loaded = load.LoadedImage(
+                    entry.source, bands.format_of(stream), "RGB", load.Kind.COLOR, stream.width, stream.height
+                )
             else:
                 loaded = load.load_image(entry.source, opts.max_pixels)
             t_loaded = time.monotonic()
@@ -67,7 +74,11 @@ class Converter:
                 log.info("%s: %s", entry.source, note)
             job: RunningJob | None
             encoding = self._strip_encoding(entry, loaded)
-            if encoding is not None:
+            streamed = stream is not None and bands.streams(stream, opts)
+            if streamed and encoding is None:  # TIFF: written here in strips as rows come in
+                assert stream is not None
+                job, t_save = self._convert_tiff(entry, loaded, quiet, stream)
+            elif encoding is not None:
                 # Encoded by the workers strip by strip and written as the strips come in.
                 job, t_save = self._convert_encoded(entry, loaded, quiet, stream, encoding)
                 self._preview(entry, "output", loaded, gray=True)
@@ -167,20 +178,51 @@ class Converter:
             fh.write(joiner.head())
             row = 0
 
-            def drain(job: RunningJob) -> None:
+            def drain(job: RunningJob, decode: StreamDecode | None) -> None:
                 nonlocal row
                 for stop, piece in self.engine.take_encoded(job, row):
                     fh.write(joiner.strip(piece))
                     row = stop
+                self._written(job, decode, row)
 
             job = self._convert(entry, loaded, quiet, encoding=encoding, tick=drain, stream=stream)
             done.append((job, time.monotonic()))  # "saving": what is left once the job is done
             entry.state = JobState.SAVING
-            drain(job)
+            drain(job, None)
             fh.write(joiner.tail())
 
         save.atomic_write(entry.output, write, f" {encoding.format}")
         return done[0]
+
+    def _convert_tiff(
+        self, entry: JobEntry, loaded: load.LoadedImage, quiet: bool, stream: Source
+    ) -> tuple[RunningJob, float]:
+        """A streamed job's TIFF output: gray rows written in strips, in row order, as the strips
+        before them are converted (tifffile, through a temporary file)."""
+        done: list[tuple[RunningJob, float]] = []
+
+        def write(fh: BinaryIO) -> None:
+            window = bands.window_rows(stream, self.options, None)
+            with bands.TiffSink(fh, loaded.width, loaded.height, window) as sink:
+
+                def drain(job: RunningJob, decode: StreamDecode | None) -> None:
+                    frontier = self.engine.rows_converted(job)
+                    row = sink.put(job.output, frontier)
+                    self._written(job, decode, row)
+
+                job = self._convert(entry, loaded, quiet, tick=drain, stream=stream)
+                done.append((job, time.monotonic()))
+                entry.state = JobState.SAVING
+                drain(job, None)
+
+        save.atomic_write(entry.output, write, " TIFF")
+        return done[0]
+
+    def _written(self, job: RunningJob, decode: StreamDecode | None, row: int) -> None:
+        """Rows [0, row) are in the output file: a streamed job's window moves on."""
+        self.engine.written(job, row)
+        if decode is not None:
+            decode.written(row)
 
     def _preview(self, entry: JobEntry, which: str, image: Image.Image | load.LoadedImage, gray: bool = False) -> None:
         """A thumbnail for the page (of the input, if given a LoadedImage), unless previews are off."""
@@ -196,31 +238,40 @@ class Converter:
         quiet: bool = False,
         *,
         encoding: Encoding | None = None,
-        tick: Callable[[RunningJob], None] | None = None,
+        tick: Callable[[RunningJob, StreamDecode | None], None] | None = None,
         stream: Source | None = None,
     ) -> RunningJob:
-        """Run the job on the workers with a progress bar; ``tick(job)`` is called while it runs.
+        """Run the job on the workers with a progress bar; ``tick(job, decode)`` is called while
+        it runs.
 
         With ``stream``, ``loaded`` has no pixels yet: they are decoded into a new buffer from
-        now on, while the job waits for workers and runs (rows are handed out as they appear)."""
+        now on, while the job waits for workers and runs (rows are handed out as they appear).
+        A streamed job's buffer is sparse, and its decoding waits for room in the window."""
         opts, engine = self.options, self.engine
         deadline = None if opts.timeout is None else time.monotonic() + opts.timeout
         decode: StreamDecode | None = None
         segment: PixelBuffer | None = None
+        streamed = stream is not None and bands.streams(stream, opts)
         try:
             if stream is not None:
-                loaded.pixels, segment = engine.pixel_buffer(stream.shape)
-                if isinstance(stream, pngstream.PngLayout):
-                    decode = StreamDecode(stream, loaded.pixels, engine).start()
-                elif not jpegfast.decode_into(stream, loaded.pixels):
+                loaded.pixels, segment = engine.pixel_buffer(stream.shape, sparse=streamed)
+                if streamed:
+                    decode = bands.decoder(stream, loaded.pixels, engine, segment, opts, encoding).start()
+                elif isinstance(stream, pngstream.PngLayout):
+                    decode = StreamDecode(
+                        stream.path, bands.reader(stream), loaded.pixels, engine, band_rows=pngstream.BAND_ROWS
+                    ).start()
+                elif isinstance(stream, jpegfast.JpegLayout) and not jpegfast.decode_into(stream, loaded.pixels):
                     _decode_with_pillow(loaded.pixels, entry.source, opts.max_pixels)
             self._wait_for_workers(entry, deadline)
             if stream is None:
                 # In shared memory (if a worker can read ours), the shared copy replaces the original.
                 assert loaded.pixels is not None
                 loaded.pixels, segment = engine.share(loaded.pixels)
-            return self._run_job(entry, loaded, segment, quiet, encoding, tick, deadline, decode)
+            return self._run_job(entry, loaded, segment, quiet, encoding, tick, deadline, decode, streamed)
         finally:
+            if decode is not None:
+                decode.stop()
             if segment is not None:
                 segment.close()  # unlinked now; unmapped when the last array on it goes
 
@@ -242,9 +293,10 @@ class Converter:
         segment: PixelBuffer | None,
         quiet: bool,
         encoding: Encoding | None,
-        tick: Callable[[RunningJob], None] | None,
+        tick: Callable[[RunningJob, StreamDecode | None], None] | None,
         deadline: float | None,
         decode: StreamDecode | None,
+        streamed: bool = False,
     ) -> RunningJob:
         from tqdm import tqdm
         from tqdm.contrib.logging import logging_redirect_tqdm
@@ -252,7 +304,9 @@ class Converter:
         opts, engine = self.options, self.engine
         assert loaded.pixels is not None
         rows_ready = 0 if decode is not None else None
-        job = engine.submit(loaded.pixels, entry.name, encoding=encoding, buffer=segment, rows_ready=rows_ready)
+        job = engine.submit(
+            loaded.pixels, entry.name, encoding=encoding, buffer=segment, rows_ready=rows_ready, streamed=streamed
+        )
         entry.job, entry.state = job, JobState.RUNNING
         if decode is not None:
             decode.attach(job)
@@ -265,7 +319,7 @@ class Converter:
             waiting = False
             while not job.wait(0.2):
                 if tick is not None:
-                    tick(job)
+                    tick(job, decode)
                 bar.update(job.rows_done - bar.n)
                 none_left = not engine.live_workers()
                 if none_left and not waiting and not quiet:  # once per episode, not every tick
@@ -280,8 +334,11 @@ class Converter:
                     raise TaskFailed(f"timed out after {opts.timeout:g} s ({job.rows_done}/{job.height} rows done)")
             bar.update(job.rows_done - bar.n)
         if decode is not None:
+            if job.failure:
+                decode.stop()
             decode.join()  # raises the decoding's error, if that is why the job failed
-            self._preview(entry, "input", loaded)
+            if not streamed:  # a streamed job's rows are gone by now
+                self._preview(entry, "input", loaded)
         if job.failure:
             if opts.report:  # what happened is most useful when it went wrong
                 entry.report = engine.report(job)

@@ -105,3 +105,5 @@ class ServiceOptions:
     worker_command: str = ""  # how to start a worker, for the "no workers" message
     previews: bool = True  # thumbnails for the status page (~40 ms each for 8K): off without one
     strip_encoding: bool = True  # PNG/JPEG outputs encoded by the workers strip by strip
+    window_bytes: int = config.DEFAULT_WINDOW_MB << 20  # an image's pixels in memory, at most
+    strip_rows: int | None = None  # fixed strip height (--strip-rows): a streamed window holds one

@@ -17,6 +17,7 @@ import numpy as np
 
 from distgray.imaging.encoded import EncodedStrip, Encoding
 from distgray.imaging.kernel import U8Array
+from distgray.imaging.sparse import RowStore, SparseRows
 from distgray.net.shm import Segment
 from distgray.scheduling.strips import Policy, Scheduler
 from distgray.wire.fields import MessageType
@@ -114,6 +115,7 @@ class Job:
         *,
         encoding: Encoding | None = None,
         segment: Segment | None = None,
+        store: RowStore | None = None,
     ) -> None:
         if pixels.ndim != 3 or pixels.shape[2] not in (3, 4) or not pixels.flags.c_contiguous:
             raise ValueError("pixels must be a C-contiguous (height, width, 3|4) uint8 array")
@@ -121,7 +123,16 @@ class Job:
         self.name = name
         self.pixels = pixels
         self.height, self.width, self.channels = pixels.shape
-        self.output: U8Array = np.empty((self.height, self.width), dtype=np.uint8)
+        # A streamed job (``store``: its input rows' memory, handed back below the written row)
+        # keeps its gray rows sparse as well: only those not yet written take memory.
+        self.store = store
+        self._output_rows = SparseRows((self.height, self.width)) if store is not None else None
+        self.output: U8Array = (
+            self._output_rows.array
+            if self._output_rows is not None
+            else np.empty((self.height, self.width), dtype=np.uint8)
+        )
+        self.rows_written = 0  # rows [0, rows_written) of the output are in its file
         align = encoding.row_align if encoding is not None else 1
         self.scheduler = Scheduler(
             self.height, self.width * self.channels, policy, strip_rows=strip_rows, row_align=align
@@ -164,6 +175,21 @@ class Job:
             self.pixels = self.output = np.empty((0, 0, 0), dtype=np.uint8)
             self.segment = None
             self.encoded.clear()
+
+    @property
+    def streamed(self) -> bool:
+        return self.store is not None
+
+    def written(self, row: int) -> None:
+        """Rows [0, row) are in the output file: a streamed job's memory for them goes (the input
+        keeps one row more: a PNG strip starting at ``row`` is sent the row above it)."""
+        if row <= self.rows_written:
+            return
+        self.rows_written = row
+        if self.store is not None:
+            self.store.release_below(max(0, row - 1))
+        if self._output_rows is not None:
+            self._output_rows.release_below(row)
 
     def take_encoded(self, row: int) -> list[tuple[int, EncodedStrip]]:
         """The encoded strips that follow on from ``row``, in order, removed from the job."""

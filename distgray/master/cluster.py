@@ -48,6 +48,7 @@ from distgray.config import (
 from distgray.errors import ProtocolError
 from distgray.imaging.encoded import EncodedStrip, Encoding
 from distgray.imaging.kernel import U8Array
+from distgray.imaging.sparse import RowStore
 from distgray.master import snapshot
 from distgray.master.books import Assignment, Job, StripRecord, WorkerBook, WorkerState
 from distgray.master.tasks import ANSWERS, StripResult, task_for
@@ -203,11 +204,21 @@ class Cluster:
         encoding: Encoding | None = None,
         segment: Segment | None = None,
         rows_ready: int | None = None,
+        store: RowStore | None = None,
     ) -> Job:
         if self.job is not None and not self.job.done:
             raise RuntimeError("a job is already running")
         cfg = self.config
-        job = Job(next(self._job_ids), name, pixels, cfg.policy, cfg.strip_rows, encoding=encoding, segment=segment)
+        job = Job(
+            next(self._job_ids),
+            name,
+            pixels,
+            cfg.policy,
+            cfg.strip_rows,
+            encoding=encoding,
+            segment=segment,
+            store=store,
+        )
         job.started = now
         if rows_ready is not None:
             job.scheduler.rows_ready = rows_ready

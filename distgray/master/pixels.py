@@ -14,6 +14,7 @@ import logging
 import numpy as np
 
 from distgray.imaging.kernel import U8Array
+from distgray.imaging.sparse import SparseRows
 from distgray.net import shm
 
 log = logging.getLogger(__name__)
@@ -46,15 +47,24 @@ class SharedPixels:
         """Whether a worker's SHM_ANSWER shows it read our probe (constant-time comparison)."""
         return self.probe is not None and ok and hmac.compare_digest(answer, self.probe.secret)
 
-    def buffer(self, shape: tuple[int, ...], wanted: bool) -> tuple[U8Array, shm.Segment | None]:
+    def buffer(
+        self, shape: tuple[int, ...], wanted: bool, sparse: bool = False
+    ) -> tuple[U8Array, shm.Segment | SparseRows | None]:
         """An uninitialised uint8 array of ``shape``: in a new shared-memory segment if ``wanted``
         and this master offers shared memory, else in private memory. The caller closes the
-        segment when the job is over."""
-        nbytes = int(np.prod(shape))
+        segment when the job is over.
+
+        ``sparse`` (a streamed job): the array only takes memory for the rows committed and not
+        yet released (see :mod:`distgray.imaging.sparse`); the store that does so is returned."""
+        nbytes = int(np.prod(shape, dtype=np.int64))
+        row_bytes = nbytes // shape[0] if shape[0] else 0
         if wanted and self.probe is not None:
             try:
-                segment = shm.Segment(nbytes)
+                segment = shm.Segment(nbytes, sparse_rows=row_bytes if sparse else 0)
                 return segment.array(shape), segment
             except OSError as exc:
                 log.info("no room in shared memory for %d MB (%s): pixels go over TCP", nbytes >> 20, exc)
+        if sparse:
+            rows = SparseRows(shape)
+            return rows.array, rows
         return np.empty(shape, dtype=np.uint8), None

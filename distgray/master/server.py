@@ -39,6 +39,7 @@ from distgray.config import (
 from distgray.errors import DistgrayError, PeerDisconnected, ProtocolError
 from distgray.imaging.encoded import EncodedStrip, Encoding
 from distgray.imaging.kernel import U8Array
+from distgray.imaging.sparse import RowStore, SparseRows
 from distgray.master.admission import Admission
 from distgray.master.books import Job, WorkerBook, WorkerState
 from distgray.master.cluster import Cluster, ClusterConfig
@@ -240,15 +241,17 @@ class Master:
         encoding: Encoding | None = None,
         segment: Segment | None = None,
         rows_ready: int | None = None,
+        store: RowStore | None = None,
     ) -> Job:
         """Start converting ``pixels``; returns at once. One job runs at a time.
 
         ``encoding``: the output is encoded strip by strip (collect it with ``take_encoded``);
         ``segment``: ``pixels`` live in it (from ``share``/``pixel_buffer``);
-        ``rows_ready``: only that many rows exist yet (more follow through ``rows_ready()``)."""
+        ``rows_ready``: only that many rows exist yet (more follow through ``rows_ready()``);
+        ``store``: a streamed job's rows, given back as ``written()`` says they are in the file."""
         with self._work:
             job = self.cluster.submit(
-                pixels, name, time.monotonic(), encoding=encoding, segment=segment, rows_ready=rows_ready
+                pixels, name, time.monotonic(), encoding=encoding, segment=segment, rows_ready=rows_ready, store=store
             )
             self._work.notify_all()
         log.info("job %d: %s, %dx%d", job.id, name, job.width, job.height)
@@ -274,6 +277,16 @@ class Master:
             self.cluster.fail(job, reason, time.monotonic())
             self._work.notify_all()
 
+    def written(self, job: Job, row: int) -> None:
+        """Rows [0, row) of ``job``'s output are in its file (a streamed job lets their memory go)."""
+        with self._lock:
+            job.written(row)
+
+    def rows_converted(self, job: Job) -> int:
+        """The first row of ``job`` not yet converted: every row above it is in the output."""
+        with self._lock:
+            return job.scheduler.done_frontier()
+
     def take_encoded(self, job: Job, row: int) -> list[tuple[int, EncodedStrip]]:
         """Encoded strips of ``job`` that continue the file from ``row``, in order (the writer's)."""
         with self._lock:
@@ -285,19 +298,22 @@ class Master:
             self.cluster.submit_files(queue)
             self._work.notify_all()
 
-    def pixel_buffer(self, shape: tuple[int, ...], *, when_used: bool = False) -> tuple[U8Array, Segment | None]:
+    def pixel_buffer(
+        self, shape: tuple[int, ...], *, when_used: bool = False, sparse: bool = False
+    ) -> tuple[U8Array, Segment | SparseRows | None]:
         """An uninitialised uint8 array of ``shape`` for a job's pixels: in a new shared-memory
         segment if this master offers shared memory (``when_used``: and a live worker reads it),
-        else in private memory. The caller closes the segment when the job is over."""
+        else in private memory. The caller closes the segment when the job is over. ``sparse``:
+        memory only for the rows in a streamed job's window (see ``SharedPixels.buffer``)."""
         with self._lock:
             wanted = not when_used or self.cluster.reads_shared_memory()
-        return self._pixels.buffer(shape, wanted)
+        return self._pixels.buffer(shape, wanted, sparse)
 
     def share(self, pixels: U8Array) -> tuple[U8Array, Segment | None]:
         """``pixels`` copied into a new shared-memory segment, if any live worker can read ours;
         otherwise ``pixels`` itself. The caller closes the segment when the job is over."""
         shared, segment = self.pixel_buffer(pixels.shape, when_used=True)
-        if segment is None:
+        if not isinstance(segment, Segment):
             return pixels, None
         shared[...] = pixels
         return shared, segment

@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from distgray.errors import ProtocolError
+from distgray.imaging.sparse import pages_below
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,14 @@ class Segment:
     64 MB) fails here with OSError, not later with SIGBUS while pixels are copied in.
     """
 
-    def __init__(self, nbytes: int, tag: str = "job") -> None:
+    def __init__(self, nbytes: int, tag: str = "job", *, sparse_rows: int = 0) -> None:
         self.name = f"{PREFIX}{os.getpid()}-{tag}{next(_counter)}-{secrets.token_hex(4)}"
         self.nbytes = nbytes
+        # sparse_rows: a streamed job's segment, rows of that many bytes; space is reserved a
+        # band at a time (commit) and handed back once written (release), not all up front.
+        self.row_bytes = sparse_rows
+        self._fd = -1
+        self._released = 0
         path = SHM_DIR / self.name
         # Registered with the resource tracker (a separate process, which unlinks the name if we
         # die without doing so) *before* the file exists: a master killed at any point after this
@@ -66,13 +72,19 @@ class Segment:
             self._forget()
             raise
         try:
-            os.posix_fallocate(fd, 0, max(1, nbytes))
+            if sparse_rows:
+                os.ftruncate(fd, max(1, nbytes))
+            else:
+                os.posix_fallocate(fd, 0, max(1, nbytes))
             self._map = mmap.mmap(fd, max(1, nbytes), flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
         except BaseException:
+            os.close(fd)
             path.unlink(missing_ok=True)
             self._forget()
             raise
-        finally:
+        if sparse_rows:
+            self._fd = fd  # commit() reserves space through it
+        else:
             os.close(fd)
         self._closed = False
         self._lock = threading.Lock()
@@ -88,6 +100,23 @@ class Segment:
     def array(self, shape: tuple[int, ...]) -> npt.NDArray[np.uint8]:
         return np.ndarray(shape, dtype=np.uint8, buffer=self._map)
 
+    def commit(self, row_start: int, row_stop: int) -> None:
+        """Reserve the space of rows [row_start, row_stop) of a sparse segment before they are
+        written: a full ``/dev/shm`` fails here with OSError, not with SIGBUS mid-copy."""
+        if self._fd >= 0 and row_stop > row_start:
+            os.posix_fallocate(self._fd, row_start * self.row_bytes, (row_stop - row_start) * self.row_bytes)
+
+    def release_below(self, row: int) -> None:
+        """Hand back the space of a sparse segment's rows above ``row`` (whole pages:
+        ``MADV_REMOVE`` frees them in ``/dev/shm`` for every process; they read as zeros after)."""
+        if self._fd < 0:
+            return
+        offset, length = pages_below(self._released, self.row_bytes, row)
+        with self._lock:
+            if length and not self._closed:
+                self._map.madvise(mmap.MADV_REMOVE, offset, length)
+                self._released = offset + length
+
     def close(self) -> None:
         """Unlink the name (mappings stay valid until unmapped) and let ours go. Idempotent.
 
@@ -98,6 +127,9 @@ class Segment:
             self._closed = True
         with contextlib.suppress(FileNotFoundError):
             os.unlink(SHM_DIR / self.name)
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
         self._forget()
         # Not mmap.close(): NumPy arrays on the mapping hold no buffer export, so closing it would
         # leave them pointing at unmapped memory. Dropping our reference unmaps it once they go.

@@ -128,6 +128,7 @@ class Scheduler:
         self._pending: deque[int] = deque()
         self._next_row = 0
         self.rows_ready = height  # rows whose pixels exist (less while the image is still decoding)
+        self._frontier = 0  # strips[:_frontier] are all done
         self.row_align = row_align  # strips start on multiples of this (JPEG strips: whole MCU rows)
         if strip_rows is not None:
             strip_rows = -(-strip_rows // row_align) * row_align
@@ -150,6 +151,15 @@ class Scheduler:
     @property
     def rows_unassigned(self) -> int:
         return self.height - self._next_row
+
+    def done_frontier(self) -> int:
+        """The first row not yet done: rows above it are all converted (strips are carved, and
+        planned, in row order, so they tile the image in list order)."""
+        while self._frontier < len(self.strips) and self.strips[self._frontier].state is StripState.DONE:
+            self._frontier += 1
+        if self._frontier < len(self.strips):
+            return self.strips[self._frontier].row_start
+        return self._next_row if self._next_row < self.height else self.height
 
     def set_rows_ready(self, rows: int) -> None:
         self.rows_ready = max(self.rows_ready, min(rows, self.height))

@@ -1,0 +1,151 @@
+"""Read an RGB TIFF or BigTIFF band by band (a row of tiles, or a group of strips, at a time).
+
+tifffile decodes one segment (strip or tile) at a time, in file order, so an image of any size is
+read with one band of tiles in memory. Only what equals Pillow's own decoding streams: 8-bit RGB,
+interleaved samples, no EXIF rotation, lossless compression (none, deflate, LZW, PackBits, zstd);
+anything else returns None from :func:`probe` and takes the normal (whole-image) path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from distgray.errors import ImageError
+
+#: Lossless codecs whose output is the stored bytes, whoever decodes them.
+#: A compressed band (a strip, or a row of tiles) larger than this is not read in bands.
+MAX_BAND_BYTES = 64 << 20
+#: Uncompressed strips are read this many rows at a time, straight into place.
+RAW_BAND_ROWS = 128
+LOSSLESS = frozenset({1, 5, 8, 32773, 32946, 50000})  # none, LZW, deflate, PackBits, deflate (old), zstd
+
+
+@dataclass(frozen=True)
+class TiffLayout:
+    path: Path
+    width: int
+    height: int
+    band_rows: int  # rows of one strip or one row of tiles
+    tiled: bool
+    #: Uncompressed strips: (file offset, bytes) of each, read straight into the rows.
+    raw_strips: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.height, self.width, 3)
+
+
+def probe(path: Path) -> TiffLayout | None:
+    """The file's layout if it is a TIFF that can be read in bands, else None (also for anything
+    unreadable: the normal path then says what is wrong). Reads the first IFD only."""
+    try:
+        import tifffile
+
+        with open(path, "rb") as fh:
+            if fh.read(4) not in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
+                return None
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            orientation = page.tags.get("Orientation")
+            plain = (
+                page.photometric == tifffile.PHOTOMETRIC.RGB
+                and page.samplesperpixel == 3
+                and page.bitspersample == 8
+                and page.dtype == np.uint8
+                and page.planarconfig == tifffile.PLANARCONFIG.CONTIG
+                and int(page.compression) in LOSSLESS
+                and page.imagedepth == 1
+                and (orientation is None or orientation.value == 1)
+                and len(page.extrasamples) == 0
+            )
+            if not plain:
+                return None
+            band = max(1, min(page.tilelength if page.is_tiled else page.rowsperstrip, page.imagelength))
+            raw: tuple[tuple[int, int], ...] = ()
+            if int(page.compression) == 1 and not page.is_tiled:
+                raw = tuple(zip(page.dataoffsets, page.databytecounts, strict=True))
+            elif band * page.imagewidth * 3 > MAX_BAND_BYTES:
+                return None  # one compressed strip or tile row would be too big a band
+            return TiffLayout(Path(path), page.imagewidth, page.imagelength, band, page.is_tiled, raw)
+    except Exception:  # tifffile raises many kinds for files it cannot read: not ours to stream
+        return None
+
+
+def decode_into(layout: TiffLayout, out: npt.NDArray[np.uint8], ready: Callable[[int], None]) -> None:
+    """Decode ``layout``'s pixels into ``out`` (height x width x 3) a band at a time, calling
+    ``ready(rows_done)`` after each. Raises ImageError if the data is corrupt or missing."""
+    import tifffile
+
+    if layout.raw_strips:
+        _read_raw(layout, out, ready)
+        return
+    width, height = layout.width, layout.height
+    rows_done = 0
+    band_done: dict[int, int] = {}  # band index -> pixels of it decoded so far
+    try:
+        with tifffile.TiffFile(layout.path) as tif:
+            page = tif.pages.first
+            for segment, index, shape in page.segments(sort=False, maxworkers=1):
+                if segment is None:
+                    raise ImageError(f"{layout.path}: cannot decode image: a TIFF segment is missing")
+                # index: (sample plane, depth, row, column, sample) of the segment, in pixels;
+                # shape: (depth, rows, columns, samples), tiles padded at the image's edges
+                y, x = index[2], index[3]
+                rows, cols = min(shape[1], height - y), min(shape[2], width - x)
+                block = np.asarray(segment).reshape(shape[1], shape[2], shape[3])
+                out[y : y + rows, x : x + cols] = block[:rows, :cols, :3]
+                band = y // layout.band_rows
+                band_done[band] = band_done.get(band, 0) + rows * cols
+                while (
+                    band_done.get(rows_done // layout.band_rows, 0) == min(layout.band_rows, height - rows_done) * width
+                ):
+                    band_done.pop(rows_done // layout.band_rows)
+                    rows_done = min(height, rows_done + layout.band_rows)
+                    ready(rows_done)
+                    if rows_done == height:
+                        break
+    except ImageError:
+        raise
+    except Exception as exc:  # tifffile's and the codecs' errors for corrupt or truncated data
+        raise ImageError(f"{layout.path}: cannot decode image: {type(exc).__name__}: {exc}") from exc
+    if rows_done != height:
+        raise ImageError(f"{layout.path}: cannot decode image: TIFF data holds {rows_done} of {height} rows")
+
+
+def _band_pixels(layout: TiffLayout, row: int) -> int:
+    """Pixels of the band that starts at ``row`` (the last one may be short)."""
+    return min(layout.band_rows, layout.height - row) * layout.width
+
+
+def _read_raw(layout: TiffLayout, out: npt.NDArray[np.uint8], ready: Callable[[int], None]) -> None:
+    """Uncompressed strips: their bytes are the rows, read from the file into place."""
+    row_bytes = layout.width * 3
+    flat = out.reshape(-1)
+    y = 0
+    try:
+        with open(layout.path, "rb") as fh:
+            for offset, count in layout.raw_strips:
+                rows = min(layout.band_rows, layout.height - y)
+                if count < rows * row_bytes:
+                    raise ImageError(
+                        f"{layout.path}: cannot decode image: a TIFF strip holds {count} bytes, not {rows * row_bytes}"
+                    )
+                fh.seek(offset)
+                for part in range(0, rows, RAW_BAND_ROWS):
+                    n = min(RAW_BAND_ROWS, rows - part)
+                    view = flat[(y + part) * row_bytes : (y + part + n) * row_bytes].data
+                    if fh.readinto(view) != len(view):
+                        raise ImageError(f"{layout.path}: cannot decode image: TIFF data ends early")
+                    ready(y + part + n)
+                y += rows
+                if y >= layout.height:
+                    break
+    except OSError as exc:
+        raise ImageError(f"{layout.path}: cannot read image: {exc}") from exc
+    if y < layout.height:
+        raise ImageError(f"{layout.path}: cannot decode image: TIFF data holds {y} of {layout.height} rows")

@@ -1,0 +1,257 @@
+"""Images of any size: which inputs stream through a window, and the TIFF output written in strips.
+
+An image whose pixels (RGB in, gray out) fit ``--window-mb`` is loaded whole, as always. A larger
+one *streams*: the master reads it in bands (PNG: :mod:`~distgray.imaging.pngstream`, TIFF and
+BigTIFF: :mod:`~distgray.imaging.tiffbands`) into a sparse buffer, hands the rows to the workers
+as they arrive, writes the output in row order (PNG and JPEG: the workers' encoded strips; TIFF:
+:class:`TiffSink` here) and gives each band's memory back once its rows are in the file. The
+rows decoded and not yet written never exceed the window, so memory stays flat whatever the
+image's size; a strip whose worker is lost is redone from rows still held.
+
+Inputs that cannot be read in bands, or outputs that cannot be written in bands, are refused up
+front when the image does not fit the budget, with what would work instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import sys
+import threading
+from collections.abc import Iterator
+from types import TracebackType
+from typing import BinaryIO
+
+from distgray.config import DEFAULT_MAX_PIXELS
+from distgray.engines.base import Engine, PixelBuffer
+from distgray.errors import ImageError
+from distgray.imaging import files, jpegfast, jpegstrip, pngstream, tiffbands
+from distgray.imaging.encoded import Encoding
+from distgray.imaging.kernel import U8Array
+from distgray.jobs.entries import JobEntry, ServiceOptions
+from distgray.jobs.streamload import Reader, StreamDecode
+
+Layout = pngstream.PngLayout | jpegfast.JpegLayout | tiffbands.TiffLayout
+
+#: Bytes of memory one pixel of a job costs the master: RGB in, gray out.
+BYTES_PER_PIXEL = 4
+#: Images up to Pillow's own pixel limit load whole whatever the window (as they always have).
+WHOLE_BUDGET_BYTES = DEFAULT_MAX_PIXELS * BYTES_PER_PIXEL
+#: Gray rows of a TIFF output, per strip (about 1 MB of them, at least one row).
+TIFF_STRIP_BYTES = 1 << 20
+#: BigTIFF beyond this output size (a classic TIFF's offsets are 32-bit).
+BIGTIFF_BYTES = 4_000_000_000
+
+
+def format_of(layout: Layout) -> str:
+    return (
+        "PNG"
+        if isinstance(layout, pngstream.PngLayout)
+        else "TIFF"
+        if isinstance(layout, tiffbands.TiffLayout)
+        else "JPEG"
+    )
+
+
+def streams(layout: Layout, opts: ServiceOptions) -> bool:
+    """Whether this input streams through the window (too big to hold, and readable in bands)."""
+    return not isinstance(layout, jpegfast.JpegLayout) and _bytes(layout.width, layout.height) > opts.window_bytes
+
+
+def plan(entry: JobEntry, opts: ServiceOptions) -> Layout | None:
+    """How ``entry``'s input is read: a layout to decode while the job runs (and to stream, if it
+    does not fit the window), or None to load it whole. Raises ImageError, up front, for an image
+    beyond ``--max-pixels`` or one that does not fit and cannot be read or written in bands."""
+    src = entry.source
+    layout: Layout | None = pngstream.probe(src, sys.maxsize) or tiffbands.probe(src)
+    fits = layout is not None and _bytes(layout.width, layout.height) <= opts.window_bytes
+    if fits and isinstance(layout, tiffbands.TiffLayout):
+        layout = None  # fits: Pillow loads it whole, as any TIFF
+    if layout is None:
+        layout = jpegfast.probe(src, opts.max_pixels)
+    if layout is None:
+        _check_whole(entry, opts)
+        return None
+    width, height = layout.width, layout.height
+    if width * height > opts.max_pixels:
+        big = streams(layout, opts) or _bytes(width, height) > opts.window_bytes
+        why = (
+            f"it would stream through the {opts.window_bytes >> 20} MB window, so the guard is about disk"
+            f" (~{width * height / 1e9:.1f} GB of gray output uncompressed) and time, not memory"
+            if big
+            else "a guard against decompression bombs"
+        )
+        raise ImageError(
+            f"{src}: {width}x{height} = {width * height:,} pixels exceeds --max-pixels {opts.max_pixels:,}"
+            f" ({why}); raise it with --max-pixels {width * height}"
+        )
+    if streams(layout, opts):
+        _check_output(entry, opts, width, height)
+    return layout
+
+
+def _bytes(width: int, height: int) -> int:
+    return width * height * BYTES_PER_PIXEL
+
+
+def _check_whole(entry: JobEntry, opts: ServiceOptions) -> None:
+    """An input only Pillow can read (whole): refused if it does not fit the budget."""
+    try:
+        fmt, width, height = files.probe_file(entry.source, opts.max_pixels)
+    except ImageError:
+        return  # loading it says what is wrong, in its own words
+    need = _bytes(width, height)
+    if need > max(opts.window_bytes, WHOLE_BUDGET_BYTES):
+        raise ImageError(
+            f"{entry.source}: a {fmt} of {width}x{height} needs {need >> 20} MB in memory, more than"
+            f" --window-mb {opts.window_bytes >> 20}, and cannot be read in bands (only 8-bit RGB PNG,"
+            " not interlaced, and 8-bit RGB TIFF/BigTIFF in strips or tiles, lossless, can);"
+            f" convert it to one of those, or raise --window-mb to {-(-need >> 20)} to load it whole"
+        )
+
+
+def _check_output(entry: JobEntry, opts: ServiceOptions, width: int, height: int) -> None:
+    """A streamed job's output must be written in bands: PNG or JPEG (encoded by the workers) or TIFF."""
+    fmt = entry.format
+    if fmt in ("PNG", "JPEG") and not opts.strip_encoding:
+        reason = "--encode-on-master encodes the whole output at once"
+    elif fmt == "JPEG" and max(width, height) > jpegstrip.MAX_SIDE:
+        reason = f"JPEG cannot hold more than {jpegstrip.MAX_SIDE:,} pixels a side"
+    elif fmt in ("PNG", "JPEG", "TIFF"):
+        return
+    else:
+        reason = f"{fmt} cannot be written in bands"
+    raise ImageError(
+        f"{entry.source}: {width}x{height} does not fit --window-mb {opts.window_bytes >> 20} and streams,"
+        f" but its {fmt} output cannot ({reason}); write PNG or TIFF (or JPEG up to {jpegstrip.MAX_SIDE:,}"
+        " a side), or raise --window-mb"
+    )
+
+
+def reader(layout: Layout) -> Reader:
+    """The band reader of a PNG or TIFF layout."""
+    if isinstance(layout, pngstream.PngLayout):
+        png = layout
+        return lambda out, ready: pngstream.decode_into(png, out, ready)
+    if isinstance(layout, tiffbands.TiffLayout):
+        tiff = layout
+        return lambda out, ready: tiffbands.decode_into(tiff, out, ready)
+    raise TypeError(f"no band reader for {layout!r}")
+
+
+def band_rows(layout: Layout) -> int:
+    """Rows the reader decodes at a time (and so commits at a time)."""
+    if isinstance(layout, tiffbands.TiffLayout):
+        return tiffbands.RAW_BAND_ROWS if layout.raw_strips else layout.band_rows
+    return pngstream.BAND_ROWS
+
+
+def window_rows(layout: Layout, opts: ServiceOptions, encoding: Encoding | None) -> int:
+    """Rows decoded and not yet written, at most: the window in rows, but always room for a band
+    being decoded, one being converted, a strip of ``--strip-rows`` and the JPEG alignment."""
+    rows = opts.window_bytes // (layout.width * BYTES_PER_PIXEL)
+    align = encoding.row_align if encoding is not None else 1
+    return max(rows, 2 * band_rows(layout) + (opts.strip_rows or 0) + 2 * align + 2)
+
+
+def decoder(
+    layout: Layout,
+    out: U8Array,
+    engine: Engine,
+    buffer: PixelBuffer | None,
+    opts: ServiceOptions,
+    encoding: Encoding | None,
+) -> StreamDecode:
+    """The background decoding of a streamed job, held to its window."""
+    return StreamDecode(
+        layout.path,
+        reader(layout),
+        out,
+        engine,
+        buffer=buffer,
+        window_rows=window_rows(layout, opts, encoding),
+        band_rows=band_rows(layout),
+    )
+
+
+class TiffSink:
+    """A gray TIFF (BigTIFF beyond 4 GB) written in strips as rows arrive, by tifffile on a
+    thread of its own that pulls the strips from a short queue; :meth:`put` hands over the rows
+    converted so far (copied: their memory goes once they are handed over)."""
+
+    def __init__(self, fh: BinaryIO, width: int, height: int, window_rows: int) -> None:
+        self.width, self.height = width, height
+        # a strip is written once all its rows are in: it must fit the window with room to spare
+        self.strip_rows = max(1, min(TIFF_STRIP_BYTES // width, window_rows // 4))
+        self.row = 0  # rows handed to the writer
+        self._strips: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+        self._error: BaseException | None = None
+        self._fh = fh
+        self._thread = threading.Thread(target=self._write, name="distgray-tiff", daemon=True)
+        self._thread.start()
+
+    def put(self, output: U8Array, frontier: int) -> int:
+        """Hand over the whole strips of ``output`` below ``frontier`` (all of it at the bottom).
+        Returns the rows handed over so far."""
+        while True:
+            stop = min(self.height, self.row + self.strip_rows)
+            if stop > frontier or self.row >= self.height:
+                return self.row
+            self._send(output[self.row : stop].tobytes())
+            self.row = stop
+
+    def _send(self, strip: bytes | None) -> None:
+        while self._thread.is_alive():
+            try:
+                self._strips.put(strip, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise ImageError(f"cannot write TIFF: {self._error}") from self._error
+
+    def _items(self) -> Iterator[bytes]:
+        while (strip := self._strips.get()) is not None:
+            yield strip
+
+    def _write(self) -> None:
+        import tifffile
+
+        try:
+            big = self.width * self.height > BIGTIFF_BYTES
+            # named: tifffile takes a stream's name for a path, and an fdopen'd file's name is its fd
+            handle = tifffile.FileHandle(self._fh, mode="wb", name="output.tif")
+            with tifffile.TiffWriter(handle, bigtiff=big) as tif:
+                tif.write(
+                    self._items(),
+                    shape=(self.height, self.width),
+                    dtype="uint8",
+                    photometric="minisblack",
+                    rowsperstrip=self.strip_rows,
+                    metadata=None,
+                )
+        except BaseException as exc:
+            self._error = exc
+
+    def __enter__(self) -> TiffSink:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc is None and self.row < self.height:
+            raise ImageError(f"TIFF output ended at row {self.row} of {self.height}")
+        if exc is None:
+            self._send(None)
+            self._thread.join()
+            self._raise()
+        else:  # the job failed: let the writer go (its file is thrown away)
+            self._error = self._error or exc
+            while self._thread.is_alive():
+                try:
+                    self._strips.put_nowait(None)
+                except queue.Full:
+                    with contextlib.suppress(queue.Empty):
+                        self._strips.get_nowait()
+                self._thread.join(timeout=0.1)
