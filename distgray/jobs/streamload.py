@@ -92,7 +92,7 @@ class StreamDecode:
             self.rows, job = rows, self._job
         if job is not None:
             self.engine.rows_ready(job, rows)
-        if self.window_rows is not None:
+        if self.window_rows is not None and rows < self.height:
             with self._room:  # the next band must fit in the window behind the written rows
                 while not self._stopped and rows + self.band_rows > self._written + self.window_rows:
                     self._room.wait()
