@@ -29,6 +29,9 @@ from distgray.errors import ImageError
 from distgray.imaging.pngstrip import PNG_SIGNATURE
 
 BAND_ROWS = 128
+#: ... but no more bytes a band than this: a band is copied a few times on its way (inflated,
+#: wrapped for Pillow, Pillow's 4-byte pixels, the array), so wide images get shorter bands.
+BAND_BYTES = 4 << 20
 READ_BYTES = 1 << 20
 QUEUED_BANDS = 2  # inflated bands waiting for Pillow (3 MB each for 8K)
 _CHUNK_HEAD = struct.Struct(">I4s")
@@ -45,6 +48,11 @@ class PngLayout:
     @property
     def shape(self) -> tuple[int, int, int]:
         return (self.height, self.width, 3)
+
+    @property
+    def band_rows(self) -> int:
+        """Rows decoded at a time: ``BAND_ROWS``, fewer for rows wider than ``BAND_BYTES / 128``."""
+        return max(1, min(BAND_ROWS, BAND_BYTES // (self.width * 3 + 1)))
 
 
 def probe(path: Path, max_pixels: int) -> PngLayout | None:
@@ -120,8 +128,8 @@ def decode_into(layout: PngLayout, out: npt.NDArray[np.uint8], ready: Callable[[
 def _inflate(
     layout: PngLayout, line: int, bands: queue.Queue[bytes | BaseException | None], stop: threading.Event
 ) -> None:
-    """The reader thread: bands of ``BAND_ROWS`` filtered rows (the last one shorter), then None."""
-    want = BAND_ROWS * line
+    """The reader thread: bands of ``band_rows`` filtered rows (the last one shorter), then None."""
+    want = layout.band_rows * line
     inflater = zlib.decompressobj()
     pending: list[bytes] = []
     have = 0

@@ -65,6 +65,10 @@ def probe(path: Path) -> TiffLayout | None:
             )
             if not plain:
                 return None
+            try:  # LZW, zstd...: only with the imagecodecs package installed
+                tifffile.TIFF.DECOMPRESSORS[int(page.compression)]
+            except KeyError:
+                return None
             band = max(1, min(page.tilelength if page.is_tiled else page.rowsperstrip, page.imagelength))
             raw: tuple[tuple[int, int], ...] = ()
             if int(page.compression) == 1 and not page.is_tiled:

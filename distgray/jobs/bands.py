@@ -143,7 +143,7 @@ def band_rows(layout: Layout) -> int:
     """Rows the reader decodes at a time (and so commits at a time)."""
     if isinstance(layout, tiffbands.TiffLayout):
         return tiffbands.RAW_BAND_ROWS if layout.raw_strips else layout.band_rows
-    return pngstream.BAND_ROWS
+    return layout.band_rows if isinstance(layout, pngstream.PngLayout) else pngstream.BAND_ROWS
 
 
 def window_rows(layout: Layout, opts: ServiceOptions, encoding: Encoding | None) -> int:

@@ -81,7 +81,8 @@ class Converter:
             elif encoding is not None:
                 # Encoded by the workers strip by strip and written as the strips come in.
                 job, t_save = self._convert_encoded(entry, loaded, quiet, stream, encoding)
-                self._preview(entry, "output", loaded, gray=True)
+                if not streamed:  # a streamed job's rows are gone by now
+                    self._preview(entry, "output", loaded, gray=True)
             else:
                 job, t_save = self._convert_whole(entry, loaded, quiet, stream)
             t_saved = time.monotonic()
@@ -259,7 +260,7 @@ class Converter:
                     decode = bands.decoder(stream, loaded.pixels, engine, segment, opts, encoding).start()
                 elif isinstance(stream, pngstream.PngLayout):
                     decode = StreamDecode(
-                        stream.path, bands.reader(stream), loaded.pixels, engine, band_rows=pngstream.BAND_ROWS
+                        stream.path, bands.reader(stream), loaded.pixels, engine, band_rows=stream.band_rows
                     ).start()
                 elif isinstance(stream, jpegfast.JpegLayout) and not jpegfast.decode_into(stream, loaded.pixels):
                     _decode_with_pillow(loaded.pixels, entry.source, opts.max_pixels)

@@ -131,6 +131,18 @@ def test_streamed_png_equals_pillow(width: int, height: int, level: int, tmp_pat
     assert all(b - a <= pngstream.BAND_ROWS for a, b in itertools.pairwise([0, *ready]))
 
 
+def test_a_wide_png_streams_in_shorter_bands(tmp_path: Path) -> None:
+    """Bands are held to ~4 MB (they are copied a few times on their way): 20,000-pixel rows come
+    69 at a time, not 128, and still decode to Pillow's pixels."""
+    path = tmp_path / "wide.png"
+    _photo(20_000, 150).save(path, "PNG", compress_level=1)
+    layout = pngstream.probe(path, MAX)
+    assert layout is not None and layout.band_rows == (4 << 20) // 60_001 < pngstream.BAND_ROWS
+    out, ready = _decode_stream(path)
+    assert np.array_equal(out, _pillow_rgb(path))
+    assert ready == [69, 138, 150]
+
+
 def test_streamed_png_equals_pillow_on_noise_with_tiny_idat_chunks(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     pixels = rng.integers(0, 256, size=(700, 517, 3), dtype=np.uint8)
