@@ -22,6 +22,8 @@ from distgray.errors import ImageError
 MAX_BAND_BYTES = 64 << 20
 #: Uncompressed strips are read this many rows at a time, straight into place.
 RAW_BAND_ROWS = 128
+#: Bytes of compressed segments tifffile reads at a time.
+READ_BYTES = 4 << 20
 LOSSLESS = frozenset({1, 5, 8, 32773, 32946, 50000})  # none, LZW, deflate, PackBits, deflate (old), zstd
 
 
@@ -94,7 +96,8 @@ def decode_into(layout: TiffLayout, out: npt.NDArray[np.uint8], ready: Callable[
     try:
         with tifffile.TiffFile(layout.path) as tif:
             page = tif.pages.first
-            for segment, index, shape in page.segments(sort=False, maxworkers=1):
+            # tifffile reads up to `buffersize` of segments at a time (256 MB by default): keep it small
+            for segment, index, shape in page.segments(sort=False, maxworkers=1, buffersize=READ_BYTES):
                 if segment is None:
                     raise ImageError(f"{layout.path}: cannot decode image: a TIFF segment is missing")
                 # index: (sample plane, depth, row, column, sample) of the segment, in pixels;
