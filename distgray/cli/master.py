@@ -157,7 +157,8 @@ def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         metavar="MB",
         help="memory for one image's pixels (RGB in, gray out; env DISTGRAY_WINDOW_MB; default %(default)s)."
         " A larger image streams through a window of this size: PNG (8-bit RGB, not interlaced) and"
-        " TIFF/BigTIFF (8-bit RGB, strips or tiles, lossless) are read in bands, converted, and written"
+        " TIFF/BigTIFF (8-bit RGB, strips or tiles, lossless) and, with the optional libvips, YCbCr JPEG"
+        " are read in bands, converted, and written"
         " in row order as PNG, JPEG or TIFF, so memory stays flat whatever the image's size. Other"
         " inputs up to this size (or Pillow's 89.5 MP) load whole; larger ones are refused with what"
         " would work",

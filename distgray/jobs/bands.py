@@ -19,19 +19,22 @@ import queue
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
+
+from PIL import Image
 
 from distgray.config import DEFAULT_MAX_PIXELS
 from distgray.engines.base import Engine, PixelBuffer
 from distgray.errors import ImageError
-from distgray.imaging import files, jpegfast, jpegstrip, pngstream, tiffbands
+from distgray.imaging import jpegbands, jpegfast, jpegstrip, pngstream, tiffbands
 from distgray.imaging.encoded import Encoding
 from distgray.imaging.kernel import U8Array
 from distgray.jobs.entries import JobEntry, ServiceOptions
 from distgray.jobs.streamload import Reader, StreamDecode
 
-Layout = pngstream.PngLayout | jpegfast.JpegLayout | tiffbands.TiffLayout
+Layout = pngstream.PngLayout | jpegfast.JpegLayout | tiffbands.TiffLayout | jpegbands.JpegBands
 
 #: Bytes of memory one pixel of a job costs the master: RGB in, gray out.
 BYTES_PER_PIXEL = 4
@@ -67,18 +70,21 @@ def plan(entry: JobEntry, opts: ServiceOptions) -> Layout | None:
     fits = layout is not None and _bytes(layout.width, layout.height) <= opts.window_bytes
     if fits and isinstance(layout, tiffbands.TiffLayout):
         layout = None  # fits: Pillow loads it whole, as any TIFF
+    header = _header(src) if layout is None else None
+    if header is not None and header[0] == "JPEG" and _bytes(*header[1:]) > opts.window_bytes:
+        layout = jpegbands.probe(src)  # too big to hold: libvips reads it in bands, if it can
     if layout is None:
         layout = jpegfast.probe(src, opts.max_pixels)
-    if layout is None:
-        _check_whole(entry, opts)
-        return None
+    if layout is None or isinstance(layout, jpegfast.JpegLayout):
+        if header is not None:
+            _check_whole(entry, opts, *header)
+        return layout
     width, height = layout.width, layout.height
     if width * height > opts.max_pixels:
-        big = streams(layout, opts) or _bytes(width, height) > opts.window_bytes
         why = (
             f"it would stream through the {opts.window_bytes >> 20} MB window, so the guard is about disk"
             f" (~{width * height / 1e9:.1f} GB of gray output uncompressed) and time, not memory"
-            if big
+            if streams(layout, opts)
             else "a guard against decompression bombs"
         )
         raise ImageError(
@@ -94,18 +100,30 @@ def _bytes(width: int, height: int) -> int:
     return width * height * BYTES_PER_PIXEL
 
 
-def _check_whole(entry: JobEntry, opts: ServiceOptions) -> None:
-    """An input only Pillow can read (whole): refused if it does not fit the budget."""
+def _header(path: Path) -> tuple[str, int, int] | None:
+    """(format, width, height) from the file's header, whatever its size; None if Pillow cannot
+    tell (loading it then says what is wrong)."""
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # only the size is read here; --max-pixels is applied later
     try:
-        fmt, width, height = files.probe_file(entry.source, opts.max_pixels)
-    except ImageError:
-        return  # loading it says what is wrong, in its own words
+        with Image.open(path) as im:
+            return im.format or "?", im.width, im.height
+    except (OSError, ValueError, SyntaxError):
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
+def _check_whole(entry: JobEntry, opts: ServiceOptions, fmt: str, width: int, height: int) -> None:
+    """An input loaded whole: refused if it does not fit the budget."""
     need = _bytes(width, height)
-    if need > max(opts.window_bytes, WHOLE_BUDGET_BYTES):
+    if width * height <= opts.max_pixels and need > max(opts.window_bytes, WHOLE_BUDGET_BYTES):
+        how = "8-bit RGB PNG, not interlaced; 8-bit RGB TIFF/BigTIFF in strips or tiles, lossless"
+        if jpegbands.agrees_with_pillow():
+            how += "; YCbCr JPEG"
         raise ImageError(
-            f"{entry.source}: a {fmt} of {width}x{height} needs {need >> 20} MB in memory, more than"
-            f" --window-mb {opts.window_bytes >> 20}, and cannot be read in bands (only 8-bit RGB PNG,"
-            " not interlaced, and 8-bit RGB TIFF/BigTIFF in strips or tiles, lossless, can);"
+            f"{entry.source}: a {fmt} of {width}x{height} needs {need >> 20:,} MB in memory, more than"
+            f" --window-mb {opts.window_bytes >> 20}, and cannot be read in bands (only {how} can);"
             f" convert it to one of those, or raise --window-mb to {-(-need >> 20)} to load it whole"
         )
 
@@ -136,6 +154,9 @@ def reader(layout: Layout) -> Reader:
     if isinstance(layout, tiffbands.TiffLayout):
         tiff = layout
         return lambda out, ready: tiffbands.decode_into(tiff, out, ready)
+    if isinstance(layout, jpegbands.JpegBands):
+        jpeg = layout
+        return lambda out, ready: jpegbands.decode_into(jpeg, out, ready)
     raise TypeError(f"no band reader for {layout!r}")
 
 
@@ -143,7 +164,9 @@ def band_rows(layout: Layout) -> int:
     """Rows the reader decodes at a time (and so commits at a time)."""
     if isinstance(layout, tiffbands.TiffLayout):
         return tiffbands.RAW_BAND_ROWS if layout.raw_strips else layout.band_rows
-    return layout.band_rows if isinstance(layout, pngstream.PngLayout) else pngstream.BAND_ROWS
+    if isinstance(layout, pngstream.PngLayout | jpegbands.JpegBands):
+        return layout.band_rows
+    return pngstream.BAND_ROWS
 
 
 def window_rows(layout: Layout, opts: ServiceOptions, encoding: Encoding | None) -> int:

@@ -28,7 +28,7 @@ from PIL import Image
 from distgray.config import DEFAULT_JPEG_QUALITY
 from distgray.engines.base import Engine, PixelBuffer, RunningJob
 from distgray.errors import ImageError, TaskFailed
-from distgray.imaging import files, jpegfast, jpegstrip, load, pngstream, pngstrip, save, tiffbands
+from distgray.imaging import files, jpegfast, jpegstrip, load, pngstream, pngstrip, save
 from distgray.imaging.encoded import Encoding
 from distgray.imaging.kernel import U8Array
 from distgray.jobs import bands
@@ -39,7 +39,7 @@ from distgray.jobs.streamload import StreamDecode
 log = logging.getLogger(__name__)
 
 #: An input decoded while its job runs, rather than loaded first.
-Source = pngstream.PngLayout | jpegfast.JpegLayout | tiffbands.TiffLayout
+Source = bands.Layout
 
 
 class Converter:

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tests.bigimages import Mosaic, gray_of, photo_tile, write_png, write_tiff
-from tests.conftest import decoded, pngcheck
+from tests.conftest import decoded, pillow_reference, pngcheck
 from tests.integration.conftest import TOKEN, WAIT_S, MasterProcess, Workers, flag_of, wait_until
 
 #: A 1/4-scale photo tile (1920x1080), so a mosaic of a few tiles is a few MB.
@@ -48,7 +48,16 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "tiled": write_tiff(d / "odd_tiled.tif", odd, tile=128, compression="zlib"),
         "strips": write_tiff(d / "odd_strips.tif", odd, tile=None),
         "truncated": write_png(d / "cut.png", odd, truncate_at=0.6),
+        "jpeg": _jpeg(d / "odd.jpg", odd),
     }
+
+
+def _jpeg(path: Path, m: Mosaic, cut: float | None = None) -> Path:
+    Image.fromarray(m.rows(0, m.height)).save(path, quality=93)
+    if cut is not None:
+        with open(path, "r+b") as fh:
+            fh.truncate(int(path.stat().st_size * cut))
+    return path
 
 
 ODD = mosaic(2501, 1999)
@@ -72,6 +81,28 @@ def test_a_streamed_job_is_bit_identical(images: dict[str, Path], tmp_path: Path
     strips = json.loads(report.read_text())["strip_log"]
     assert len(strips) > 10
     assert max(s["row_stop"] - s["row_start"] for s in strips) <= max((2 << 20) // (ODD.width * 4), 2 * 128 + 4)
+
+
+@pytest.mark.parametrize("output", ["out.tif", "out.png"])
+def test_a_jpeg_too_big_for_the_window_streams_through_libvips_exactly(
+    images: dict[str, Path], tmp_path: Path, output: str
+) -> None:
+    """A JPEG read in bands by libvips: the output equals Pillow's convert("L") of the whole file."""
+    report = tmp_path / "report.json"
+    code, _, err = run(
+        ["--image", str(images["jpeg"]), "--output", output, "--window-mb", "2", "--report", str(report)], tmp_path
+    )
+    assert code == 0, err
+    assert np.array_equal(decoded(tmp_path / output), pillow_reference(images["jpeg"]))
+    assert len(json.loads(report.read_text())["strip_log"]) > 10  # it streamed
+
+
+def test_a_jpeg_cut_mid_stream_fails_cleanly(tmp_path: Path) -> None:
+    cut = _jpeg(tmp_path / "cut.jpg", ODD, cut=0.5)
+    code, _, err = run(["--image", str(cut), "--output", "out.tif", "--window-mb", "2"], tmp_path)
+    assert code == 1, err
+    assert "cut.jpg" in err and "Traceback" not in err
+    assert not (tmp_path / "out.tif").exists() and list(tmp_path.glob(".out.tif.*")) == []
 
 
 def test_a_streamed_jpeg_is_what_the_whole_image_path_writes(images: dict[str, Path], tmp_path: Path) -> None:

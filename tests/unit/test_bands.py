@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from distgray.errors import ImageError
-from distgray.imaging import pngstream, sparse, tiffbands
+from distgray.imaging import jpegbands, pngstream, sparse, tiffbands
 from distgray.jobs import bands
 from distgray.jobs.entries import JobEntry, ServiceOptions
 from distgray.net import shm
@@ -166,3 +166,34 @@ def test_the_window_always_holds_two_bands_and_a_fixed_strip(tmp_path: Path) -> 
     assert bands.window_rows(layout, ServiceOptions(window_bytes=1), None) >= 2 * pngstream.BAND_ROWS
     assert bands.window_rows(layout, ServiceOptions(window_bytes=1, strip_rows=300), None) >= 2 * 128 + 300
     assert bands.window_rows(layout, ServiceOptions(window_bytes=400 << 20), None) == (400 << 20) // 4000
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [{"subsampling": 0}, {"subsampling": 1}, {"subsampling": 2}, {"progressive": True}, {"restart_marker_rows": 1}],
+)
+def test_jpeg_bands_equal_pillows_decoding(tmp_path: Path, kind: dict[str, object]) -> None:
+    """libvips in bands, on the real photo, odd-sized, every JPEG kind Pillow writes."""
+    rgb = Mosaic(TILE, 1001, 377).rows(0, 377)
+    path = tmp_path / "in.jpg"
+    Image.fromarray(rgb).save(path, quality=92, **kind)
+    assert jpegbands.agrees_with_pillow()
+    layout = jpegbands.probe(path)
+    assert layout is not None
+    out = np.zeros(layout.shape, dtype=np.uint8)
+    seen: list[int] = []
+    jpegbands.decode_into(layout, out, seen.append)
+    with Image.open(path) as im:
+        assert np.array_equal(out, np.asarray(im.convert("RGB")))
+    assert seen[-1] == 377 and len(seen) > 1
+
+
+def test_jpegs_libvips_would_read_unlike_pillow_do_not_stream(tmp_path: Path) -> None:
+    rgb = Mosaic(TILE, 64, 48).rows(0, 48)
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg")
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "gray.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(rgb).save(tmp_path / "rotated.jpg", exif=exif)
+    for name in ("cmyk.jpg", "gray.jpg", "rotated.jpg"):
+        assert jpegbands.probe(tmp_path / name) is None, name
