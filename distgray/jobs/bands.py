@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 from PIL import Image
 
-from distgray.config import DEFAULT_MAX_PIXELS
+from distgray.config import DEFAULT_MAX_PIXELS, THUMBNAIL_SIDE
 from distgray.engines.base import Engine, PixelBuffer
 from distgray.errors import ImageError
 from distgray.imaging import jpegbands, jpegfast, jpegstrip, pngstream, tiffbands
@@ -194,6 +194,7 @@ def decoder(
         buffer=buffer,
         window_rows=window_rows(layout, opts, encoding),
         band_rows=band_rows(layout),
+        preview_side=2 * THUMBNAIL_SIDE if opts.previews else 0,
     )
 
 

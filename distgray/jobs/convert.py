@@ -338,8 +338,12 @@ class Converter:
             if job.failure:
                 decode.stop()
             decode.join()  # raises the decoding's error, if that is why the job failed
-            if not streamed:  # a streamed job's rows are gone by now
+            if not streamed:
                 self._preview(entry, "input", loaded)
+            elif decode.preview is not None and opts.previews:  # its rows are gone: the sample kept
+                sample = Image.fromarray(decode.preview)
+                entry.thumbnails["input"] = files.thumbnail_png(sample)
+                entry.thumbnails["output"] = files.thumbnail_png(sample, gray=True)
         if job.failure:
             if opts.report:  # what happened is most useful when it went wrong
                 entry.report = engine.report(job)

@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from distgray.engines.base import Engine, PixelBuffer, RunningJob
 from distgray.errors import ImageError
 from distgray.imaging.kernel import U8Array
@@ -39,6 +41,7 @@ class StreamDecode:
         buffer: PixelBuffer | None = None,
         window_rows: int | None = None,
         band_rows: int = 128,
+        preview_side: int = 0,
     ) -> None:
         self.path, self.read, self.out, self.engine = path, read, out, engine
         self.height = out.shape[0]
@@ -47,6 +50,14 @@ class StreamDecode:
         self.buffer, self.window_rows, self.band_rows = buffer, window_rows, band_rows
         self._written = 0
         self._stopped = False
+        # A streamed job's rows do not stay: every ``step``-th row and column is kept, as decoded,
+        # for the page's previews (``preview_side``: at least twice the preview's longest side).
+        height, width = out.shape[:2]
+        self._step = max(1, -(-max(height, width) // preview_side)) if preview_side else 0
+        self.preview: U8Array | None = None
+        if self._step:
+            self.preview = np.empty((-(-height // self._step), -(-width // self._step), 3), dtype=np.uint8)
+        self._previewed = 0
         self._job: RunningJob | None = None
         self._room = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="distgray-decode", daemon=True)
@@ -87,7 +98,17 @@ class StreamDecode:
         if self.buffer is not None and row < self.height:
             self.buffer.commit(row, min(self.height, row + self.band_rows))
 
+    def _sample(self, rows: int) -> None:
+        if self.preview is None or rows <= self._previewed:
+            return
+        first = -(-self._previewed // self._step) * self._step  # the next row on the grid
+        if first < rows:
+            sampled = self.out[first : rows : self._step, :: self._step, :3]
+            self.preview[first // self._step : first // self._step + len(sampled)] = sampled
+        self._previewed = rows
+
     def _ready(self, rows: int) -> None:
+        self._sample(rows)
         with self._room:
             self.rows, job = rows, self._job
         if job is not None:

@@ -197,3 +197,20 @@ def test_jpegs_libvips_would_read_unlike_pillow_do_not_stream(tmp_path: Path) ->
     Image.fromarray(rgb).save(tmp_path / "rotated.jpg", exif=exif)
     for name in ("cmyk.jpg", "gray.jpg", "rotated.jpg"):
         assert jpegbands.probe(tmp_path / name) is None, name
+
+
+def test_a_streamed_decode_keeps_a_sample_for_the_previews(tmp_path: Path) -> None:
+    """The rows of a streamed job go, so the decoder keeps every step-th row and column for the
+    page's thumbnails: exactly the image's pixels on that grid."""
+    from distgray.jobs.streamload import StreamDecode
+
+    m = Mosaic(TILE, 1001, 777)
+    png = write_png(tmp_path / "a.png", m)
+    layout = pngstream.probe(png, 10**9)
+    assert layout is not None
+    out = np.zeros(layout.shape, dtype=np.uint8)
+    decode = StreamDecode(png, bands.reader(layout), out, engine=None, band_rows=layout.band_rows, preview_side=100)  # type: ignore[arg-type]
+    decode.start().join()
+    step = -(-1001 // 100)
+    assert decode.preview is not None
+    assert np.array_equal(decode.preview, m.rows(0, 777)[::step, ::step])
