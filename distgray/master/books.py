@@ -173,7 +173,7 @@ class Job:
         """Drop the pixel arrays of a finished job (its record stays in the history)."""
         if self._done.is_set():
             self.pixels = self.output = np.empty((0, 0, 0), dtype=np.uint8)
-            self.segment = None
+            self.segment = self.store = self._output_rows = None  # a streamed job's mappings go too
             self.encoded.clear()
 
     @property
