@@ -6,8 +6,9 @@ type 0), so the band's first row is reconstructed against the right row above. E
 tiny zlib stream of *stored* blocks for Pillow's own PNG decoder (``Image.frombytes(..., "zip")``),
 so the pixels are exactly Pillow's. ``ready(rows)`` is called after each band.
 
-Only the plain case streams (8-bit RGB, not interlaced, no ``tRNS`` or ``eXIf`` chunk, within the
-pixel limit); anything else returns None from :func:`probe` and takes the normal path.
+Only the plain cases stream (8-bit RGB, or 8-bit palette turned into RGB by Pillow's own palette
+lookup a band at a time; not interlaced, no ``tRNS`` or ``eXIf`` chunk, within the pixel limit);
+anything else returns None from :func:`probe` and takes the normal path.
 """
 
 from __future__ import annotations
@@ -44,10 +45,16 @@ class PngLayout:
     width: int
     height: int
     idat: tuple[tuple[int, int], ...]  # (offset, length) of each IDAT chunk's data
+    palette: bytes | None = None  # a palette image's PLTE data (its pixels are 1-byte indices)
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return (self.height, self.width, 3)
+
+    @property
+    def line_bytes(self) -> int:
+        """Bytes of one filtered row: the filter type, then the row's samples."""
+        return self.width * (1 if self.palette is not None else 3) + 1
 
     @property
     def band_rows(self) -> int:
@@ -62,7 +69,7 @@ def probe(path: Path, max_pixels: int) -> PngLayout | None:
         with open(path, "rb") as f:
             if f.read(8) != PNG_SIGNATURE:
                 return None
-            pos, idat, ihdr, kind = 8, [], None, b""
+            pos, idat, ihdr, kind, palette = 8, [], None, b"", None
             size = f.seek(0, 2)
             while pos + 12 <= size:
                 f.seek(pos)
@@ -71,6 +78,8 @@ def probe(path: Path, max_pixels: int) -> PngLayout | None:
                     ihdr = _IHDR.unpack(f.read(_IHDR.size))
                 elif kind == b"IDAT":
                     idat.append((pos + 8, length))
+                elif kind == b"PLTE" and 3 <= length <= 768 and length % 3 == 0:
+                    palette = f.read(length)
                 elif kind in (b"tRNS", b"eXIf", b"IEND"):
                     break
                 pos += 12 + length
@@ -79,9 +88,13 @@ def probe(path: Path, max_pixels: int) -> PngLayout | None:
     if ihdr is None or kind != b"IEND" or not idat:
         return None
     width, height, depth, color, compression, filtering, interlace = ihdr
-    if (depth, color, compression, filtering, interlace) != (8, 2, 0, 0, 0) or not 0 < width * height <= max_pixels:
+    if (depth, compression, filtering, interlace) != (8, 0, 0, 0) or not 0 < width * height <= max_pixels:
         return None
-    return PngLayout(Path(path), width, height, tuple(idat))
+    if color == 2:
+        return PngLayout(Path(path), width, height, tuple(idat))
+    if color == 3 and palette is not None:
+        return PngLayout(Path(path), width, height, tuple(idat), palette)
+    return None
 
 
 def decode_into(layout: PngLayout, out: npt.NDArray[np.uint8], ready: Callable[[int], None]) -> None:
@@ -91,7 +104,8 @@ def decode_into(layout: PngLayout, out: npt.NDArray[np.uint8], ready: Callable[[
     Two threads: one reads and inflates the IDAT stream into bands of filtered rows, this one has
     Pillow reconstruct them; both release the GIL in C, so they overlap."""
     width, height = layout.width, layout.height
-    line = width * 3 + 1
+    line = layout.line_bytes
+    previous = b""  # the last row of the band before, as stored (unfiltered samples)
     bands: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=QUEUED_BANDS)
     stop = threading.Event()
     reader = threading.Thread(target=_inflate, args=(layout, line, bands, stop), name="distgray-inflate", daemon=True)
@@ -104,11 +118,18 @@ def decode_into(layout: PngLayout, out: npt.NDArray[np.uint8], ready: Callable[[
             rows = min(len(item) // line, height - y)
             if rows <= 0:
                 break
-            above = b"\0" + out[y - 1].tobytes() if y else b""  # the row above, as an unfiltered row
+            above = b"\0" + previous if y else b""  # the row above, as an unfiltered row
             stored = zlib.compressobj(0)
             data = stored.compress(above) + stored.compress(memoryview(item)[: rows * line]) + stored.flush()
-            band = Image.frombytes("RGB", (width, rows + bool(y)), data, "zip", "RGB")
-            out[y : y + rows] = np.asarray(band)[1 if y else 0 :]
+            if layout.palette is None:
+                band = Image.frombytes("RGB", (width, rows + bool(y)), data, "zip", "RGB")
+                out[y : y + rows] = np.asarray(band)[1 if y else 0 :]
+                previous = out[y + rows - 1].tobytes()
+            else:  # indices, then Pillow's own palette lookup, as it converts the whole image
+                band = Image.frombytes("P", (width, rows + bool(y)), data, "zip", "P")
+                previous = band.crop((0, band.height - 1, width, band.height)).tobytes()
+                band.putpalette(layout.palette, "RGB")
+                out[y : y + rows] = np.asarray(band.convert("RGB"))[1 if y else 0 :]
             y += rows
             ready(y)
     except zlib.error as exc:

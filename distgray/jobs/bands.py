@@ -56,6 +56,11 @@ def format_of(layout: Layout) -> str:
     )
 
 
+def mode_of(layout: Layout) -> str:
+    """The input's own mode, as the summary and the page show it."""
+    return "P" if isinstance(layout, pngstream.PngLayout) and layout.palette is not None else "RGB"
+
+
 def streams(layout: Layout, opts: ServiceOptions) -> bool:
     """Whether this input streams through the window (too big to hold, and readable in bands)."""
     return not isinstance(layout, jpegfast.JpegLayout) and _bytes(layout.width, layout.height) > opts.window_bytes
@@ -118,7 +123,7 @@ def _check_whole(entry: JobEntry, opts: ServiceOptions, fmt: str, width: int, he
     """An input loaded whole: refused if it does not fit the budget."""
     need = _bytes(width, height)
     if width * height <= opts.max_pixels and need > max(opts.window_bytes, WHOLE_BUDGET_BYTES):
-        how = "8-bit RGB PNG, not interlaced; 8-bit RGB TIFF/BigTIFF in strips or tiles, lossless"
+        how = "8-bit RGB or palette PNG, not interlaced; 8-bit RGB TIFF/BigTIFF in strips or tiles, lossless"
         if jpegbands.agrees_with_pillow():
             how += "; YCbCr JPEG"
         raise ImageError(

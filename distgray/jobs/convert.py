@@ -64,7 +64,7 @@ class Converter:
             stream = bands.plan(entry, opts)
             if stream is not None:
                 loaded = load.LoadedImage(
-                    entry.source, bands.format_of(stream), "RGB", load.Kind.COLOR, stream.width, stream.height
+                    entry.source, bands.format_of(stream), bands.mode_of(stream), load.Kind.COLOR, *stream.shape[1::-1]
                 )
             else:
                 loaded = load.load_image(entry.source, opts.max_pixels)

@@ -176,7 +176,8 @@ def _idat_parts(data: bytes) -> list[bytes]:
     [
         pytest.param(lambda p: _photo(40, 30).convert("RGBA").save(p, "PNG"), id="RGBA"),
         pytest.param(lambda p: _photo(40, 30).convert("L").save(p, "PNG"), id="gray"),
-        pytest.param(lambda p: _photo(40, 30).convert("P").save(p, "PNG"), id="palette"),
+        pytest.param(lambda p: _photo(40, 30).quantize(8).save(p, "PNG"), id="4-bit palette"),
+        pytest.param(lambda p: _photo(40, 30).convert("P").save(p, "PNG", transparency=3), id="palette tRNS"),
         pytest.param(lambda p: _photo(40, 30).save(p, "PNG", transparency=(0, 0, 0)), id="tRNS"),
         pytest.param(
             lambda p: _photo(40, 30).save(p, "PNG", exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x00"), id="eXIf"
@@ -189,6 +190,22 @@ def test_other_pngs_do_not_stream(make: object, tmp_path: Path) -> None:
     path = tmp_path / "in.png"
     make(path)  # type: ignore[operator]
     assert pngstream.probe(path, MAX) is None
+
+
+@pytest.mark.parametrize(("colors", "top_index"), [(256, 255), (100, 200), (20, 255)])
+def test_an_8_bit_palette_png_streams_to_pillows_rgb(tmp_path: Path, colors: int, top_index: int) -> None:
+    """Indices are reconstructed band by band, then looked up in the palette by Pillow itself, as
+    it converts the whole image: equal even for indices beyond a short palette."""
+    rng = np.random.default_rng(colors)
+    image = Image.fromarray(rng.integers(0, top_index + 1, (3 * pngstream.BAND_ROWS + 5, 333), dtype=np.uint8), "P")
+    image.putpalette(rng.integers(0, 256, colors * 3, dtype=np.uint8).tobytes(), "RGB")
+    path = tmp_path / "in.png"
+    image.save(path, "PNG")
+    out, ready = _decode_stream(path)
+    assert np.array_equal(out, _pillow_rgb(path))
+    assert len(ready) == 4
+    with Image.open(path) as im:  # and so the gray is Pillow's own convert("L") of the palette image
+        assert np.array_equal(np.asarray(Image.fromarray(out).convert("L")), np.asarray(im.convert("L")))
 
 
 def test_interlaced_png_does_not_stream(tmp_path: Path) -> None:
