@@ -12,6 +12,8 @@ Transitions (``w`` a worker, ``s`` a strip or file it is given)::
     writer asks what to send       next_step         w takes s: idle -> busy; SendStrip / SendFile /
                                                      SendHeartbeat / Wait / Stop
     result header read             result_sink       checks it against the task; says where it lands
+                                                     (gray rows: one copy lands at a time, others
+                                                     go to scratch and are discarded)
     result payload read            strip_done        s done (first copy wins); w busy -> idle once
                                                      it holds nothing (strips *and* files)
     file header / payload read     file_sink,        unit done or failed; as above
@@ -127,6 +129,7 @@ class Cluster:
         self.job: Job | None = None
         self.files: FileQueue | None = None
         self.closing = False
+        self.landing: dict[tuple[int, int], str] = {}  # (job, strip) -> the worker whose rows land now
         self._naming: set[str] = set()  # ids handed out by name_worker, not yet joined
         self._job_ids = itertools.count(1)
 
@@ -309,12 +312,27 @@ class Cluster:
                 f" does not match task rows [{task.row_start}, {task.row_stop}) x {task.width}"
             )
         w.result_started = now
-        return self.open_job(message)
+        job = self.open_job(message)
+        if job is not None and isinstance(message, P.Result):
+            # Gray rows land straight in the output: one copy of a strip at a time, or a second
+            # copy (a backup) could overwrite rows the first one's check has already passed.
+            key = (job.id, message.strip_id)
+            if self.landing.setdefault(key, wid) != wid:
+                return None
+        return job
 
     def open_job(self, result: StripResult) -> Job | None:
         """The current job, if ``result``'s strip is still to be done in it (its rows are ours)."""
         job = self.job
         if job is None or job.id != result.job_id or job.scheduler.strips[result.strip_id].done_by is not None:
+            return None
+        return job
+
+    def lands(self, wid: str, result: StripResult) -> Job | None:
+        """The job whose output ``wid``'s just-read ``result`` is in (to be checked, then counted),
+        or None if it went to scratch: its strip was done, or another copy was landing."""
+        job = self.open_job(result)
+        if job is not None and isinstance(result, P.Result) and self.landing.get((job.id, result.strip_id)) != wid:
             return None
         return job
 
@@ -325,6 +343,12 @@ class Cluster:
         task = w.in_flight.pop((result.job_id, result.strip_id), None)
         if job is None or job.started is None or job.id != result.job_id or task is None:
             return  # dropped while its result arrived, or a late copy for a finished job
+        if isinstance(result, P.Result):
+            if self.landing.get((job.id, result.strip_id)) != wid:
+                # Its rows went to scratch (another copy was landing): not a result, nor a failure.
+                job.scheduler.discard(result.strip_id, w.id)
+                return
+            del self.landing[(job.id, result.strip_id)]
         counted = job.scheduler.complete(result.strip_id, w.id, now)
         if counted and piece is not None:
             job.encoded[result.row_start] = (result.row_stop, piece)
@@ -425,6 +449,8 @@ class Cluster:
             w.failures += requeued_files
         w.in_flight.clear()
         w.files_in_flight.clear()
+        for key in [k for k, lander in self.landing.items() if lander == wid]:
+            del self.landing[key]  # cut off mid-landing: its rows are redone (requeued above)
         return Dropped(w.id, reason, held, lost, files, requeued_files)
 
 

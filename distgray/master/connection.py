@@ -182,7 +182,7 @@ class Connection:
     def _strip_result(self, result: StripResult, payload: memoryview | None) -> None:
         piece = piece_of(result, payload)
         with self.guard.lock:
-            job = self.guard.cluster.open_job(result)
+            job = self.guard.cluster.lands(self.wid, result)
         if job is not None:  # the copy that counts (so far): check it before it is trusted
             problem = check_strip(job, result, piece, self.verify_rows)
             if problem is not None:

@@ -297,6 +297,16 @@ class Scheduler:
         self.strips_done += 1
         return True
 
+    def discard(self, strip_id: int, worker_id: str) -> None:
+        """``worker_id``'s copy of a strip came back but was not used (another copy was landing
+        its rows): neither a result nor a failure. Requeued if nothing else runs it."""
+        strip = self.strips[strip_id]
+        if strip.running_on.pop(worker_id, None) is None or strip.state is StripState.DONE:
+            return
+        if not strip.running_on:
+            strip.state = StripState.PENDING
+            self._pending.appendleft(strip_id)
+
     def attempt_failed(self, strip_id: int, worker_id: str, now: float, reason: str, *, counts: bool = True) -> None:
         """The attempt of ``worker_id`` on a strip ended without a result: requeue or give up.
 

@@ -14,7 +14,7 @@ import pytest
 
 from distgray.errors import ProtocolError
 from distgray.imaging.encoded import Encoding
-from distgray.master.books import WorkerState
+from distgray.master.books import Job, WorkerState
 from distgray.master.cluster import Cluster, ClusterConfig, SendFile, SendHeartbeat, SendStrip, Stop, Wait
 from distgray.scheduling.files import FileQueue, FileUnit, UnitState
 from distgray.wire import protocol as P
@@ -283,3 +283,52 @@ def test_a_connected_id_is_not_reused_and_a_distrusted_worker_gets_no_work() -> 
     again = join(c, "w", 2.0)
     assert again == "w"
     assert not isinstance(c.next_step(again, 1e9, 0.0, HEARTBEAT_S), SendStrip)  # never again
+
+
+def _a_backup_copy(c: Cluster) -> tuple[Job, SendStrip, SendStrip]:
+    """Worker a holds strip 0 too long; b, done with strip 1, is given a backup copy of it."""
+    c.join("a", "10.0.0.1:1", ())
+    c.join("b", "10.0.0.2:1", ())
+    job = c.submit(pixels(200), "img", 0.0)
+    first = take_strip(c, "a", 0.0)
+    deliver(c, "b", take_strip(c, "b", 0.0), 0.5)
+    backup = take_strip(c, "b", 100.0)  # a is far overdue: b gets a copy of its strip
+    assert backup.task.strip_id == first.task.strip_id
+    return job, first, backup
+
+
+def test_two_copies_of_gray_rows_never_land_in_the_output_at_once() -> None:
+    """A backup copy arriving while the first copy's rows land goes to scratch: it cannot
+    overwrite rows whose check has passed, and it counts neither as the result nor as a failure."""
+    c = cluster()
+    job, first, backup = _a_backup_copy(c)
+    a, b = strip_result(first), strip_result(backup)
+    assert c.result_sink("a", a, 101.0) is job  # a's rows land in the output
+    assert c.result_sink("b", b, 101.1) is None  # b's go to scratch
+    assert c.lands("b", b) is None and c.lands("a", a) is job  # only the lander's rows are checked
+    c.strip_done("b", b, None, 101.2)
+    assert not job.done and not job.scheduler.requeued  # not used, not failed: a still lands
+    c.strip_done("a", a, None, 101.3)
+    assert job.done and job.failure is None
+    assert job.scheduler.strips[first.task.strip_id].done_by == "a"
+    assert c.landing == {}
+
+
+def test_a_lander_cut_off_leaves_its_strip_to_be_redone() -> None:
+    """The landing copy's worker is lost mid-payload (its rows are half written): the copy that
+    went to scratch cannot stand in for it, so the strip is done again."""
+    c = cluster()
+    job, first, backup = _a_backup_copy(c)
+    a, b = strip_result(first), strip_result(backup)
+    assert c.result_sink("a", a, 101.0) is job
+    assert c.result_sink("b", b, 101.1) is None
+    c.drop("a", WorkerState.LOST, "cut off mid-frame", 101.2)
+    assert c.landing == {}
+    c.strip_done("b", b, None, 101.3)  # b's copy was read into scratch: discarded
+    assert not job.done
+    assert isinstance(c.next_step("b", 101.4, 0.0, HEARTBEAT_S), Wait)  # b tried it already
+    c.join("c", "10.0.0.3:1", ())
+    again = take_strip(c, "c", 101.5)  # b already tried it: a third worker takes it
+    assert again.task.strip_id == first.task.strip_id
+    deliver(c, "c", again, 101.6)
+    assert job.done and job.failure is None
