@@ -21,6 +21,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from distgray.imaging.load import pixel_limit
+
 log = logging.getLogger(__name__)
 
 EXIF_ORIENTATION = 0x0112
@@ -64,7 +66,7 @@ def probe(path: Path, max_pixels: int) -> JpegLayout | None:
         height, width, colorspace, _sub = sj.decode_jpeg_header(data)
         if colorspace != "YCbCr" or not 0 < width * height <= max_pixels:
             return None
-        with Image.open(io.BytesIO(data)) as im:  # reads the markers only
+        with pixel_limit(max_pixels), Image.open(io.BytesIO(data)) as im:  # reads the markers only
             if im.format != "JPEG" or im.mode != "RGB" or im.size != (width, height):
                 return None
             if im.getexif().get(EXIF_ORIENTATION, 1) != 1:

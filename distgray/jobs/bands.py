@@ -79,11 +79,9 @@ def plan(entry: JobEntry, opts: ServiceOptions) -> Layout | None:
     if header is not None and header[0] == "JPEG" and _bytes(*header[1:]) > opts.window_bytes:
         layout = jpegbands.probe(src)  # too big to hold: libvips reads it in bands, if it can
     if layout is None:
-        layout = jpegfast.probe(src, opts.max_pixels)
-    if layout is None or isinstance(layout, jpegfast.JpegLayout):
-        if header is not None:
+        if header is not None:  # loaded whole: refused first if it does not fit
             _check_whole(entry, opts, *header)
-        return layout
+        return jpegfast.probe(src, opts.max_pixels)
     width, height = layout.width, layout.height
     if width * height > opts.max_pixels:
         why = (
