@@ -24,10 +24,10 @@ import numpy.typing as npt
 from PIL import Image
 
 from distgray.errors import ImageError
+from distgray.imaging.jpegfast import EXIF_ORIENTATION
 
 log = logging.getLogger(__name__)
 
-EXIF_ORIENTATION = 0x0112
 #: Rows a band (libvips decodes whole MCU rows; a band is about this many bytes of RGB, at most).
 BAND_ROWS = 128
 BAND_BYTES = 4 << 20
