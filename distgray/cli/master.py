@@ -156,7 +156,8 @@ def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=env_default(p, env, ("DISTGRAY_WINDOW_MB",), positive, D.DEFAULT_WINDOW_MB),
         metavar="MB",
         help="memory for one image's pixels (RGB in, gray out; env DISTGRAY_WINDOW_MB; default %(default)s)."
-        " A larger image streams through a window of this size: PNG (8-bit RGB or palette, not interlaced) and"
+        " A larger image streams through a window of this size: PNG (RGB, palette or gray, no alpha, not"
+        " interlaced) and"
         " TIFF/BigTIFF (8-bit RGB, strips or tiles, lossless) and, with the optional libvips, YCbCr JPEG"
         " are read in bands, converted, and written"
         " in row order as PNG, JPEG or TIFF, so memory stays flat whatever the image's size. Other"

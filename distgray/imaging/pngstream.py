@@ -6,9 +6,15 @@ type 0), so the band's first row is reconstructed against the right row above. E
 tiny zlib stream of *stored* blocks for Pillow's own PNG decoder (``Image.frombytes(..., "zip")``),
 so the pixels are exactly Pillow's. ``ready(rows)`` is called after each band.
 
-Only the plain cases stream (8-bit RGB, or 8-bit palette turned into RGB by Pillow's own palette
-lookup a band at a time; not interlaced, no ``tRNS`` or ``eXIf`` chunk, within the pixel limit);
-anything else returns None from :func:`probe` and takes the normal path.
+What streams: RGB (8 and 16 bits), palette (1, 2, 4, 8 bits) and gray (1, 2, 4, 8 bits), not
+interlaced, no ``tRNS`` or ``eXIf`` chunk, within the pixel limit; anything else (alpha, 16-bit
+gray, ...) returns None from :func:`probe` and takes the normal path. Each band's pixels come from
+Pillow's own unpacking for the file's kind (``RAWMODES``, as its PNG plugin has them: a 16-bit
+sample's high byte, palette lookup, 2-bit gray scaled), so they are the pixels Pillow decodes;
+gray becomes RGB with R = G = B (whose luma is the gray value itself, exactly). The row above a
+band must be given as *stored* bytes: for 16-bit RGB they are read back as the samples' high
+and low bytes (two unpackings), for the 1-byte kinds the band is first reconstructed as plain
+bytes (the filters work on bytes, one per pixel for these kinds).
 """
 
 from __future__ import annotations
@@ -36,6 +42,19 @@ BAND_BYTES = 4 << 20
 READ_BYTES = 1 << 20
 QUEUED_BANDS = 2  # inflated bands waiting for Pillow (3 MB each for 8K)
 _CHUNK_HEAD = struct.Struct(">I4s")
+#: (bit depth, colour type) -> (Pillow's mode, the raw mode its PNG plugin unpacks rows with)
+RAWMODES = {
+    (1, 0): ("1", "1"),
+    (2, 0): ("L", "L;2"),
+    (4, 0): ("L", "L;4"),
+    (8, 0): ("L", "L"),
+    (8, 2): ("RGB", "RGB"),
+    (16, 2): ("RGB", "RGB;16B"),
+    (1, 3): ("P", "P;1"),
+    (2, 3): ("P", "P;2"),
+    (4, 3): ("P", "P;4"),
+    (8, 3): ("P", "P"),
+}
 _IHDR = struct.Struct(">IIBBBBB")
 
 
@@ -45,7 +64,9 @@ class PngLayout:
     width: int
     height: int
     idat: tuple[tuple[int, int], ...]  # (offset, length) of each IDAT chunk's data
-    palette: bytes | None = None  # a palette image's PLTE data (its pixels are 1-byte indices)
+    palette: bytes | None = None  # a palette image's PLTE data
+    depth: int = 8
+    color: int = 2  # the PNG colour type: 0 gray, 2 RGB, 3 palette
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -54,7 +75,12 @@ class PngLayout:
     @property
     def line_bytes(self) -> int:
         """Bytes of one filtered row: the filter type, then the row's samples."""
-        return self.width * (1 if self.palette is not None else 3) + 1
+        return -(-self.width * self.depth * (3 if self.color == 2 else 1) // 8) + 1
+
+    @property
+    def mode(self) -> str:
+        """The mode Pillow opens the file in."""
+        return RAWMODES[(self.depth, self.color)][0]
 
     @property
     def band_rows(self) -> int:
@@ -88,13 +114,11 @@ def probe(path: Path, max_pixels: int) -> PngLayout | None:
     if ihdr is None or kind != b"IEND" or not idat:
         return None
     width, height, depth, color, compression, filtering, interlace = ihdr
-    if (depth, compression, filtering, interlace) != (8, 0, 0, 0) or not 0 < width * height <= max_pixels:
+    if (depth, color) not in RAWMODES or (compression, filtering, interlace) != (0, 0, 0):
         return None
-    if color == 2:
-        return PngLayout(Path(path), width, height, tuple(idat))
-    if color == 3 and palette is not None:
-        return PngLayout(Path(path), width, height, tuple(idat), palette)
-    return None
+    if not 0 < width * height <= max_pixels or (color == 3 and palette is None):
+        return None
+    return PngLayout(Path(path), width, height, tuple(idat), palette if color == 3 else None, depth, color)
 
 
 def decode_into(layout: PngLayout, out: npt.NDArray[np.uint8], ready: Callable[[int], None]) -> None:
@@ -103,7 +127,7 @@ def decode_into(layout: PngLayout, out: npt.NDArray[np.uint8], ready: Callable[[
 
     Two threads: one reads and inflates the IDAT stream into bands of filtered rows, this one has
     Pillow reconstruct them; both release the GIL in C, so they overlap."""
-    width, height = layout.width, layout.height
+    height = layout.height
     line = layout.line_bytes
     previous = b""  # the last row of the band before, as stored (unfiltered samples)
     bands: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=QUEUED_BANDS)
@@ -121,15 +145,8 @@ def decode_into(layout: PngLayout, out: npt.NDArray[np.uint8], ready: Callable[[
             above = b"\0" + previous if y else b""  # the row above, as an unfiltered row
             stored = zlib.compressobj(0)
             data = stored.compress(above) + stored.compress(memoryview(item)[: rows * line]) + stored.flush()
-            if layout.palette is None:
-                band = Image.frombytes("RGB", (width, rows + bool(y)), data, "zip", "RGB")
-                out[y : y + rows] = np.asarray(band)[1 if y else 0 :]
-                previous = out[y + rows - 1].tobytes()
-            else:  # indices, then Pillow's own palette lookup, as it converts the whole image
-                band = Image.frombytes("P", (width, rows + bool(y)), data, "zip", "P")
-                previous = band.crop((0, band.height - 1, width, band.height)).tobytes()
-                band.putpalette(layout.palette, "RGB")
-                out[y : y + rows] = np.asarray(band.convert("RGB"))[1 if y else 0 :]
+            pixels, previous = _band(layout, data, rows + bool(y))
+            out[y : y + rows] = pixels[1 if y else 0 :]
             y += rows
             ready(y)
     except zlib.error as exc:
@@ -144,6 +161,35 @@ def decode_into(layout: PngLayout, out: npt.NDArray[np.uint8], ready: Callable[[
         reader.join()
     if y != height:
         raise ImageError(f"{layout.path}: cannot decode image: PNG data holds {y} of {height} rows")
+
+
+def _band(layout: PngLayout, data: bytes, rows: int) -> tuple[npt.NDArray[np.uint8], bytes]:
+    """The band's RGB pixels as Pillow decodes them, and its last row as stored (the row above
+    the next band). ``data``: the band's filtered rows, zlib-wrapped."""
+    mode, rawmode = RAWMODES[(layout.depth, layout.color)]
+    size = (layout.width, rows)
+    if layout.color == 2 and layout.depth == 8:
+        pixels = np.asarray(Image.frombytes("RGB", size, data, "zip", "RGB"))
+        return pixels, pixels[-1].tobytes()
+    if layout.color == 2:
+        # 16-bit: Pillow keeps each sample's high byte ("RGB;16B"); "RGB;16L" reads the other byte
+        # of each pair, which for this big-endian data is the low byte: both make the stored row.
+        pixels = np.asarray(Image.frombytes("RGB", size, data, "zip", rawmode))
+        low = np.asarray(Image.frombytes("RGB", size, data, "zip", "RGB;16L"))[-1]
+        return pixels, np.stack([pixels[-1], low], axis=-1).tobytes()
+    # At most a byte a pixel: the filters work on bytes one apart, as for 8-bit gray of the row's
+    # byte width, so the band is first reconstructed as the bytes stored, then unpacked by Pillow.
+    row_bytes = layout.line_bytes - 1
+    stored = Image.frombytes("L", (row_bytes, rows), data, "zip", "L").tobytes()
+    band = Image.frombytes(mode, size, stored, "raw", rawmode)
+    if layout.color == 3:  # Pillow's own palette lookup, as it converts the whole image
+        assert layout.palette is not None
+        band.putpalette(layout.palette, "RGB")
+        pixels = np.asarray(band.convert("RGB"))
+    else:  # gray: R = G = B, whose luma is the gray value itself, exactly
+        gray = np.asarray(band.convert("L") if mode == "1" else band)
+        pixels = np.repeat(gray[:, :, None], 3, axis=2)
+    return pixels, stored[-row_bytes:]
 
 
 def _inflate(

@@ -58,7 +58,7 @@ def format_of(layout: Layout) -> str:
 
 def mode_of(layout: Layout) -> str:
     """The input's own mode, as the summary and the page show it."""
-    return "P" if isinstance(layout, pngstream.PngLayout) and layout.palette is not None else "RGB"
+    return layout.mode if isinstance(layout, pngstream.PngLayout) else "RGB"
 
 
 def streams(layout: Layout, opts: ServiceOptions) -> bool:
@@ -73,8 +73,10 @@ def plan(entry: JobEntry, opts: ServiceOptions) -> Layout | None:
     src = entry.source
     layout: Layout | None = pngstream.probe(src, sys.maxsize) or tiffbands.probe(src)
     fits = layout is not None and _bytes(layout.width, layout.height) <= opts.window_bytes
-    if fits and isinstance(layout, tiffbands.TiffLayout):
-        layout = None  # fits: Pillow loads it whole, as any TIFF
+    if fits and (
+        isinstance(layout, tiffbands.TiffLayout) or (isinstance(layout, pngstream.PngLayout) and layout.color == 0)
+    ):
+        layout = None  # fits: Pillow loads it whole, as any TIFF (and a gray PNG is copied as it is)
     header = _header(src) if layout is None else None
     if header is not None and header[0] == "JPEG" and _bytes(*header[1:]) > opts.window_bytes:
         layout = jpegbands.probe(src)  # too big to hold: libvips reads it in bands, if it can
@@ -121,7 +123,8 @@ def _check_whole(entry: JobEntry, opts: ServiceOptions, fmt: str, width: int, he
     """An input loaded whole: refused if it does not fit the budget."""
     need = _bytes(width, height)
     if width * height <= opts.max_pixels and need > max(opts.window_bytes, WHOLE_BUDGET_BYTES):
-        how = "8-bit RGB or palette PNG, not interlaced; 8-bit RGB TIFF/BigTIFF in strips or tiles, lossless"
+        how = "RGB, palette or gray PNG without alpha, not interlaced; 8-bit RGB TIFF/BigTIFF in strips"
+        how += " or tiles, lossless"
         if jpegbands.agrees_with_pillow():
             how += "; YCbCr JPEG"
         raise ImageError(

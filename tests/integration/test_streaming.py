@@ -105,6 +105,23 @@ def test_a_jpeg_cut_mid_stream_fails_cleanly(tmp_path: Path) -> None:
     assert not (tmp_path / "out.tif").exists() and list(tmp_path.glob(".out.tif.*")) == []
 
 
+@pytest.mark.parametrize("kind", ["L", "P16", "1"])
+def test_gray_and_palette_pngs_stream_to_pillows_gray(tmp_path: Path, kind: str) -> None:
+    """An 8-bit gray, a 4-bit palette and a 1-bit PNG too big for the window: what Pillow's
+    convert("L") makes of the whole file (for gray, the file's own pixels)."""
+    rgb = Image.fromarray(ODD.rows(0, ODD.height))
+    image = rgb.quantize(16) if kind == "P16" else rgb.convert(kind)
+    source = tmp_path / f"in_{kind}.png"
+    image.save(source, compress_level=1)
+    report = tmp_path / "report.json"
+    code, _, err = run(
+        ["--image", str(source), "--output", "out.tif", "--window-mb", "2", "--report", str(report)], tmp_path
+    )
+    assert code == 0, err
+    assert np.array_equal(decoded(tmp_path / "out.tif"), pillow_reference(source))
+    assert len(json.loads(report.read_text())["strip_log"]) > 10  # it streamed
+
+
 def test_a_streamed_jpeg_is_what_the_whole_image_path_writes(images: dict[str, Path], tmp_path: Path) -> None:
     """JPEG output in strips: byte for byte the file of the same job with the image in memory."""
     code, _, err = run(["--image", str(images["png"]), "--output", "streamed.jpg", "--window-mb", "2"], tmp_path)

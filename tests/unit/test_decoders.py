@@ -17,6 +17,7 @@ from PIL import Image
 
 from distgray.errors import ImageError
 from distgray.imaging import jpegfast, pngstream
+from distgray.imaging.pngstrip import PNG_SIGNATURE
 from tests.conftest import PHOTO
 
 MAX = 1 << 30
@@ -175,8 +176,7 @@ def _idat_parts(data: bytes) -> list[bytes]:
     "make",
     [
         pytest.param(lambda p: _photo(40, 30).convert("RGBA").save(p, "PNG"), id="RGBA"),
-        pytest.param(lambda p: _photo(40, 30).convert("L").save(p, "PNG"), id="gray"),
-        pytest.param(lambda p: _photo(40, 30).quantize(8).save(p, "PNG"), id="4-bit palette"),
+        pytest.param(lambda p: _photo(40, 30).convert("LA").save(p, "PNG"), id="gray with alpha"),
         pytest.param(lambda p: _photo(40, 30).convert("P").save(p, "PNG", transparency=3), id="palette tRNS"),
         pytest.param(lambda p: _photo(40, 30).save(p, "PNG", transparency=(0, 0, 0)), id="tRNS"),
         pytest.param(
@@ -205,6 +205,56 @@ def test_an_8_bit_palette_png_streams_to_pillows_rgb(tmp_path: Path, colors: int
     assert np.array_equal(out, _pillow_rgb(path))
     assert len(ready) == 4
     with Image.open(path) as im:  # and so the gray is Pillow's own convert("L") of the palette image
+        assert np.array_equal(np.asarray(Image.fromarray(out).convert("L")), np.asarray(im.convert("L")))
+
+
+def _filtered_png(path: Path, stored: np.ndarray, depth: int, color: int, bpp: int, palette: bytes = b"") -> None:
+    """A PNG of ``stored`` rows (bytes as stored) with every filter type in turn, row by row
+    (None, Sub, Up, Average, Paeth), so bands start on rows filtered against the row above."""
+    h, n = stored.shape
+    lines, prev = [], np.zeros(n, dtype=np.int32)
+    for y in range(h):
+        cur = stored[y].astype(np.int32)
+        left = np.concatenate([np.zeros(bpp, np.int32), cur[:-bpp]])
+        upleft = np.concatenate([np.zeros(bpp, np.int32), prev[:-bpp]])
+        kind = y % 5
+        if kind == 4:  # Paeth, per byte
+            p = left + prev - upleft
+            pa, pb, pc = abs(p - left), abs(p - prev), abs(p - upleft)
+            pred = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, prev, upleft))
+        else:
+            pred = [np.zeros(n, np.int32), left, prev, (left + prev) // 2][kind]
+        lines.append(bytes([kind]) + ((cur - pred) % 256).astype(np.uint8).tobytes())
+        prev = cur
+    ihdr = struct.pack(">IIBBBBB", _pixels_wide(n, depth, color), h, depth, color, 0, 0, 0)
+    chunks = _chunk(b"IHDR", ihdr) + (_chunk(b"PLTE", palette) if palette else b"")
+    path.write_bytes(PNG_SIGNATURE + chunks + _chunk(b"IDAT", zlib.compress(b"".join(lines))) + _chunk(b"IEND", b""))
+
+
+def _pixels_wide(row_bytes: int, depth: int, color: int) -> int:
+    return row_bytes * 8 // (depth * (3 if color == 2 else 1))
+
+
+@pytest.mark.parametrize(
+    ("depth", "color"), [(1, 0), (2, 0), (4, 0), (8, 0), (1, 3), (2, 3), (4, 3), (8, 3), (8, 2), (16, 2)]
+)
+def test_every_png_kind_that_streams_equals_pillow_across_bands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, depth: int, color: int
+) -> None:
+    """Random stored bytes, every filter type, bands of 7 rows: the streamed pixels are Pillow's
+    for gray 1-8 bits, palette 1-8 bits (short palette, so indices point past it) and RGB 8/16."""
+    monkeypatch.setattr(pngstream, "BAND_ROWS", 7)
+    rng = np.random.default_rng(depth * 10 + color)
+    row_bytes = 3 * 2 * 50  # whole pixels at every depth: 50 16-bit RGB pixels, 2,400 1-bit ones
+    stored = rng.integers(0, 256, (40, row_bytes), dtype=np.uint8)
+    bpp = max(1, depth * (3 if color == 2 else 1) // 8)
+    palette = rng.integers(0, 256, 3 * min(100, 2**depth), dtype=np.uint8).tobytes() if color == 3 else b""
+    path = tmp_path / "kind.png"
+    _filtered_png(path, stored, depth, color, bpp, palette)
+    out, ready = _decode_stream(path)
+    assert np.array_equal(out, _pillow_rgb(path))
+    assert len(ready) == 6  # 40 rows in bands of 7
+    with Image.open(path) as im:  # and so the gray is Pillow's own convert("L")
         assert np.array_equal(np.asarray(Image.fromarray(out).convert("L")), np.asarray(im.convert("L")))
 
 
