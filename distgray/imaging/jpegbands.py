@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from PIL import Image
 
 from distgray.errors import ImageError
 from distgray.imaging.jpegfast import EXIF_ORIENTATION
+from distgray.imaging.load import pixel_limit
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +93,10 @@ def probe(path: Path) -> JpegBands | None:
         with open(path, "rb") as f:
             if f.read(2) != b"\xff\xd8":
                 return None
-        old = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None  # the caller applies --max-pixels
-        try:
-            with Image.open(path) as im:
-                if im.format != "JPEG" or im.mode != "RGB" or im.getexif().get(EXIF_ORIENTATION, 1) != 1:
-                    return None
-                width, height = im.size
-        finally:
-            Image.MAX_IMAGE_PIXELS = old
+        with pixel_limit(sys.maxsize), Image.open(path) as im:  # the caller applies --max-pixels
+            if im.format != "JPEG" or im.mode != "RGB" or im.getexif().get(EXIF_ORIENTATION, 1) != 1:
+                return None
+            width, height = im.size
     except (OSError, ValueError, SyntaxError):
         return None
     if not agrees_with_pillow():

@@ -23,12 +23,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-from PIL import Image
-
 from distgray.config import DEFAULT_MAX_PIXELS, THUMBNAIL_SIDE
 from distgray.engines.base import Engine, PixelBuffer
 from distgray.errors import ImageError
-from distgray.imaging import jpegbands, jpegfast, jpegstrip, pngstream, tiffbands
+from distgray.imaging import files, jpegbands, jpegfast, jpegstrip, pngstream, tiffbands
 from distgray.imaging.encoded import Encoding
 from distgray.imaging.kernel import U8Array
 from distgray.jobs.entries import JobEntry, ServiceOptions
@@ -106,17 +104,12 @@ def _bytes(width: int, height: int) -> int:
 
 
 def _header(path: Path) -> tuple[str, int, int] | None:
-    """(format, width, height) from the file's header, whatever its size; None if Pillow cannot
-    tell (loading it then says what is wrong)."""
-    old = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None  # only the size is read here; --max-pixels is applied later
+    """(format, width, height) from the file's header, whatever its size (--max-pixels is applied
+    later); None if Pillow cannot tell (loading it then says what is wrong)."""
     try:
-        with Image.open(path) as im:
-            return im.format or "?", im.width, im.height
-    except (OSError, ValueError, SyntaxError):
+        return files.probe_file(path, sys.maxsize)
+    except ImageError:
         return None
-    finally:
-        Image.MAX_IMAGE_PIXELS = old
 
 
 def _check_whole(entry: JobEntry, opts: ServiceOptions, fmt: str, width: int, height: int) -> None:
