@@ -176,10 +176,6 @@ class Job:
             self.segment = self.store = self._output_rows = None  # a streamed job's mappings go too
             self.encoded.clear()
 
-    @property
-    def streamed(self) -> bool:
-        return self.store is not None
-
     def written(self, row: int) -> None:
         """Rows [0, row) are in the output file: a streamed job's memory for them goes (the input
         keeps one row more: a PNG strip starting at ``row`` is sent the row above it)."""

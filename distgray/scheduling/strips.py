@@ -159,7 +159,7 @@ class Scheduler:
             self._frontier += 1
         if self._frontier < len(self.strips):
             return self.strips[self._frontier].row_start
-        return self._next_row if self._next_row < self.height else self.height
+        return self._next_row  # every strip carved so far is done
 
     def set_rows_ready(self, rows: int) -> None:
         self.rows_ready = max(self.rows_ready, min(rows, self.height))
@@ -303,9 +303,7 @@ class Scheduler:
         strip = self.strips[strip_id]
         if strip.running_on.pop(worker_id, None) is None or strip.state is StripState.DONE:
             return
-        if not strip.running_on:
-            strip.state = StripState.PENDING
-            self._pending.appendleft(strip_id)
+        self._requeue_if_idle(strip)
 
     def attempt_failed(self, strip_id: int, worker_id: str, now: float, reason: str, *, counts: bool = True) -> None:
         """The attempt of ``worker_id`` on a strip ended without a result: requeue or give up.
@@ -324,9 +322,14 @@ class Scheduler:
                 f" {len(strip.failed_on)} workers ({', '.join(strip.failed_on)}); last: {reason}"
             )
             return
-        if not strip.running_on:  # no backup copy still running: queue it again, first in line
+        self._requeue_if_idle(strip)
+
+    def _requeue_if_idle(self, strip: Strip) -> None:
+        """No copy of ``strip`` runs any more (none still running as a backup): queue it again,
+        first in line."""
+        if not strip.running_on:
             strip.state = StripState.PENDING
-            self._pending.appendleft(strip_id)
+            self._pending.appendleft(strip.id)
 
     def worker_lost(self, worker_id: str, now: float, reason: str, *, counts: bool = True) -> list[int]:
         """End every attempt of a worker that left (``counts``: lost, not departed). Returns the
