@@ -32,10 +32,15 @@ class TiffLayout:
     path: Path
     width: int
     height: int
-    band_rows: int  # rows of one strip or one row of tiles
-    tiled: bool
+    segment_rows: int  # rows of one strip or one row of tiles
     #: Uncompressed strips: (file offset, bytes) of each, read straight into the rows.
     raw_strips: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def band_rows(self) -> int:
+        """Rows :func:`decode_into` hands over at a time: a strip or row of tiles, or for
+        uncompressed strips ``RAW_BAND_ROWS`` (they are read in parts)."""
+        return RAW_BAND_ROWS if self.raw_strips else self.segment_rows
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -77,7 +82,7 @@ def probe(path: Path) -> TiffLayout | None:
                 raw = tuple(zip(page.dataoffsets, page.databytecounts, strict=True))
             elif band * page.imagewidth * 3 > MAX_BAND_BYTES:
                 return None  # one compressed strip or tile row would be too big a band
-            return TiffLayout(Path(path), page.imagewidth, page.imagelength, band, page.is_tiled, raw)
+            return TiffLayout(Path(path), page.imagewidth, page.imagelength, band, raw)
     except Exception:  # tifffile raises many kinds for files it cannot read: not ours to stream
         return None
 
@@ -106,13 +111,11 @@ def decode_into(layout: TiffLayout, out: npt.NDArray[np.uint8], ready: Callable[
                 rows, cols = min(shape[1], height - y), min(shape[2], width - x)
                 block = np.asarray(segment).reshape(shape[1], shape[2], shape[3])
                 out[y : y + rows, x : x + cols] = block[:rows, :cols, :3]
-                band = y // layout.band_rows
+                band = y // layout.segment_rows
                 band_done[band] = band_done.get(band, 0) + rows * cols
-                while (
-                    band_done.get(rows_done // layout.band_rows, 0) == min(layout.band_rows, height - rows_done) * width
-                ):
-                    band_done.pop(rows_done // layout.band_rows)
-                    rows_done = min(height, rows_done + layout.band_rows)
+                while band_done.get(rows_done // layout.segment_rows, 0) == _band_pixels(layout, rows_done):
+                    band_done.pop(rows_done // layout.segment_rows)
+                    rows_done = min(height, rows_done + layout.segment_rows)
                     ready(rows_done)
                     if rows_done == height:
                         break
@@ -125,8 +128,8 @@ def decode_into(layout: TiffLayout, out: npt.NDArray[np.uint8], ready: Callable[
 
 
 def _band_pixels(layout: TiffLayout, row: int) -> int:
-    """Pixels of the band that starts at ``row`` (the last one may be short)."""
-    return min(layout.band_rows, layout.height - row) * layout.width
+    """Pixels of the strip or row of tiles that starts at ``row`` (the last one may be short)."""
+    return min(layout.segment_rows, layout.height - row) * layout.width
 
 
 def _read_raw(layout: TiffLayout, out: npt.NDArray[np.uint8], ready: Callable[[int], None]) -> None:
@@ -137,7 +140,7 @@ def _read_raw(layout: TiffLayout, out: npt.NDArray[np.uint8], ready: Callable[[i
     try:
         with open(layout.path, "rb") as fh:
             for offset, count in layout.raw_strips:
-                rows = min(layout.band_rows, layout.height - y)
+                rows = min(layout.segment_rows, layout.height - y)
                 if count < rows * row_bytes:
                     raise ImageError(
                         f"{layout.path}: cannot decode image: a TIFF strip holds {count} bytes, not {rows * row_bytes}"

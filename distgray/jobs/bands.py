@@ -160,12 +160,9 @@ def reader(layout: Layout) -> Reader:
 
 
 def band_rows(layout: Layout) -> int:
-    """Rows the reader decodes at a time (and so commits at a time)."""
-    if isinstance(layout, tiffbands.TiffLayout):
-        return tiffbands.RAW_BAND_ROWS if layout.raw_strips else layout.band_rows
-    if isinstance(layout, pngstream.PngLayout | jpegbands.JpegBands):
-        return layout.band_rows
-    return pngstream.BAND_ROWS
+    """Rows the reader decodes at a time (and so commits at a time); a JPEG decoded whole by
+    simplejpeg has no bands."""
+    return layout.height if isinstance(layout, jpegfast.JpegLayout) else layout.band_rows
 
 
 def window_rows(layout: Layout, opts: ServiceOptions, encoding: Encoding | None) -> int:
@@ -184,7 +181,10 @@ def decoder(
     opts: ServiceOptions,
     encoding: Encoding | None,
 ) -> StreamDecode:
-    """The background decoding of a streamed job, held to its window."""
+    """The background decoding of ``layout`` into ``out``: for a streamed job held to its window
+    (with a sample kept for the previews), else free to run ahead into the whole buffer."""
+    if not streams(layout, opts):
+        return StreamDecode(layout.path, reader(layout), out, engine, band_rows=band_rows(layout))
     return StreamDecode(
         layout.path,
         reader(layout),

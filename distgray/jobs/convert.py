@@ -28,7 +28,7 @@ from PIL import Image
 from distgray.config import DEFAULT_JPEG_QUALITY
 from distgray.engines.base import Engine, PixelBuffer, RunningJob
 from distgray.errors import ImageError, TaskFailed
-from distgray.imaging import files, jpegfast, jpegstrip, load, pngstream, pngstrip, save
+from distgray.imaging import files, jpegfast, jpegstrip, load, pngstrip, save
 from distgray.imaging.encoded import Encoding
 from distgray.imaging.kernel import U8Array
 from distgray.jobs import bands
@@ -256,13 +256,9 @@ class Converter:
         try:
             if stream is not None:
                 loaded.pixels, segment = engine.pixel_buffer(stream.shape, sparse=streamed)
-                if streamed:
+                if not isinstance(stream, jpegfast.JpegLayout):  # bands, in the background
                     decode = bands.decoder(stream, loaded.pixels, engine, segment, opts, encoding).start()
-                elif isinstance(stream, pngstream.PngLayout):
-                    decode = StreamDecode(
-                        stream.path, bands.reader(stream), loaded.pixels, engine, band_rows=stream.band_rows
-                    ).start()
-                elif isinstance(stream, jpegfast.JpegLayout) and not jpegfast.decode_into(stream, loaded.pixels):
+                elif not jpegfast.decode_into(stream, loaded.pixels):
                     _decode_with_pillow(loaded.pixels, entry.source, opts.max_pixels)
             self._wait_for_workers(entry, deadline)
             if stream is None:
