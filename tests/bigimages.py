@@ -128,3 +128,18 @@ def write_tiff(path: Path, mosaic: Mosaic, *, tile: int | None = 256, compressio
             metadata=None,
         )
     return path
+
+
+def tiff_strips(path: Path) -> Iterator[tuple[int, np.ndarray]]:
+    """The rows of a one-page TIFF strip by strip (``(first row, rows)``), decoded by tifffile
+    one at a time, so a huge compressed output is checked without holding it."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        fh = tif.filehandle
+        for index, (offset, size) in enumerate(zip(page.dataoffsets, page.databytecounts, strict=True)):
+            fh.seek(offset)
+            segment, where, _ = page.decode(fh.read(size), index)
+            assert segment is not None
+            yield where[2], segment.reshape(segment.shape[1], segment.shape[2])

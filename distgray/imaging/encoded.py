@@ -1,6 +1,6 @@
 """Outputs the workers encode strip by strip: what is asked for, and what one strip gives back.
 
-Shared by the PNG and JPEG strip codecs, the master that joins the pieces, and the jobs that ask
+Shared by the PNG, JPEG and TIFF strip codecs, the master that joins the pieces, and the jobs that ask
 for them. Pure data.
 """
 
@@ -11,21 +11,26 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Encoding:
-    """An output the workers encode strip by strip: PNG at zlib level ``setting`` (0-9), or
-    JPEG at quality ``setting`` (1-100)."""
+    """An output the workers encode strip by strip: PNG at zlib level ``setting`` (0-9), JPEG
+    at quality ``setting`` (1-100), or TIFF deflated at zlib level ``setting`` in TIFF strips of
+    ``tiff_rows`` rows."""
 
     format: str
     setting: int
+    tiff_rows: int = 0
 
     @property
     def row_align(self) -> int:
-        return 8 if self.format == "JPEG" else 1  # JPEG strips: whole MCU rows of one gray component
+        """Strips start on multiples of this: JPEG on whole MCU rows of one gray component, TIFF
+        on whole TIFF strips."""
+        return 8 if self.format == "JPEG" else self.tiff_rows if self.format == "TIFF" else 1
 
 
 @dataclass(frozen=True)
 class EncodedStrip:
     """One strip's encoded bytes. PNG: raw deflate, with the Adler-32 and length of the filtered
-    bytes in them; JPEG: the strip's scan, ``length`` its rows (``adler`` unused)."""
+    bytes in them; JPEG: the strip's scan, ``length`` its rows (``adler`` unused); TIFF: the
+    sizes, then the bytes, of its TIFF strips (``imaging.tiffstrip``), ``length`` its rows."""
 
     data: bytes
     adler: int

@@ -30,6 +30,8 @@ def save_options(fmt: str, quality: int | None, png_level: int) -> dict[str, Any
         return {"quality": quality} if quality is not None else {"lossless": True}
     if fmt == "PNG":
         return {"compress_level": png_level}
+    if fmt == "TIFF":
+        return {"compression": "tiff_adobe_deflate"}  # as the workers' TIFF strips (libtiff's deflate)
     return {}
 
 

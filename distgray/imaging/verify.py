@@ -8,9 +8,12 @@ here is pure (arrays and bytes in, a reason or None out) and cheap beside the wo
   and ends where it should (a sync-flushed piece, or the stream's end for the last strip);
 * every JPEG strip is one entropy-coded segment per MCU row, separated by the right restart
   markers, with no other marker inside;
+* every TIFF piece lists sizes that account for all its bytes, and each of its TIFF strips is
+  one complete zlib stream of exactly its rows;
 * ``rows`` sampled rows of every strip are recomputed from the source pixels and compared: plain
-  rows directly, PNG rows through the filter the worker chose (the decoder's arithmetic), JPEG
-  MCU rows by encoding them again (each restart interval depends on its own 8 rows only);
+  rows directly, PNG rows through the filter the worker chose (the decoder's arithmetic), TIFF
+  rows through the horizontal predictor, JPEG MCU rows by encoding them again (each restart
+  interval depends on its own 8 rows only);
 * a whole encoded file decodes, at the size and mode the worker declared.
 
 Rows are sampled with ``secrets`` so a worker cannot know which of its rows will be checked.
@@ -26,7 +29,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
-from distgray.imaging import jpegstrip
+from distgray.imaging import jpegstrip, tiffstrip
 from distgray.imaging.encoded import EncodedStrip
 from distgray.imaging.kernel import U8Array, to_grayscale
 
@@ -168,6 +171,32 @@ def check_jpeg(
         got = segments[band] + (b"" if last and bottom == row_stop else jpegstrip.rst(first + band))
         if got != want:
             return f"MCU row {first + band} (rows {top}-{bottom - 1}) is not what its pixels encode to"
+    return None
+
+
+def check_tiff(
+    pixels: U8Array, piece: EncodedStrip, row_start: int, row_stop: int, per_strip: int, count: int
+) -> str | None:
+    """A TIFF_RESULT's piece: its TIFF strips inflate to exactly their rows, and sampled rows are
+    the predicted gray rows of the source."""
+    width, rows = pixels.shape[1], row_stop - row_start
+    try:
+        strips = tiffstrip.split(piece.data, tiffstrip.strip_count(rows, per_strip))
+    except ValueError as exc:
+        return str(exc)
+    stored: list[U8Array] = []
+    for i, data in enumerate(strips):
+        top = row_start + i * per_strip
+        got, problem = tiffstrip.inflate_strip(data, min(per_strip, row_stop - top), width)
+        if got is None:
+            return f"TIFF strip at row {top}: {problem}"
+        stored.append(got)
+    for r, want in gray_rows(pixels, sample(row_start, row_stop, count)).items():
+        at = r - row_start
+        got_row = stored[at // per_strip][at % per_strip]
+        expected = tiffstrip.predict(want[np.newaxis])[0]
+        if not np.array_equal(got_row, expected):
+            return f"row {r} differs from the source's gray ({_diff(got_row, expected)} pixels, predicted)"
     return None
 
 

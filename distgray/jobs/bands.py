@@ -1,10 +1,10 @@
-"""Images of any size: which inputs stream through a window, and the TIFF output written in strips.
+"""Images of any size: which inputs stream through a window, and how many rows it holds.
 
 An image whose pixels (RGB in, gray out) fit ``--window-mb`` is loaded whole, as always. A larger
 one *streams*: the master reads it in bands (PNG: :mod:`~distgray.imaging.pngstream`, TIFF and
 BigTIFF: :mod:`~distgray.imaging.tiffbands`) into a sparse buffer, hands the rows to the workers
-as they arrive, writes the output in row order (PNG and JPEG: the workers' encoded strips; TIFF:
-:class:`TiffSink` here) and gives each band's memory back once its rows are in the file. The
+as they arrive, writes the output in row order (the workers' encoded strips, through
+:mod:`~distgray.jobs.sinks`) and gives each band's memory back once its rows are in the file. The
 rows decoded and not yet written never exceed the window, so memory stays flat whatever the
 image's size; a strip whose worker is lost is redone from rows still held.
 
@@ -14,19 +14,13 @@ front when the image does not fit the budget, with what would work instead.
 
 from __future__ import annotations
 
-import contextlib
-import queue
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
-from typing import BinaryIO
 
 from distgray.config import DEFAULT_MAX_PIXELS, THUMBNAIL_SIDE
 from distgray.engines.base import Engine, PixelBuffer
 from distgray.errors import ImageError
-from distgray.imaging import files, jpegbands, jpegfast, jpegstrip, pngstream, tiffbands
+from distgray.imaging import files, jpegbands, jpegfast, jpegstrip, pngstream, tiffbands, tiffstrip
 from distgray.imaging.encoded import Encoding
 from distgray.imaging.kernel import U8Array
 from distgray.jobs.entries import JobEntry, ServiceOptions
@@ -38,10 +32,6 @@ Layout = pngstream.PngLayout | jpegfast.JpegLayout | tiffbands.TiffLayout | jpeg
 BYTES_PER_PIXEL = 4
 #: Images up to Pillow's own pixel limit load whole whatever the window (as they always have).
 WHOLE_BUDGET_BYTES = DEFAULT_MAX_PIXELS * BYTES_PER_PIXEL
-#: Gray rows of a TIFF output, per strip (about 1 MB of them, at least one row).
-TIFF_STRIP_BYTES = 1 << 20
-#: BigTIFF beyond this output size (a classic TIFF's offsets are 32-bit).
-BIGTIFF_BYTES = 4_000_000_000
 
 
 def format_of(layout: Layout) -> str:
@@ -165,6 +155,12 @@ def band_rows(layout: Layout) -> int:
     return layout.height if isinstance(layout, jpegfast.JpegLayout) else layout.band_rows
 
 
+def tiff_rows(width: int, opts: ServiceOptions) -> int:
+    """RowsPerStrip of a TIFF output: ~1 MB of gray, but a quarter of the window at most, so that a
+    streamed job's window holds a few whole TIFF strips (the workers' strips are made of them)."""
+    return tiffstrip.rows_per_strip(width, opts.window_bytes // (width * BYTES_PER_PIXEL) // 4)
+
+
 def window_rows(layout: Layout, opts: ServiceOptions, encoding: Encoding | None) -> int:
     """Rows decoded and not yet written, at most: the window in rows, but always room for a band
     being decoded, one being converted, a strip of ``--strip-rows`` and the JPEG alignment."""
@@ -195,86 +191,3 @@ def decoder(
         band_rows=band_rows(layout),
         preview_side=2 * THUMBNAIL_SIDE if opts.previews else 0,
     )
-
-
-class TiffSink:
-    """A gray TIFF (BigTIFF beyond 4 GB) written in strips as rows arrive, by tifffile on a
-    thread of its own that pulls the strips from a short queue; :meth:`put` hands over the rows
-    converted so far (copied: their memory goes once they are handed over)."""
-
-    def __init__(self, fh: BinaryIO, width: int, height: int, window_rows: int) -> None:
-        self.width, self.height = width, height
-        # a strip is written once all its rows are in: it must fit the window with room to spare
-        self.strip_rows = max(1, min(TIFF_STRIP_BYTES // width, window_rows // 4))
-        self.row = 0  # rows handed to the writer
-        self._strips: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
-        self._error: BaseException | None = None
-        self._fh = fh
-        self._thread = threading.Thread(target=self._write, name="distgray-tiff", daemon=True)
-        self._thread.start()
-
-    def put(self, output: U8Array, frontier: int) -> int:
-        """Hand over the whole strips of ``output`` below ``frontier`` (all of it at the bottom).
-        Returns the rows handed over so far."""
-        while True:
-            stop = min(self.height, self.row + self.strip_rows)
-            if stop > frontier or self.row >= self.height:
-                return self.row
-            self._send(output[self.row : stop].tobytes())
-            self.row = stop
-
-    def _send(self, strip: bytes | None) -> None:
-        while self._thread.is_alive():
-            try:
-                self._strips.put(strip, timeout=0.5)
-                return
-            except queue.Full:
-                continue
-        self._raise()
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            raise ImageError(f"cannot write TIFF: {self._error}") from self._error
-
-    def _items(self) -> Iterator[bytes]:
-        while (strip := self._strips.get()) is not None:
-            yield strip
-
-    def _write(self) -> None:
-        import tifffile
-
-        try:
-            big = self.width * self.height > BIGTIFF_BYTES
-            # named: tifffile takes a stream's name for a path, and an fdopen'd file's name is its fd
-            handle = tifffile.FileHandle(self._fh, mode="wb", name="output.tif")
-            with tifffile.TiffWriter(handle, bigtiff=big) as tif:
-                tif.write(
-                    self._items(),
-                    shape=(self.height, self.width),
-                    dtype="uint8",
-                    photometric="minisblack",
-                    rowsperstrip=self.strip_rows,
-                    metadata=None,
-                )
-        except BaseException as exc:
-            self._error = exc
-
-    def __enter__(self) -> TiffSink:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if exc is None and self.row < self.height:
-            raise ImageError(f"TIFF output ended at row {self.row} of {self.height}")
-        if exc is None:
-            self._send(None)
-            self._thread.join()
-            self._raise()
-        else:  # the job failed: let the writer go (its file is thrown away)
-            self._error = self._error or exc
-            while self._thread.is_alive():
-                try:
-                    self._strips.put_nowait(None)
-                except queue.Full:
-                    with contextlib.suppress(queue.Empty):
-                        self._strips.get_nowait()
-                self._thread.join(timeout=0.1)

@@ -28,10 +28,10 @@ from PIL import Image
 from distgray.config import DEFAULT_JPEG_QUALITY
 from distgray.engines.base import Engine, PixelBuffer, RunningJob
 from distgray.errors import ImageError, TaskFailed
-from distgray.imaging import files, jpegfast, jpegstrip, load, pngstrip, save
+from distgray.imaging import files, jpegfast, jpegstrip, load, save, tiffstrip
 from distgray.imaging.encoded import Encoding
 from distgray.imaging.kernel import U8Array
-from distgray.jobs import bands
+from distgray.jobs import bands, sinks
 from distgray.jobs.entries import JobEntry, JobState, ServiceOptions
 from distgray.jobs.report import format_summary, silent, write_json_atomic
 from distgray.jobs.streamload import StreamDecode
@@ -75,7 +75,7 @@ class Converter:
             job: RunningJob | None
             encoding = self._strip_encoding(entry, loaded)
             streamed = stream is not None and bands.streams(stream, opts)
-            if streamed and encoding is None:  # TIFF: written here in strips as rows come in
+            if streamed and encoding is None:  # TIFF encoded here: written in strips as rows come in
                 assert stream is not None
                 job, t_save = self._convert_tiff(entry, loaded, quiet, stream)
             elif encoding is not None:
@@ -148,14 +148,16 @@ class Converter:
         return job, t_save
 
     def _strip_encoding(self, entry: JobEntry, loaded: load.LoadedImage) -> Encoding | None:
-        """How the workers can encode this output strip by strip: PNG, or JPEG within its limits
+        """How the workers can encode this output strip by strip: PNG, TIFF, or JPEG within its limits
         (gray only: an output keeping alpha is composed here)."""
         if not self.options.strip_encoding or loaded.kind is not load.Kind.COLOR:
             return None
-        if loaded.has_alpha and entry.format == "PNG":
+        if loaded.has_alpha and entry.format in ("PNG", "TIFF"):
             return None
         if entry.format == "PNG":
             return Encoding("PNG", self.options.png_level)
+        if entry.format == "TIFF":
+            return Encoding("TIFF", tiffstrip.DEFAULT_LEVEL, bands.tiff_rows(loaded.width, self.options))
         if entry.format == "JPEG" and max(loaded.width, loaded.height) <= jpegstrip.MAX_SIDE:
             if loaded.has_alpha:
                 log.warning("%s: JPEG has no alpha channel: alpha dropped", entry.output)
@@ -168,29 +170,28 @@ class Converter:
     ) -> tuple[RunningJob, float]:
         """An output made of strips the workers encoded, written in row order as they arrive
         (through a temporary file: a failed job leaves nothing behind)."""
-        joiner: pngstrip.PngJoiner | jpegstrip.JpegJoiner
-        if encoding.format == "PNG":
-            joiner = pngstrip.PngJoiner(loaded.width, loaded.height, encoding.setting)
-        else:
-            joiner = jpegstrip.JpegJoiner(loaded.width, loaded.height, encoding.setting)
         done: list[tuple[RunningJob, float]] = []
 
         def write(fh: BinaryIO) -> None:
-            fh.write(joiner.head())
-            row = 0
+            sink: sinks.JoinedFile | sinks.TiffSink
+            if encoding.format == "TIFF":
+                sink = sinks.TiffSink(fh, loaded.width, loaded.height, encoding.tiff_rows, encoding.setting)
+            else:
+                sink = sinks.JoinedFile(fh, loaded.width, loaded.height, encoding)
+            with sink:
+                row = 0
 
-            def drain(job: RunningJob, decode: StreamDecode | None) -> None:
-                nonlocal row
-                for stop, piece in self.engine.take_encoded(job, row):
-                    fh.write(joiner.strip(piece))
-                    row = stop
-                self._written(job, decode, row)
+                def drain(job: RunningJob, decode: StreamDecode | None) -> None:
+                    nonlocal row
+                    for stop, piece in self.engine.take_encoded(job, row):
+                        sink.add(piece)
+                        row = stop
+                    self._written(job, decode, row)
 
-            job = self._convert(entry, loaded, quiet, encoding=encoding, tick=drain, stream=stream)
-            done.append((job, time.monotonic()))  # "saving": what is left once the job is done
-            entry.state = JobState.SAVING
-            drain(job, None)
-            fh.write(joiner.tail())
+                job = self._convert(entry, loaded, quiet, encoding=encoding, tick=drain, stream=stream)
+                done.append((job, time.monotonic()))  # "saving": what is left once the job is done
+                entry.state = JobState.SAVING
+                drain(job, None)
 
         save.atomic_write(entry.output, write, f" {encoding.format}")
         return done[0]
@@ -198,13 +199,13 @@ class Converter:
     def _convert_tiff(
         self, entry: JobEntry, loaded: load.LoadedImage, quiet: bool, stream: Source
     ) -> tuple[RunningJob, float]:
-        """A streamed job's TIFF output: gray rows written in strips, in row order, as the strips
-        before them are converted (tifffile, through a temporary file)."""
+        """A streamed job's TIFF output encoded here (``--encode-on-master``): gray rows deflated
+        and written in strips, in row order, as the strips before them are converted."""
         done: list[tuple[RunningJob, float]] = []
 
         def write(fh: BinaryIO) -> None:
-            window = bands.window_rows(stream, self.options, None)
-            with bands.TiffSink(fh, loaded.width, loaded.height, window) as sink:
+            rows = bands.tiff_rows(loaded.width, self.options)
+            with sinks.TiffSink(fh, loaded.width, loaded.height, rows, tiffstrip.DEFAULT_LEVEL) as sink:
 
                 def drain(job: RunningJob, decode: StreamDecode | None) -> None:
                     frontier = self.engine.rows_converted(job)

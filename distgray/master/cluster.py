@@ -298,7 +298,7 @@ class Cluster:
         Returns the job whose output (or encoded pieces) it fills, or None when the strip is
         already done (a late or backup copy: the payload is read into scratch and dropped).
         Raises ProtocolError for a result the worker was never asked for, or of the wrong shape."""
-        if not isinstance(message, P.Result | P.PngResult | P.JpegResult):
+        if not isinstance(message, P.Result | P.PngResult | P.JpegResult | P.TiffResult):
             raise ProtocolError(f"unexpected payload on {type(message).__name__}")
         w = self.workers[wid]
         task = w.in_flight.get((message.job_id, message.strip_id))

@@ -43,6 +43,11 @@ def check_strip(job: Job, result: StripResult, piece: EncodedStrip | None, rows:
         assert job.encoding is not None
         q = job.encoding.setting
         return verify.check_jpeg(job.pixels, piece, result.row_start, result.row_stop, last, q, rows)
+    if isinstance(result, P.TiffResult) and piece is not None:
+        assert job.encoding is not None
+        if result.rows_per_strip != job.encoding.tiff_rows:
+            return f"TIFF strips of {result.rows_per_strip} rows, the job's have {job.encoding.tiff_rows}"
+        return verify.check_tiff(job.pixels, piece, result.row_start, result.row_stop, result.rows_per_strip, rows)
     if rows and isinstance(result, P.Result):
         return verify.check_plain(job.pixels, job.output[result.row_start : result.row_stop], result.row_start, rows)
     return None
@@ -133,7 +138,7 @@ class Connection:
         try:
             while True:
                 message, payload = self.channel.recv(self._sink)
-                if isinstance(message, P.Result | P.PngResult | P.JpegResult):
+                if isinstance(message, P.Result | P.PngResult | P.JpegResult | P.TiffResult):
                     self._strip_result(message, payload)
                 elif isinstance(message, P.ShmAnswer):
                     ok = self.pixels.proves(message.probe, message.ok)
@@ -165,7 +170,7 @@ class Connection:
 
     def _sink(self, message: P.Message) -> memoryview | None:
         """Where a result's payload lands: its rows of the output (RESULT), a buffer of its own
-        (PNG_RESULT, JPEG_RESULT, FILE_RESULT: bounded by the header's checks), or scratch (None)
+        (PNG_, JPEG_, TIFF_ and FILE_RESULT: bounded by the header's checks), or scratch (None)
         when the strip is already done."""
         with self.guard.lock:
             if isinstance(message, P.FileResult):
@@ -174,7 +179,7 @@ class Connection:
             job = self.guard.cluster.result_sink(self.wid, message, time.monotonic())
         if job is None:
             return None  # a late or backup copy: read and discard
-        if isinstance(message, P.PngResult | P.JpegResult):
+        if isinstance(message, P.PngResult | P.JpegResult | P.TiffResult):
             return memoryview(bytearray(message.payload_len))
         assert isinstance(message, P.Result)
         return job.output[message.row_start : message.row_stop].data.cast("B")

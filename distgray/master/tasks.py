@@ -2,29 +2,30 @@
 
 Pure functions of the books (no sockets, threads or clocks):
 
-* PNG or JPEG output: workers that offer ``png-strip`` (``jpeg-strip``) get PNG_TASKs
-  (JPEG_TASKs) and return encoded strips (PNG: with the row above, unless ``png_row_above`` is
-  off); a worker without it gets a plain TASK and the master encodes its gray rows itself, so
-  any worker can take part in any job.
+* PNG, JPEG or TIFF output: workers that offer ``png-strip`` (``jpeg-strip``, ``tiff-strip``)
+  get PNG_TASKs (JPEG_TASKs, TIFF_TASKs) and return encoded strips (PNG: with the row above,
+  unless ``png_row_above`` is off); a worker without it gets a plain TASK and the master encodes
+  its gray rows itself, so any worker can take part in any job.
 * Shared memory: a worker that read back the probe (SHM_OFFER / SHM_ANSWER) gets tasks that name
   the job's segment instead of carrying pixels, when the job's pixels are in one.
 """
 
 from __future__ import annotations
 
-from distgray.imaging import jpegstrip, pngstrip
+from distgray.imaging import jpegstrip, pngstrip, tiffstrip
 from distgray.imaging.encoded import EncodedStrip
 from distgray.master.books import Job, WorkerBook
 from distgray.scheduling.strips import Strip
 from distgray.wire import protocol as P
 
-StripResult = P.Result | P.PngResult | P.JpegResult
+StripResult = P.Result | P.PngResult | P.JpegResult | P.TiffResult
 
 #: What a worker must answer each kind of strip task with.
 ANSWERS = {
     P.MessageType.TASK: P.MessageType.RESULT,
     P.MessageType.PNG_TASK: P.MessageType.PNG_RESULT,
     P.MessageType.JPEG_TASK: P.MessageType.JPEG_RESULT,
+    P.MessageType.TIFF_TASK: P.MessageType.TIFF_RESULT,
 }
 
 
@@ -33,6 +34,7 @@ def task_for(w: WorkerBook, job: Job, strip: Strip, png_row_above: bool) -> tupl
     enc = job.encoding
     png = enc is not None and enc.format == "PNG" and P.CAPABILITY_PNG in w.capabilities
     jpeg = enc is not None and enc.format == "JPEG" and P.CAPABILITY_JPEG in w.capabilities
+    tiff = enc is not None and enc.format == "TIFF" and P.CAPABILITY_TIFF in w.capabilities
     above = png and png_row_above and strip.row_start > 0
     first = strip.row_start - above
     segment, offset = "", 0
@@ -45,6 +47,8 @@ def task_for(w: WorkerBook, job: Job, strip: Strip, png_row_above: bool) -> tupl
         task = P.PngTask(*common, enc.setting, above, last)
     elif jpeg and enc is not None:
         task = P.JpegTask(*common, enc.setting, last)
+    elif tiff and enc is not None:
+        task = P.TiffTask(*common, enc.setting, tiffstrip.PREDICTOR_HORIZONTAL, enc.tiff_rows, last)
     else:
         task = P.Task(*common)
     payload = None if segment else job.pixels[first : strip.row_stop].data
@@ -60,13 +64,15 @@ def encode_here(job: Job, result: P.Result) -> EncodedStrip | None:
     last, enc = result.row_stop == job.height, job.encoding
     if enc.format == "JPEG":
         return jpegstrip.encode_strip(rows, enc.setting, result.row_start, last)
+    if enc.format == "TIFF":
+        return tiffstrip.encode_strip(rows, enc.setting, enc.tiff_rows)
     return pngstrip.encode_strip(rows, enc.setting, has_above=False, first=result.row_start == 0, last=last)
 
 
 def piece_of(result: StripResult, payload: memoryview | None) -> EncodedStrip | None:
-    """The encoded strip a PNG_RESULT or JPEG_RESULT carries; None for a plain RESULT."""
+    """The encoded strip a PNG_, JPEG_ or TIFF_RESULT carries; None for a plain RESULT."""
     if isinstance(result, P.PngResult) and payload is not None:
         return EncodedStrip(payload.tobytes(), result.adler32, result.filtered_len)
-    if isinstance(result, P.JpegResult) and payload is not None:
+    if isinstance(result, P.JpegResult | P.TiffResult) and payload is not None:
         return EncodedStrip(payload.tobytes(), 0, result.row_stop - result.row_start)
     return None

@@ -1,7 +1,7 @@
-"""Encoded-strip messages: PNG_TASK / PNG_RESULT and JPEG_TASK / JPEG_RESULT.
+"""Encoded-strip messages: PNG_TASK / PNG_RESULT, JPEG_TASK / JPEG_RESULT, TIFF_TASK / TIFF_RESULT.
 
 Tasks like TASK (same 24 bytes first, same shared-memory tail) whose workers also encode their
-gray strip (``distgray.imaging.pngstrip``, ``distgray.imaging.jpegstrip``) and send back the encoded bytes, which
+gray strip (``distgray.imaging.pngstrip``, ``jpegstrip``, ``tiffstrip``) and send back the encoded bytes, which
 the master joins into one file. Layouts in ``docs/PROTOCOL.md``. Pure, like ``control``.
 """
 
@@ -207,3 +207,119 @@ class PngResult:
 def deflate_bound(filtered_len: int) -> int:
     """The most raw deflate bytes ``filtered_len`` bytes can take (stored blocks, a flush)."""
     return filtered_len + 5 * (filtered_len // 16383 + 2) + 16
+
+
+CAPABILITY_TIFF = "tiff-strip"
+#: TIFF_TASK predictors: 1 none, 2 horizontal differencing (the TIFF Predictor tag's values).
+TIFF_PREDICTORS = (1, 2)
+_TIFF_EXTRA = struct.Struct(">BBHI")
+
+
+@dataclass(frozen=True)
+class TiffTask(Task):
+    """A TASK whose gray strip is also cut into TIFF strips of ``rows_per_strip`` rows, each
+    deflated by the worker as one zlib stream after ``predictor`` (TIFF_RESULT back). The strip
+    starts on a TIFF strip (``row_start`` a multiple of ``rows_per_strip``) and holds whole
+    ones, unless ``last``."""
+
+    TYPE: ClassVar[MessageType] = MessageType.TIFF_TASK
+    level: int = 6
+    predictor: int = 2
+    rows_per_strip: int = 1
+    last: bool = False
+
+    @property
+    def tiff_strips(self) -> int:
+        return -(-self.rows // self.rows_per_strip)
+
+    def _flags(self) -> int:
+        return super()._flags() | (FLAG_LAST if self.last else 0)
+
+    def encode(self) -> bytes:
+        if _tiff_task_problem(self.level, self.predictor, self.rows_per_strip, self.row_start, self.rows, self.last):
+            raise ValueError("TIFF_TASK: level 0-9, predictor 1 or 2, strips on whole TIFF strips")
+        extra = _TIFF_EXTRA.pack(self.level, self.predictor, 0, self.rows_per_strip)
+        return self._fixed() + extra + self._trailer()
+
+    @classmethod
+    def decode(cls, buf: bytes, payload_len: int) -> TiffTask:
+        r = Reader(buf, "TIFF_TASK")
+        job, strip, start, stop, width, channels, flags = cls._read_fixed(r, "TIFF_TASK", FLAG_SHM | FLAG_LAST)
+        level, predictor, reserved, per_strip = r.unpack(_TIFF_EXTRA)
+        segment, offset = cls._read_shm(r, flags)
+        r.end()
+        last = bool(flags & FLAG_LAST)
+        problem = _tiff_task_problem(level, predictor, per_strip, start, stop - start, last)
+        if problem or reserved:
+            raise ProtocolError(f"TIFF_TASK: {problem or f'reserved {reserved}'}")
+        task = cls(job, strip, start, stop, width, channels, segment, offset, level, predictor, per_strip, last)
+        check_strip_bytes("TIFF_TASK", task.pixel_rows, width, channels, task.pixel_bytes)
+        payload_matches("TIFF_TASK", task.payload_len, payload_len)
+        return task
+
+
+def _tiff_task_problem(level: int, predictor: int, per_strip: int, start: int, rows: int, last: bool) -> str:
+    if not 0 <= level <= 9 or predictor not in TIFF_PREDICTORS:
+        return f"level {level}, predictor {predictor}"
+    if not 0 < per_strip <= MAX_DIMENSION or start % per_strip or (not last and rows % per_strip):
+        return f"rows [{start}, {start + rows}) are not whole TIFF strips of {per_strip} rows"
+    return ""
+
+
+_TIFF_RESULT = struct.Struct(">IIIIIIIII")
+
+
+@dataclass(frozen=True)
+class TiffResult:
+    """A TIFF_TASK's strip: ``n = ceil(rows / rows_per_strip)`` sizes (u32 each), then that many
+    zlib streams, one per TIFF strip, back to back (the payload)."""
+
+    TYPE: ClassVar[MessageType] = MessageType.TIFF_RESULT
+    job_id: int
+    strip_id: int
+    row_start: int
+    row_stop: int
+    width: int
+    rows_per_strip: int
+    size: int  # = payload_len
+    recv_us: int = 0
+    compute_us: int = 0
+    send_us: int = 0
+
+    @property
+    def payload_len(self) -> int:
+        return self.size
+
+    @property
+    def tiff_strips(self) -> int:
+        return -(-(self.row_stop - self.row_start) // self.rows_per_strip)
+
+    def encode(self) -> bytes:
+        return _TIFF_RESULT.pack(
+            self.job_id,
+            self.strip_id,
+            self.row_start,
+            self.row_stop,
+            self.width,
+            self.rows_per_strip,
+            *clamp_u32(self.recv_us, self.compute_us, self.send_us),
+        )
+
+    @classmethod
+    def decode(cls, buf: bytes, payload_len: int) -> TiffResult:
+        r = Reader(buf, "TIFF_RESULT")
+        job, strip, start, stop, width, per_strip, rus, cus, sus = r.unpack(_TIFF_RESULT)
+        r.end()
+        _check_shape("TIFF_RESULT", start, stop, width)
+        if not 0 < per_strip <= MAX_DIMENSION:
+            raise ProtocolError(f"TIFF_RESULT: rows_per_strip {per_strip}")
+        result = cls(job, strip, start, stop, width, per_strip, payload_len, rus, cus, sus)
+        n = result.tiff_strips
+        if not 4 * n < payload_len <= 4 * n + n * zlib_bound(min(per_strip, stop - start) * width):
+            raise ProtocolError(f"TIFF_RESULT: {payload_len} bytes for {n} TIFF strips of {stop - start} x {width}")
+        return result
+
+
+def zlib_bound(raw_bytes: int) -> int:
+    """The most bytes one zlib stream of ``raw_bytes`` can take (stored blocks, header, Adler-32)."""
+    return raw_bytes + 5 * (raw_bytes // 16383 + 2) + 22

@@ -34,6 +34,8 @@ class MessageType(enum.IntEnum):
     PNG_RESULT = 0x15
     JPEG_TASK = 0x16
     JPEG_RESULT = 0x17
+    TIFF_TASK = 0x18
+    TIFF_RESULT = 0x19
     HEARTBEAT = 0x20
     SHM_OFFER = 0x21
     SHM_ANSWER = 0x22

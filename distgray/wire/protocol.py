@@ -67,7 +67,17 @@ from distgray.wire.control import (
     ShmOffer,
     Welcome,
 )
-from distgray.wire.encoded import CAPABILITY_JPEG, CAPABILITY_PNG, JpegResult, JpegTask, PngResult, PngTask
+from distgray.wire.encoded import (
+    CAPABILITY_JPEG,
+    CAPABILITY_PNG,
+    CAPABILITY_TIFF,
+    JpegResult,
+    JpegTask,
+    PngResult,
+    PngTask,
+    TiffResult,
+    TiffTask,
+)
 from distgray.wire.fields import (
     CAPABILITY_LUMA_U8,
     DIGEST_BYTES,
@@ -100,9 +110,11 @@ Message = (
     | Task
     | PngTask
     | JpegTask
+    | TiffTask
     | Result
     | PngResult
     | JpegResult
+    | TiffResult
     | FileTask
     | FileResult
     | Heartbeat
@@ -121,9 +133,11 @@ DECODERS: dict[MessageType, type[Message]] = {
         Task,
         PngTask,
         JpegTask,
+        TiffTask,
         Result,
         PngResult,
         JpegResult,
+        TiffResult,
         FileTask,
         FileResult,
         Heartbeat,
@@ -141,6 +155,8 @@ CARRIES_PAYLOAD = frozenset(
         MessageType.PNG_RESULT,
         MessageType.JPEG_TASK,
         MessageType.JPEG_RESULT,
+        MessageType.TIFF_TASK,
+        MessageType.TIFF_RESULT,
         MessageType.FILE_TASK,
         MessageType.FILE_RESULT,
     }
@@ -152,6 +168,7 @@ __all__ = [
     "CAPABILITY_LUMA_U8",
     "CAPABILITY_PNG",
     "CAPABILITY_SHM",
+    "CAPABILITY_TIFF",
     "DIGEST_BYTES",
     "DTYPE_UINT8",
     "FILE_FORMATS",
@@ -189,6 +206,8 @@ __all__ = [
     "ShmAnswer",
     "ShmOffer",
     "Task",
+    "TiffResult",
+    "TiffTask",
     "Welcome",
     "decode_message",
     "decode_prefix",

@@ -35,7 +35,7 @@ from distgray.errors import (
     RemoteError,
     VersionMismatch,
 )
-from distgray.imaging import jpegstrip, pngstrip
+from distgray.imaging import jpegstrip, pngstrip, tiffstrip
 from distgray.imaging.files import convert_encoded
 from distgray.imaging.kernel import to_grayscale
 from distgray.imaging.save import save_options
@@ -186,7 +186,13 @@ class Worker:
 
     # ------------------------------------------------------------------ one connection
     def _session(self, channel: Channel) -> None:
-        capabilities = [P.CAPABILITY_LUMA_U8, P.CAPABILITY_FILES, P.CAPABILITY_PNG, P.CAPABILITY_JPEG]
+        capabilities = [
+            P.CAPABILITY_LUMA_U8,
+            P.CAPABILITY_FILES,
+            P.CAPABILITY_PNG,
+            P.CAPABILITY_JPEG,
+            P.CAPABILITY_TIFF,
+        ]
         if self.config.shared_memory and shm.available():
             capabilities.append(P.CAPABILITY_SHM)
         welcome = client_handshake(
@@ -239,12 +245,12 @@ class Worker:
                 raise item
             task, data, recv_us, recv_cpu_s = item
             started, cpu_started = time.perf_counter(), time.thread_time()
-            result: P.Result | P.PngResult | P.JpegResult | P.FileResult
+            result: P.Result | P.PngResult | P.JpegResult | P.TiffResult | P.FileResult
             out: bytes | memoryview | None
             if isinstance(task, P.FileTask):
                 result, out = convert_file(task, data, self.worker_id)
                 self._pace(cpu_started, recv_cpu_s)
-            elif isinstance(task, P.PngTask | P.JpegTask):
+            elif isinstance(task, P.PngTask | P.JpegTask | P.TiffTask):
                 result, out = self._encoded_strip(task, data, recv_us, started, cpu_started, recv_cpu_s)
             else:
                 log.debug(
@@ -280,13 +286,13 @@ class Worker:
 
     def _encoded_strip(
         self,
-        task: P.PngTask | P.JpegTask,
+        task: P.PngTask | P.JpegTask | P.TiffTask,
         data: np.ndarray,
         recv_us: int,
         started: float,
         cpu_started: float,
         recv_cpu_s: float,
-    ) -> tuple[P.PngResult | P.JpegResult, bytes]:
+    ) -> tuple[P.PngResult | P.JpegResult | P.TiffResult, bytes]:
         log.debug(
             "worker %s: %s strip %d, rows %d-%d",
             self.worker_id,
@@ -297,11 +303,13 @@ class Worker:
         )
         gray = np.empty((task.pixel_rows, task.width), dtype=np.uint8)
         to_grayscale(data.reshape(task.pixel_rows, task.width, task.channels), gray)
-        result: P.PngResult | P.JpegResult
+        result: P.PngResult | P.JpegResult | P.TiffResult
         if isinstance(task, P.PngTask):
             piece = pngstrip.encode_strip(
                 gray, task.level, has_above=task.above, first=task.row_start == 0, last=task.last
             )
+        elif isinstance(task, P.TiffTask):
+            piece = tiffstrip.encode_strip(gray, task.level, task.rows_per_strip, task.predictor)
         else:
             piece = jpegstrip.encode_strip(gray, task.quality, task.row_start, task.last)
         self._pace(cpu_started, recv_cpu_s)
@@ -310,6 +318,8 @@ class Worker:
         times = (recv_us, compute_us, self._last_send_done_us)
         if isinstance(task, P.PngTask):
             result = P.PngResult(*where, piece.adler, piece.length, len(piece.data), *times)
+        elif isinstance(task, P.TiffTask):
+            result = P.TiffResult(*where, task.rows_per_strip, len(piece.data), *times)
         else:
             result = P.JpegResult(*where, len(piece.data), *times)
         return result, piece.data

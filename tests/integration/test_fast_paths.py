@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image
 
 from distgray.engines.cluster import ClusterEngine
@@ -102,21 +103,27 @@ def test_shared_memory_and_tcp_give_the_same_bytes(photo: Path, tmp_path: Path) 
     assert not _segments()
 
 
-def test_a_worker_without_png_strips_still_takes_part(
-    make_master: Callable[..., Master], tmp_path: Path, photo: Path
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+def test_a_worker_without_strip_encoding_still_takes_part(
+    make_master: Callable[..., Master], tmp_path: Path, photo: Path, fmt: str
 ) -> None:
     """A minimal worker (only ``luma-u8``, as docs/PROTOCOL.md's smallest worker) gets plain TASKs
-    in a PNG job; the master encodes its rows itself and the file is still exact."""
+    in a PNG or TIFF job; the master encodes its rows itself and the file is still exact."""
     master = make_master(strip_rows=97)
     fake = FakeWorker(master.address[1])
     wait_until(lambda: fake.id in master.workers, what="the master to register the worker")
-    assert P.CAPABILITY_PNG not in master.workers[fake.id].capabilities
+    assert not {P.CAPABILITY_PNG, P.CAPABILITY_TIFF} & set(master.workers[fake.id].capabilities)
     fake.serve_until_bye()
     service = Service(ClusterEngine(master), ServiceOptions(output_dir=tmp_path, previews=False))
-    out = tmp_path / "out.png"
-    service.process(service.enqueue(photo, out, "PNG"), quiet=True)
+    out = tmp_path / f"out.{fmt.lower()}"
+    service.process(service.enqueue(photo, out, fmt), quiet=True)
     assert np.array_equal(np.asarray(Image.open(out)), pillow_reference(photo))
-    pngcheck(out)
+    if fmt == "PNG":
+        pngcheck(out)
+    else:
+        with tifffile.TiffFile(out) as tif:  # deflated strips the master made, on whole TIFF strips
+            page = tif.pages[0]
+            assert (page.compression, page.predictor) == (8, 2) and len(page.dataoffsets) > 1
 
 
 def test_png_strips_with_and_without_the_row_above(

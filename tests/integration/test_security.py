@@ -7,6 +7,7 @@ All on 127.0.0.1 with real sockets, real TLS and real worker processes.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import resource
 import socket
@@ -20,10 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from distgray.imaging import tiffstrip
 from distgray.imaging.encoded import Encoding
 from distgray.imaging.kernel import to_grayscale
 from distgray.imaging.load import load_image
+from distgray.jobs.sinks import TiffSink
 from distgray.master.books import WorkerState
 from distgray.master.server import Master
 from distgray.net import tls as T
@@ -235,6 +239,41 @@ def test_a_worker_with_the_token_sending_broken_png_strips_is_dropped(
     pieces = job.take_encoded(0)
     assert pieces and all(p[1].length for p in pieces)
     liar.close()
+
+
+def test_a_worker_with_the_token_sending_wrong_tiff_strips_is_dropped(
+    make_master: Callable[..., Master], workers: Workers, photo_job: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """Well-formed TIFF strips (valid zlib, right sizes) of subtly wrong rows: caught by the
+    sampled rows, the liar dropped, the job finished by an honest worker."""
+    pixels, expected = photo_job
+    master = make_master(shared_memory=False, **HEARTBEAT)
+    channel = connect("127.0.0.1", master.address[1], timeout=WAIT_S)
+    caps = (P.CAPABILITY_LUMA_U8, P.CAPABILITY_TIFF)
+    client_handshake(channel, "tiff-liar", TOKEN.encode(), caps, max_payload=1 << 30)
+    per_strip = tiffstrip.rows_per_strip(pixels.shape[1])
+    job = master.submit(pixels, "photo", encoding=Encoding("TIFF", 1, per_strip))
+    task, rgb = _next_task(channel)
+    assert isinstance(task, P.TiffTask) and task.rows_per_strip == per_strip
+    gray = np.empty((task.rows, task.width), np.uint8)
+    to_grayscale(np.ascontiguousarray(rgb), gray)
+    gray[:, ::5] ^= 2
+    piece = tiffstrip.encode_strip(gray, 1, per_strip)
+    where = (task.job_id, task.strip_id, task.row_start, task.row_stop, task.width)
+    channel.send(P.TiffResult(*where, per_strip, len(piece.data)), piece.data)
+    wait_until(lambda: master.workers["tiff-liar"].state is WorkerState.LOST, what="the liar to be dropped")
+    assert "differs from the source" in master.workers["tiff-liar"].reason
+    workers.start(master.address[1], worker_id="honest")
+    assert job.wait(WAIT_S * 2) and job.failure is None
+    pieces = job.take_encoded(0)
+    assert sum(p.length for _, p in pieces) == pixels.shape[0]
+    buf = io.BytesIO()
+    with TiffSink(buf, pixels.shape[1], pixels.shape[0], per_strip, 1) as sink:
+        for _, piece in pieces:
+            sink.add(piece)
+    got = np.asarray(Image.open(buf))
+    assert np.array_equal(got, expected)
+    channel.close()
 
 
 def test_a_worker_with_the_token_sending_wrong_gray_rows_is_dropped(

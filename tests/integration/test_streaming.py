@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image
 
 from tests.bigimages import Mosaic, gray_of, photo_tile, write_png, write_tiff
@@ -64,18 +65,33 @@ ODD = mosaic(2501, 1999)
 
 
 @pytest.mark.parametrize(
-    ("source", "output"),
-    [("png", "out.png"), ("png", "out.tif"), ("tiled", "out.png"), ("tiled", "out.tif"), ("strips", "out.tif")],
+    ("source", "output", "extra"),
+    [
+        ("png", "out.png", []),
+        ("png", "out.tif", []),
+        ("tiled", "out.png", []),
+        ("tiled", "out.tif", []),
+        ("strips", "out.tif", []),
+        ("strips", "out.tif", ["--encode-on-master"]),
+    ],
 )
-def test_a_streamed_job_is_bit_identical(images: dict[str, Path], tmp_path: Path, source: str, output: str) -> None:
+def test_a_streamed_job_is_bit_identical(
+    images: dict[str, Path], tmp_path: Path, source: str, output: str, extra: list[str]
+) -> None:
     report = tmp_path / "report.json"
     code, _, err = run(
-        ["--image", str(images[source]), "--output", output, "--window-mb", "2", "--report", str(report)], tmp_path
+        ["--image", str(images[source]), "--output", output, "--window-mb", "2", "--report", str(report), *extra],
+        tmp_path,
     )
     assert code == 0, err
     assert np.array_equal(decoded(tmp_path / output), expected(ODD))
     if output.endswith(".png"):
         pngcheck(tmp_path / output)
+    else:  # deflated strips (by the workers, or here with --encode-on-master), a few to the window
+        with tifffile.TiffFile(tmp_path / output) as tif:
+            page = tif.pages[0]
+            assert (page.compression, page.predictor) == (8, 2)
+            assert page.rowsperstrip <= (2 << 20) // (ODD.width * 4) // 4
     # It really streamed: many strips, none bigger than the window (in rows: 2 MB, but at least
     # two bands of the reader and the two rows of slack, see bands.window_rows).
     strips = json.loads(report.read_text())["strip_log"]

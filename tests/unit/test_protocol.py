@@ -287,6 +287,21 @@ def test_malformed_new_headers(raw: bytes, match: str) -> None:
             decoder.feed(bytes([byte]))
 
 
+def test_documented_tiff_strip_example_is_what_the_code_does() -> None:
+    """docs/PROTOCOL.md's TIFF strip example: the task and the worker's answer, byte for byte."""
+    from distgray.imaging import tiffstrip
+
+    task_frame, result_frame = _doc_hex_blocks("## Worked example: a TIFF strip")
+    ((task, rgb),) = decode_all(task_frame, chunk=3)
+    assert task == P.TiffTask(1, 0, 0, 2, 3, 3, level=0, predictor=2, rows_per_strip=1, last=True)
+    gray = kernel.to_grayscale(np.frombuffer(rgb, np.uint8).reshape(2, 3, 3), np.empty((2, 3), np.uint8))
+    piece = tiffstrip.encode_strip(gray, task.level, task.rows_per_strip, task.predictor)
+    result = P.TiffResult(1, 0, 0, 2, 3, 1, len(piece.data), 250, 40, 0)
+    assert P.encode_frame(result, result.payload_len) + piece.data == result_frame
+    ((decoded, payload),) = decode_all(result_frame, chunk=5)
+    assert decoded == result and tiffstrip.split(payload, 2) == tiffstrip.split(piece.data, 2)
+
+
 def test_documented_png_strip_example_is_what_the_code_does() -> None:
     """docs/PROTOCOL.md's PNG strip example: the task, the worker's answer, the joined file."""
     from distgray.imaging import pngstrip
@@ -326,6 +341,8 @@ def test_the_protocol_document_states_the_header_sizes_the_code_writes() -> None
         "PNG_RESULT": len(P.PngResult(1, 0, 0, 2, 3, 1, 8, 13).encode()),
         "JPEG_TASK": len(P.JpegTask(1, 0, 0, 8, 3).encode()),
         "JPEG_RESULT": len(P.JpegResult(1, 0, 0, 8, 3, 10).encode()),
+        "TIFF_TASK": len(P.TiffTask(1, 0, 0, 8, 3).encode()),
+        "TIFF_RESULT": len(P.TiffResult(1, 0, 0, 8, 3, 8, 20).encode()),
         "FILE_TASK": len(P.FileTask(1, 0, 10, 100, "PNG").encode()) - 2 - 3,  # "28 bytes + string"
         "FILE_RESULT": len(P.FileResult(1, 0, 0, P.FileStatus.OK).encode()) - 4,  # "40 bytes + two strings"
     }
