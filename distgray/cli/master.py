@@ -138,11 +138,13 @@ def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     io.add_argument(
         "--png-level",
+        "--zlib-level",
+        dest="png_level",
         type=int,
         choices=range(10),
         metavar="0-9",
         default=D.DEFAULT_PNG_LEVEL,
-        help="PNG zlib compression level (default %(default)s, Pillow's)",
+        help="zlib compression level of PNG and of (deflated) TIFF output (default %(default)s, Pillow's)",
     )
     io.add_argument(
         "--max-pixels",

@@ -13,11 +13,17 @@ from dataclasses import dataclass
 class Encoding:
     """An output the workers encode strip by strip: PNG at zlib level ``setting`` (0-9), JPEG
     at quality ``setting`` (1-100), or TIFF deflated at zlib level ``setting`` in TIFF strips of
-    ``tiff_rows`` rows."""
+    ``tiff_rows`` rows. ``alpha``: a PNG or TIFF of gray + alpha (the input's 4th channel)."""
 
     format: str
     setting: int
     tiff_rows: int = 0
+    alpha: bool = False
+
+    @property
+    def samples(self) -> int:
+        """Bytes a pixel of the output: gray, or gray + alpha."""
+        return 2 if self.alpha else 1
 
     @property
     def row_align(self) -> int:

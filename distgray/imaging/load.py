@@ -26,7 +26,8 @@ from distgray.errors import ImageError
 from distgray.imaging.kernel import U8Array
 from distgray.imaging.save import file_error
 
-_GRAY_MODES = frozenset({"L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N"})
+#: Modes already gray: copied unchanged, without workers ("1" too, as L).
+GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N"})
 
 
 class Kind(enum.StrEnum):
@@ -51,12 +52,14 @@ class LoadedImage:
     #: COLOR loaded with ``packed=False`` (whole files on a worker): the RGB(A) Pillow image.
     color: Image.Image | None = None
     notes: list[str] = field(default_factory=list)
+    #: COLOR decoded in the background (``jobs.bands``): 3 or 4, known before ``pixels`` are.
+    channels: int = 3
 
     @property
     def has_alpha(self) -> bool:
         if self.color is not None:
             return self.color.mode == "RGBA"
-        return self.pixels is not None and self.pixels.shape[2] == 4
+        return (self.pixels.shape[2] if self.pixels is not None else self.channels) == 4
 
     @property
     def megapixels(self) -> float:
@@ -123,15 +126,11 @@ def load_image(
 
 def _prepare(p: Path, fmt: str, mode: str, im: Image.Image, packed: bool = True) -> LoadedImage:
     loaded = LoadedImage(p, fmt, mode, Kind.COLOR, im.width, im.height)
-    if im.mode in _GRAY_MODES:
-        loaded.kind = Kind.GRAY
-        loaded.gray = im.copy()
-        return loaded
     if im.mode == "F":
         raise ImageError(f"{p}: 32-bit float images are not supported")
-    if im.mode == "1":
+    if im.mode in GRAY_MODES:
         loaded.kind = Kind.GRAY
-        loaded.gray = im.convert("L")
+        loaded.gray = im.convert("L") if im.mode == "1" else im.copy()
         return loaded
     if im.mode not in ("RGB", "RGBA"):
         transparent = im.mode in ("PA", "RGBa") or "transparency" in im.info

@@ -6,15 +6,19 @@ type 0), so the band's first row is reconstructed against the right row above. E
 tiny zlib stream of *stored* blocks for Pillow's own PNG decoder (``Image.frombytes(..., "zip")``),
 so the pixels are exactly Pillow's. ``ready(rows)`` is called after each band.
 
-What streams: RGB (8 and 16 bits), palette (1, 2, 4, 8 bits) and gray (1, 2, 4, 8 bits), not
-interlaced, no ``tRNS`` or ``eXIf`` chunk, within the pixel limit; anything else (alpha, 16-bit
-gray, ...) returns None from :func:`probe` and takes the normal path. Each band's pixels come from
-Pillow's own unpacking for the file's kind (``RAWMODES``, as its PNG plugin has them: a 16-bit
-sample's high byte, palette lookup, 2-bit gray scaled), so they are the pixels Pillow decodes;
-gray becomes RGB with R = G = B (whose luma is the gray value itself, exactly). The row above a
-band must be given as *stored* bytes: for 16-bit RGB they are read back as the samples' high
-and low bytes (two unpackings), for the 1-byte kinds the band is first reconstructed as plain
-bytes (the filters work on bytes, one per pixel for these kinds).
+What streams: RGB and RGBA (8 and 16 bits), gray + alpha (8 and 16 bits), palette (1, 2, 4, 8
+bits) and gray (1, 2, 4, 8 bits), not interlaced, no ``tRNS`` or ``eXIf`` chunk, within the pixel
+limit; anything else (16-bit gray, transparency by ``tRNS``, ...) returns None from :func:`probe`
+and takes the normal path. Each band's pixels come from Pillow's own unpacking for the file's kind
+(``RAWMODES``, as its PNG plugin has them: a 16-bit sample's high byte, palette lookup, 2-bit gray
+scaled), so they are the pixels Pillow decodes; gray becomes RGB with R = G = B (whose luma is
+the gray value itself, exactly), gray + alpha RGBA the same way. The row above a band must be
+given as *stored* bytes. The filters work on bytes, looking back by the bytes of one pixel
+(``bpp``), whatever the samples mean: so a band is first reconstructed as plain bytes by Pillow
+decoding it as 8-bit samples of the same ``bpp`` (L, LA, RGB, RGBA), then unpacked with the
+file's raw mode. 16-bit RGB and RGBA (6 and 8 bytes a pixel, which no 8-bit mode has) are
+decoded directly instead, and their stored row read back as the samples' high and low bytes
+(two unpackings).
 """
 
 from __future__ import annotations
@@ -54,7 +58,15 @@ RAWMODES = {
     (2, 3): ("P", "P;2"),
     (4, 3): ("P", "P;4"),
     (8, 3): ("P", "P"),
+    (8, 4): ("LA", "LA"),
+    (16, 4): ("RGBA", "LA;16B"),
+    (8, 6): ("RGBA", "RGBA"),
+    (16, 6): ("RGBA", "RGBA;16B"),
 }
+#: Samples a pixel of each PNG colour type.
+SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+#: 8-bit modes by bytes a pixel: Pillow reconstructs a band's stored bytes through them.
+BYTE_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 _IHDR = struct.Struct(">IIBBBBB")
 
 
@@ -66,16 +78,22 @@ class PngLayout:
     idat: tuple[tuple[int, int], ...]  # (offset, length) of each IDAT chunk's data
     palette: bytes | None = None  # a palette image's PLTE data
     depth: int = 8
-    color: int = 2  # the PNG colour type: 0 gray, 2 RGB, 3 palette
+    color: int = 2  # the PNG colour type: 0 gray, 2 RGB, 3 palette, 4 gray + alpha, 6 RGBA
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return (self.height, self.width, 3)
+        """The pixels handed to the workers: RGB, or RGBA when the file has alpha."""
+        return (self.height, self.width, 4 if self.color in (4, 6) else 3)
 
     @property
     def line_bytes(self) -> int:
         """Bytes of one filtered row: the filter type, then the row's samples."""
-        return -(-self.width * self.depth * (3 if self.color == 2 else 1) // 8) + 1
+        return -(-self.width * self.depth * SAMPLES[self.color] // 8) + 1
+
+    @property
+    def bpp(self) -> int:
+        """Bytes a pixel, as the PNG filters count them (at least 1)."""
+        return max(1, self.depth * SAMPLES[self.color] // 8)
 
     @property
     def mode(self) -> str:
@@ -85,7 +103,7 @@ class PngLayout:
     @property
     def band_rows(self) -> int:
         """Rows decoded at a time: ``BAND_ROWS``, fewer for rows wider than ``BAND_BYTES / 128``."""
-        return max(1, min(BAND_ROWS, BAND_BYTES // (self.width * 3 + 1)))
+        return max(1, min(BAND_ROWS, BAND_BYTES // (self.width * self.shape[2] + 1)))
 
 
 def probe(path: Path, max_pixels: int) -> PngLayout | None:
@@ -122,7 +140,7 @@ def probe(path: Path, max_pixels: int) -> PngLayout | None:
 
 
 def decode_into(layout: PngLayout, out: npt.NDArray[np.uint8], ready: Callable[[int], None]) -> None:
-    """Decode ``layout``'s pixels into ``out`` (height x width x 3), calling ``ready(rows_done)``
+    """Decode ``layout``'s pixels into ``out`` (``layout.shape``), calling ``ready(rows_done)``
     after each band. Raises ImageError if the data is corrupt or ends early.
 
     Two threads: one reads and inflates the IDAT stream into bands of filtered rows, this one has
@@ -164,28 +182,34 @@ def decode_into(layout: PngLayout, out: npt.NDArray[np.uint8], ready: Callable[[
 
 
 def _band(layout: PngLayout, data: bytes, rows: int) -> tuple[npt.NDArray[np.uint8], bytes]:
-    """The band's RGB pixels as Pillow decodes them, and its last row as stored (the row above
+    """The band's RGB(A) pixels as Pillow decodes them, and its last row as stored (the row above
     the next band). ``data``: the band's filtered rows, zlib-wrapped."""
     mode, rawmode = RAWMODES[(layout.depth, layout.color)]
     size = (layout.width, rows)
-    if layout.color == 2 and layout.depth == 8:
-        pixels = np.asarray(Image.frombytes("RGB", size, data, "zip", "RGB"))
+    if layout.depth == 8 and layout.color in (2, 6):
+        pixels = np.asarray(Image.frombytes(mode, size, data, "zip", rawmode))
         return pixels, pixels[-1].tobytes()
-    if layout.color == 2:
-        # 16-bit: Pillow keeps each sample's high byte ("RGB;16B"); "RGB;16L" reads the other byte
-        # of each pair, which for this big-endian data is the low byte: both make the stored row.
-        pixels = np.asarray(Image.frombytes("RGB", size, data, "zip", rawmode))
-        low = np.asarray(Image.frombytes("RGB", size, data, "zip", "RGB;16L"))[-1]
+    if layout.depth == 16 and layout.color in (2, 6):
+        # Pillow keeps each sample's high byte (";16B"); ";16L" reads the other byte of each pair,
+        # which for this big-endian data is the low byte: both make the stored row.
+        pixels = np.asarray(Image.frombytes(mode, size, data, "zip", rawmode))
+        low = np.asarray(Image.frombytes(mode, size, data, "zip", rawmode.replace(";16B", ";16L")))[-1]
         return pixels, np.stack([pixels[-1], low], axis=-1).tobytes()
-    # At most a byte a pixel: the filters work on bytes one apart, as for 8-bit gray of the row's
-    # byte width, so the band is first reconstructed as the bytes stored, then unpacked by Pillow.
+    # The bytes stored, reconstructed through an 8-bit mode with as many bytes a pixel (the
+    # filters only see bytes), then unpacked as the file's kind.
     row_bytes = layout.line_bytes - 1
-    stored = Image.frombytes("L", (row_bytes, rows), data, "zip", "L").tobytes()
+    bpp = layout.bpp
+    stored = Image.frombytes(BYTE_MODES[bpp], (row_bytes // bpp, rows), data, "zip", BYTE_MODES[bpp]).tobytes()
     band = Image.frombytes(mode, size, stored, "raw", rawmode)
     if layout.color == 3:  # Pillow's own palette lookup, as it converts the whole image
         assert layout.palette is not None
         band.putpalette(layout.palette, "RGB")
         pixels = np.asarray(band.convert("RGB"))
+    elif band.mode == "RGBA":  # 16-bit gray + alpha: Pillow opens it as RGBA, R = G = B
+        pixels = np.asarray(band)
+    elif band.mode == "LA":  # gray + alpha: R = G = B, then the alpha
+        la = np.asarray(band)
+        pixels = np.concatenate([np.repeat(la[:, :, :1], 3, axis=2), la[:, :, 1:]], axis=2)
     else:  # gray: R = G = B, whose luma is the gray value itself, exactly
         gray = np.asarray(band.convert("L") if mode == "1" else band)
         pixels = np.repeat(gray[:, :, None], 3, axis=2)

@@ -36,41 +36,45 @@ FILTER_SUB = 1
 _ZLIB_HEADERS = {0: b"\x78\x01", 1: b"\x78\x01", 6: b"\x78\x9c"}
 
 
-def filtered_len(rows: int, width: int) -> int:
-    return rows * (width + 1)
+def filtered_len(rows: int, width: int, alpha: bool = False) -> int:
+    return rows * ((2 if alpha else 1) * width + 1)
 
 
 def filter_rows(gray: npt.NDArray[np.uint8], has_above: bool, first_row_of_image: bool) -> bytes:
-    """The filtered scanlines of ``gray`` (rows x width), as Pillow filters them.
+    """The filtered scanlines of ``gray`` (rows x width, or rows x width x 2 for gray + alpha), as
+    Pillow filters them.
 
     ``has_above``: ``gray[0]`` is the row above the strip, used as the first row's reference and
     not output. Otherwise, unless the strip starts the image, its first row gets the *Sub* filter,
     which needs nothing from the row above.
     """
-    height, width = gray.shape
+    height, width = gray.shape[:2]
+    bpp = 2 if gray.ndim == 3 else 1  # bytes a pixel: what the filters look back by
+    mode = "LA" if bpp == 2 else "L"
     if height - has_above < 1:
         raise ValueError("a strip needs at least one row of its own")
-    image = Image.frombuffer("L", (width, height), np.ascontiguousarray(gray), "raw", "L", 0, 1)
+    image = Image.frombuffer(mode, (width, height), np.ascontiguousarray(gray), "raw", mode, 0, 1)
     buf = io.BytesIO()
     image.save(buf, "PNG", compress_level=0)
     raw = zlib.decompress(_idat(buf.getvalue()))
-    line = width + 1
+    line = width * bpp + 1
     if len(raw) != height * line:
         raise ImageError(f"PNG filter: expected {height * line} filtered bytes, got {len(raw)}")
     if has_above:
         return raw[line:]
     if first_row_of_image:
         return raw
-    row = gray[0]
+    row = np.ascontiguousarray(gray[0]).reshape(-1)
     sub = np.empty(line, dtype=np.uint8)
     sub[0] = FILTER_SUB
-    sub[1] = row[0]
-    np.subtract(row[1:], row[:-1], out=sub[2:])  # uint8 arithmetic wraps modulo 256, as PNG wants
+    sub[1 : 1 + bpp] = row[:bpp]
+    np.subtract(row[bpp:], row[:-bpp], out=sub[1 + bpp :])  # uint8 arithmetic wraps modulo 256, as PNG wants
     return sub.tobytes() + raw[line:]
 
 
 def encode_strip(gray: npt.NDArray[np.uint8], level: int, *, has_above: bool, first: bool, last: bool) -> EncodedStrip:
-    """Filter and deflate one strip (see :func:`filter_rows`); ``last`` finishes the stream."""
+    """Filter and deflate one strip (see :func:`filter_rows`: gray, or gray + alpha pairs);
+    ``last`` finishes the stream."""
     filtered = filter_rows(gray, has_above, first)
     deflater = zlib.compressobj(level, zlib.DEFLATED, -15, 9, zlib.Z_FILTERED)  # Pillow's settings
     data = deflater.compress(filtered) + deflater.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
@@ -93,20 +97,22 @@ def chunk(kind: bytes, data: bytes | memoryview = b"") -> bytes:
 
 
 class PngJoiner:
-    """Writes a gray 8-bit PNG from strips handed over in row order: ``head()``, ``strip()``..., ``tail()``.
+    """Writes an 8-bit gray (or gray + alpha) PNG from strips handed over in row order: ``head()``,
+    ``strip()``..., ``tail()``.
 
     Each strip becomes one IDAT chunk, so the file can be written as strips arrive.
     """
 
-    def __init__(self, width: int, height: int, level: int) -> None:
+    def __init__(self, width: int, height: int, level: int, alpha: bool = False) -> None:
         if not (1 <= width < 2**31 and 1 <= height < 2**31):
             raise ValueError(f"PNG cannot hold {width}x{height}")
-        self.width, self.height, self.level = width, height, level
+        self.width, self.height, self.level, self.alpha = width, height, level, alpha
         self.adler = 1
         self.filtered = 0
 
     def head(self) -> bytes:
-        ihdr = struct.pack(">IIBBBBB", self.width, self.height, 8, 0, 0, 0, 0)  # 8-bit gray, no interlace
+        color = 4 if self.alpha else 0  # gray + alpha, or gray; 8 bits, no interlace
+        ihdr = struct.pack(">IIBBBBB", self.width, self.height, 8, color, 0, 0, 0)
         zhead = _ZLIB_HEADERS.get(self.level, b"\x78\xda" if self.level > 6 else b"\x78\x5e")
         return PNG_SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zhead)
 
@@ -116,15 +122,15 @@ class PngJoiner:
         return chunk(b"IDAT", piece.data)
 
     def tail(self) -> bytes:
-        expected = filtered_len(self.height, self.width)
+        expected = filtered_len(self.height, self.width, self.alpha)
         if self.filtered != expected:
             raise ImageError(f"PNG join: strips hold {self.filtered} filtered bytes, the image needs {expected}")
         return chunk(b"IDAT", struct.pack(">I", self.adler)) + chunk(b"IEND")
 
 
-def join(width: int, height: int, level: int, pieces: Iterable[EncodedStrip]) -> bytes:
+def join(width: int, height: int, level: int, pieces: Iterable[EncodedStrip], alpha: bool = False) -> bytes:
     """A whole PNG from its strips, in row order (for tests and small images)."""
-    joiner = PngJoiner(width, height, level)
+    joiner = PngJoiner(width, height, level, alpha)
     return b"".join([joiner.head(), *(joiner.strip(p) for p in pieces), joiner.tail()])
 
 

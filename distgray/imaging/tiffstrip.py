@@ -47,7 +47,8 @@ def strip_count(rows: int, per_strip: int) -> int:
 
 
 def predict(gray: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
-    """Predictor 2 of 8-bit gray rows: each pixel minus the one to its left (mod 256), the first kept."""
+    """Predictor 2 of 8-bit rows (rows x width, or rows x width x samples): each pixel's sample
+    minus the same sample of the pixel to its left (mod 256), the first pixel kept."""
     out = np.empty_like(gray)
     out[:, :1] = gray[:, :1]
     np.subtract(gray[:, 1:], gray[:, :-1], out=out[:, 1:])  # uint8 wraps modulo 256, as TIFF wants
@@ -55,8 +56,8 @@ def predict(gray: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
 
 
 def encode_rows(gray: npt.NDArray[np.uint8], level: int, predictor: int = PREDICTOR_HORIZONTAL) -> bytes:
-    """One TIFF strip: the zlib stream of ``gray``'s rows, after the horizontal predictor (2) or
-    as they are (1)."""
+    """One TIFF strip: the zlib stream of ``gray``'s rows (gray, or gray + alpha pairs), after the
+    horizontal predictor (2) or as they are (1)."""
     rows = predict(gray) if predictor == PREDICTOR_HORIZONTAL else np.ascontiguousarray(gray)
     return zlib.compress(rows.data, level)
 
@@ -64,8 +65,9 @@ def encode_rows(gray: npt.NDArray[np.uint8], level: int, predictor: int = PREDIC
 def encode_strip(
     gray: npt.NDArray[np.uint8], level: int, per_strip: int, predictor: int = PREDICTOR_HORIZONTAL
 ) -> EncodedStrip:
-    """A worker's piece: ``gray`` (rows x width, starting on a TIFF strip) cut into TIFF strips of
-    ``per_strip`` rows, each deflated; ``data`` is :func:`pack`'s layout, ``length`` the rows."""
+    """A worker's piece: ``gray`` (rows x width, or rows x width x 2 with alpha, starting on a TIFF
+    strip) cut into TIFF strips of ``per_strip`` rows, each deflated; ``data`` is :func:`pack`'s
+    layout, ``length`` the rows."""
     rows = gray.shape[0]
     if rows < 1 or per_strip < 1 or predictor not in (1, PREDICTOR_HORIZONTAL):
         raise ValueError("a TIFF piece needs rows, a positive RowsPerStrip and predictor 1 or 2")
@@ -95,10 +97,12 @@ def split(data: bytes | memoryview, count: int) -> list[bytes]:
     return out
 
 
-def inflate_strip(data: bytes, rows: int, width: int) -> tuple[npt.NDArray[np.uint8] | None, str | None]:
-    """A TIFF strip's rows as stored (predicted: see :func:`unpredict`), or (None, why it is not
-    one complete zlib stream of ``rows`` x ``width`` bytes)."""
-    want = rows * width
+def inflate_strip(
+    data: bytes, rows: int, width: int, samples: int = 1
+) -> tuple[npt.NDArray[np.uint8] | None, str | None]:
+    """A TIFF strip's rows as stored (rows x width x samples, predicted: see :func:`unpredict`),
+    or (None, why it is not one complete zlib stream of exactly those bytes)."""
+    want = rows * width * samples
     inflater = zlib.decompressobj()
     try:
         raw = inflater.decompress(data, want + 1)
@@ -110,9 +114,9 @@ def inflate_strip(data: bytes, rows: int, width: int) -> tuple[npt.NDArray[np.ui
         return None, "its zlib stream does not end"
     if inflater.unused_data:
         return None, "bytes after the end of its zlib stream"
-    return np.frombuffer(raw, dtype=np.uint8).reshape(rows, width), None
+    return np.frombuffer(raw, dtype=np.uint8).reshape(rows, width, samples), None
 
 
 def unpredict(stored: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
-    """Undo :func:`predict`: running sums along each row, modulo 256."""
+    """Undo :func:`predict`: running sums of each sample along each row, modulo 256."""
     return np.cumsum(stored, axis=1, dtype=np.uint8)

@@ -67,9 +67,19 @@ def check_plain(pixels: U8Array, got: U8Array, row_start: int, count: int) -> st
     return None
 
 
-def inflate_png_strip(piece: EncodedStrip, rows: int, width: int, last: bool) -> tuple[bytes | None, str | None]:
+def true_rows(pixels: U8Array, rows: list[int], alpha: bool) -> dict[int, U8Array]:
+    """:func:`gray_rows`, as (gray, alpha) pairs a row (width x 2) when the output keeps the alpha."""
+    gray = gray_rows(pixels, rows)
+    if not alpha:
+        return gray
+    return {r: np.stack([g, pixels[r, :, 3]], axis=-1) for r, g in gray.items()}
+
+
+def inflate_png_strip(
+    piece: EncodedStrip, rows: int, width: int, last: bool, alpha: bool = False
+) -> tuple[bytes | None, str | None]:
     """Inflate a PNG strip: (its filtered bytes, None), or (None, why it is not one)."""
-    want = rows * (width + 1)
+    want = rows * ((2 if alpha else 1) * width + 1)
     if piece.length != want:
         return None, f"declares {piece.length} filtered bytes, its rows need {want}"
     inflater = zlib.decompressobj(-15)
@@ -93,35 +103,39 @@ def inflate_png_strip(piece: EncodedStrip, rows: int, width: int, last: bool) ->
 
 
 def check_png(
-    pixels: U8Array, piece: EncodedStrip, row_start: int, row_stop: int, last: bool, count: int
+    pixels: U8Array, piece: EncodedStrip, row_start: int, row_stop: int, last: bool, count: int, alpha: bool = False
 ) -> str | None:
-    """A PNG_RESULT's piece: inflates right, and sampled rows filter to the bytes it holds."""
+    """A PNG_RESULT's piece: inflates right, and sampled rows filter to the bytes it holds
+    (``alpha``: rows of gray + alpha pairs, from the source's 4th channel)."""
     width = pixels.shape[1]
-    filtered, problem = inflate_png_strip(piece, row_stop - row_start, width, last)
+    filtered, problem = inflate_png_strip(piece, row_stop - row_start, width, last, alpha)
     if filtered is None:
         return problem
     rows = sample(row_start, row_stop, count)
-    truth = gray_rows(pixels, [*rows, *(r - 1 for r in rows if r > 0)])
-    zero = np.zeros(width, dtype=np.uint8)
-    line = width + 1
+    truth = true_rows(pixels, [*rows, *(r - 1 for r in rows if r > 0)], alpha)
+    bpp = 2 if alpha else 1
+    zero = np.zeros(width * bpp, dtype=np.uint8)
+    line = width * bpp + 1
     for r in rows:
         at = (r - row_start) * line
         kind = filtered[at]
         if kind > 4:
             return f"row {r} has PNG filter type {kind}"
-        want = png_filter(kind, truth[r], truth[r - 1] if r > 0 else zero)
-        got = np.frombuffer(filtered, dtype=np.uint8, count=width, offset=at + 1)
+        above = truth[r - 1].reshape(-1) if r > 0 else zero
+        want = png_filter(kind, truth[r].reshape(-1), above, bpp)
+        got = np.frombuffer(filtered, dtype=np.uint8, count=width * bpp, offset=at + 1)
         if not np.array_equal(got, want):
             return f"row {r} differs from the source's gray ({_diff(got, want)} pixels, filter {kind})"
     return None
 
 
-def png_filter(kind: int, row: U8Array, above: U8Array) -> U8Array:
-    """PNG filter ``kind`` (0-4) of one 8-bit gray row, as the encoder writes it."""
+def png_filter(kind: int, row: U8Array, above: U8Array, bpp: int = 1) -> U8Array:
+    """PNG filter ``kind`` (0-4) of one row of bytes, ``bpp`` bytes a pixel, as the encoder writes it."""
     x = row.astype(np.int16)
     b = above.astype(np.int16)
-    a = np.concatenate(([0], x[:-1])).astype(np.int16)
-    c = np.concatenate(([0], b[:-1])).astype(np.int16)
+    pad = np.zeros(bpp, dtype=np.int16)
+    a = np.concatenate((pad, x[:-bpp]))
+    c = np.concatenate((pad, b[:-bpp]))
     if kind == 0:
         pred = np.zeros_like(x)
     elif kind == 1:
@@ -175,10 +189,10 @@ def check_jpeg(
 
 
 def check_tiff(
-    pixels: U8Array, piece: EncodedStrip, row_start: int, row_stop: int, per_strip: int, count: int
+    pixels: U8Array, piece: EncodedStrip, row_start: int, row_stop: int, per_strip: int, count: int, alpha: bool = False
 ) -> str | None:
     """A TIFF_RESULT's piece: its TIFF strips inflate to exactly their rows, and sampled rows are
-    the predicted gray rows of the source."""
+    the predicted gray (``alpha``: gray + alpha) rows of the source."""
     width, rows = pixels.shape[1], row_stop - row_start
     try:
         strips = tiffstrip.split(piece.data, tiffstrip.strip_count(rows, per_strip))
@@ -187,13 +201,13 @@ def check_tiff(
     stored: list[U8Array] = []
     for i, data in enumerate(strips):
         top = row_start + i * per_strip
-        got, problem = tiffstrip.inflate_strip(data, min(per_strip, row_stop - top), width)
+        got, problem = tiffstrip.inflate_strip(data, min(per_strip, row_stop - top), width, 2 if alpha else 1)
         if got is None:
             return f"TIFF strip at row {top}: {problem}"
         stored.append(got)
-    for r, want in gray_rows(pixels, sample(row_start, row_stop, count)).items():
+    for r, want in true_rows(pixels, sample(row_start, row_stop, count), alpha).items():
         at = r - row_start
-        got_row = stored[at // per_strip][at % per_strip]
+        got_row = stored[at // per_strip][at % per_strip].reshape(want.shape)
         expected = tiffstrip.predict(want[np.newaxis])[0]
         if not np.array_equal(got_row, expected):
             return f"row {r} differs from the source's gray ({_diff(got_row, expected)} pixels, predicted)"

@@ -20,7 +20,7 @@ from pathlib import Path
 from distgray.config import DEFAULT_MAX_PIXELS, THUMBNAIL_SIDE
 from distgray.engines.base import Engine, PixelBuffer
 from distgray.errors import ImageError
-from distgray.imaging import files, jpegbands, jpegfast, jpegstrip, pngstream, tiffbands, tiffstrip
+from distgray.imaging import files, jpegbands, jpegfast, jpegstrip, load, pngstream, tiffbands, tiffstrip
 from distgray.imaging.encoded import Encoding
 from distgray.imaging.kernel import U8Array
 from distgray.jobs.entries import JobEntry, ServiceOptions
@@ -28,7 +28,7 @@ from distgray.jobs.streamload import Reader, StreamDecode
 
 Layout = pngstream.PngLayout | jpegfast.JpegLayout | tiffbands.TiffLayout | jpegbands.JpegBands
 
-#: Bytes of memory one pixel of a job costs the master: RGB in, gray out.
+#: Bytes of memory one pixel of a job costs the master: RGB in, gray out (RGBA in: one more).
 BYTES_PER_PIXEL = 4
 #: Images up to Pillow's own pixel limit load whole whatever the window (as they always have).
 WHOLE_BUDGET_BYTES = DEFAULT_MAX_PIXELS * BYTES_PER_PIXEL
@@ -51,7 +51,7 @@ def mode_of(layout: Layout) -> str:
 
 def streams(layout: Layout, opts: ServiceOptions) -> bool:
     """Whether this input streams through the window (too big to hold, and readable in bands)."""
-    return not isinstance(layout, jpegfast.JpegLayout) and _bytes(layout.width, layout.height) > opts.window_bytes
+    return not isinstance(layout, jpegfast.JpegLayout) and _layout_bytes(layout) > opts.window_bytes
 
 
 def plan(entry: JobEntry, opts: ServiceOptions) -> Layout | None:
@@ -60,9 +60,10 @@ def plan(entry: JobEntry, opts: ServiceOptions) -> Layout | None:
     beyond ``--max-pixels`` or one that does not fit and cannot be read or written in bands."""
     src = entry.source
     layout: Layout | None = pngstream.probe(src, sys.maxsize) or tiffbands.probe(src)
-    fits = layout is not None and _bytes(layout.width, layout.height) <= opts.window_bytes
+    fits = layout is not None and _layout_bytes(layout) <= opts.window_bytes
     if fits and (
-        isinstance(layout, tiffbands.TiffLayout) or (isinstance(layout, pngstream.PngLayout) and layout.color == 0)
+        isinstance(layout, tiffbands.TiffLayout)
+        or (isinstance(layout, pngstream.PngLayout) and layout.mode in load.GRAY_MODES)
     ):
         layout = None  # fits: Pillow loads it whole, as any TIFF (and a gray PNG is copied as it is)
     header = _header(src) if layout is None else None
@@ -93,6 +94,15 @@ def _bytes(width: int, height: int) -> int:
     return width * height * BYTES_PER_PIXEL
 
 
+def _row_bytes(layout: Layout) -> int:
+    """What one row of ``layout`` costs the master: its pixels in (3 or 4 bytes a pixel), gray out."""
+    return layout.width * (layout.shape[2] + 1)
+
+
+def _layout_bytes(layout: Layout) -> int:
+    return _row_bytes(layout) * layout.height
+
+
 def _header(path: Path) -> tuple[str, int, int] | None:
     """(format, width, height) from the file's header, whatever its size (--max-pixels is applied
     later); None if Pillow cannot tell (loading it then says what is wrong)."""
@@ -106,7 +116,7 @@ def _check_whole(entry: JobEntry, opts: ServiceOptions, fmt: str, width: int, he
     """An input loaded whole: refused if it does not fit the budget."""
     need = _bytes(width, height)
     if width * height <= opts.max_pixels and need > max(opts.window_bytes, WHOLE_BUDGET_BYTES):
-        how = "RGB, palette or gray PNG without alpha, not interlaced; 8-bit RGB TIFF/BigTIFF in strips"
+        how = "PNG not interlaced, without tRNS, other than 16-bit gray; 8-bit RGB TIFF/BigTIFF in strips"
         how += " or tiles, lossless"
         if jpegbands.agrees_with_pillow():
             how += "; YCbCr JPEG"
@@ -164,7 +174,7 @@ def tiff_rows(width: int, opts: ServiceOptions) -> int:
 def window_rows(layout: Layout, opts: ServiceOptions, encoding: Encoding | None) -> int:
     """Rows decoded and not yet written, at most: the window in rows, but always room for a band
     being decoded, one being converted, a strip of ``--strip-rows`` and the JPEG alignment."""
-    rows = opts.window_bytes // (layout.width * BYTES_PER_PIXEL)
+    rows = opts.window_bytes // _row_bytes(layout)
     align = encoding.row_align if encoding is not None else 1
     return max(rows, 2 * band_rows(layout) + (opts.strip_rows or 0) + 2 * align + 2)
 

@@ -28,7 +28,7 @@ from PIL import Image
 from distgray.config import DEFAULT_JPEG_QUALITY
 from distgray.engines.base import Engine, PixelBuffer, RunningJob
 from distgray.errors import ImageError, TaskFailed
-from distgray.imaging import files, jpegfast, jpegstrip, load, save, tiffstrip
+from distgray.imaging import files, jpegfast, jpegstrip, load, save
 from distgray.imaging.encoded import Encoding
 from distgray.imaging.kernel import U8Array
 from distgray.jobs import bands, sinks
@@ -63,9 +63,9 @@ class Converter:
             # streams through it (PNG, TIFF); anything else is loaded here.
             stream = bands.plan(entry, opts)
             if stream is not None:
-                loaded = load.LoadedImage(
-                    entry.source, bands.format_of(stream), bands.mode_of(stream), load.Kind.COLOR, *stream.shape[1::-1]
-                )
+                height, width, channels = stream.shape
+                fmt, mode = bands.format_of(stream), bands.mode_of(stream)
+                loaded = load.LoadedImage(entry.source, fmt, mode, load.Kind.COLOR, width, height, channels=channels)
             else:
                 loaded = load.load_image(entry.source, opts.max_pixels)
             t_loaded = time.monotonic()
@@ -148,16 +148,16 @@ class Converter:
         return job, t_save
 
     def _strip_encoding(self, entry: JobEntry, loaded: load.LoadedImage) -> Encoding | None:
-        """How the workers can encode this output strip by strip: PNG, TIFF, or JPEG within its limits
-        (gray only: an output keeping alpha is composed here)."""
+        """How the workers can encode this output strip by strip: PNG or TIFF (gray + alpha when
+        the input has alpha), or JPEG within its limits (alpha dropped)."""
         if not self.options.strip_encoding or loaded.kind is not load.Kind.COLOR:
             return None
-        if loaded.has_alpha and entry.format in ("PNG", "TIFF"):
-            return None
+        alpha = loaded.has_alpha
         if entry.format == "PNG":
-            return Encoding("PNG", self.options.png_level)
+            return Encoding("PNG", self.options.png_level, alpha=alpha)
         if entry.format == "TIFF":
-            return Encoding("TIFF", tiffstrip.DEFAULT_LEVEL, bands.tiff_rows(loaded.width, self.options))
+            rows = bands.tiff_rows(loaded.width, self.options)
+            return Encoding("TIFF", self.options.png_level, rows, alpha=alpha)
         if entry.format == "JPEG" and max(loaded.width, loaded.height) <= jpegstrip.MAX_SIDE:
             if loaded.has_alpha:
                 log.warning("%s: JPEG has no alpha channel: alpha dropped", entry.output)
@@ -175,7 +175,8 @@ class Converter:
         def write(fh: BinaryIO) -> None:
             sink: sinks.JoinedFile | sinks.TiffSink
             if encoding.format == "TIFF":
-                sink = sinks.TiffSink(fh, loaded.width, loaded.height, encoding.tiff_rows, encoding.setting)
+                rows = encoding.tiff_rows
+                sink = sinks.TiffSink(fh, loaded.width, loaded.height, rows, encoding.setting, encoding.alpha)
             else:
                 sink = sinks.JoinedFile(fh, loaded.width, loaded.height, encoding)
             with sink:
@@ -204,12 +205,12 @@ class Converter:
         done: list[tuple[RunningJob, float]] = []
 
         def write(fh: BinaryIO) -> None:
-            rows = bands.tiff_rows(loaded.width, self.options)
-            with sinks.TiffSink(fh, loaded.width, loaded.height, rows, tiffstrip.DEFAULT_LEVEL) as sink:
+            rows, alpha = bands.tiff_rows(loaded.width, self.options), loaded.has_alpha
+            with sinks.TiffSink(fh, loaded.width, loaded.height, rows, self.options.png_level, alpha) as sink:
 
                 def drain(job: RunningJob, decode: StreamDecode | None) -> None:
                     frontier = self.engine.rows_converted(job)
-                    row = sink.put(job.output, frontier)
+                    row = sink.put(job.output, frontier, loaded.pixels)
                     self._written(job, decode, row)
 
                 job = self._convert(entry, loaded, quiet, tick=drain, stream=stream)

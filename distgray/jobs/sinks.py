@@ -27,8 +27,9 @@ from distgray.imaging import jpegstrip, pngstrip, tiffstrip
 from distgray.imaging.encoded import EncodedStrip, Encoding
 from distgray.imaging.kernel import U8Array
 
-#: BigTIFF beyond this many pixels (a classic TIFF's offsets are 32-bit; deflate adds ~0.03% at worst).
-BIGTIFF_PIXELS = 4_000_000_000
+#: BigTIFF beyond this many bytes of pixels (a classic TIFF's offsets are 32-bit; deflate adds
+#: ~0.03% at worst).
+BIGTIFF_BYTES = 4_000_000_000
 
 
 class JoinedFile:
@@ -38,7 +39,7 @@ class JoinedFile:
         self._fh = fh
         self._joiner: pngstrip.PngJoiner | jpegstrip.JpegJoiner
         if encoding.format == "PNG":
-            self._joiner = pngstrip.PngJoiner(width, height, encoding.setting)
+            self._joiner = pngstrip.PngJoiner(width, height, encoding.setting, encoding.alpha)
         else:
             self._joiner = jpegstrip.JpegJoiner(width, height, encoding.setting)
 
@@ -55,15 +56,16 @@ class JoinedFile:
 
 
 class TiffSink:
-    """A gray TIFF written in deflated strips of ``strip_rows`` rows (the last may be shorter).
+    """A gray TIFF written in deflated strips of ``strip_rows`` rows (the last may be shorter);
+    ``alpha``: gray + unassociated alpha, two samples a pixel.
 
     :meth:`add` takes a worker's piece (whole TIFF strips, already deflated); :meth:`put` takes
     gray rows converted so far and deflates them on the writer thread. Either way strips must come
     in row order, and memory holds at most a few strips (the queue is short)."""
 
-    def __init__(self, fh: BinaryIO, width: int, height: int, strip_rows: int, level: int) -> None:
+    def __init__(self, fh: BinaryIO, width: int, height: int, strip_rows: int, level: int, alpha: bool = False) -> None:
         self.width, self.height = width, height
-        self.strip_rows, self.level = strip_rows, level
+        self.strip_rows, self.level, self.alpha = strip_rows, level, alpha
         self.row = 0  # rows handed to the writer
         self._strips: queue.Queue[bytes | U8Array | None] = queue.Queue(maxsize=4)
         self._error: BaseException | None = None
@@ -77,14 +79,21 @@ class TiffSink:
             self._send(strip)
         self.row += piece.length
 
-    def put(self, output: U8Array, frontier: int) -> int:
-        """Hand over the whole strips of ``output`` below ``frontier`` (all of it at the bottom),
-        copied: their memory can go once they are handed over. Returns the rows handed over so far."""
+    def put(self, output: U8Array, frontier: int, source: U8Array | None = None) -> int:
+        """Hand over the whole strips of ``output`` (gray rows; with the alpha of ``source``'s 4th
+        channel for an ``alpha`` TIFF) below ``frontier`` (all of it at the bottom), copied: their
+        memory can go once they are handed over. Returns the rows handed over so far."""
+        if self.alpha and source is None:
+            raise ValueError("a TIFF with alpha needs the source's alpha")
         while True:
             stop = min(self.height, self.row + self.strip_rows)
             if stop > frontier or self.row >= self.height:
                 return self.row
-            self._send(np.array(output[self.row : stop]))
+            rows = output[self.row : stop]
+            if source is not None and self.alpha:
+                self._send(np.stack([rows, source[self.row : stop, :, 3]], axis=-1))
+            else:
+                self._send(np.array(rows))
             self.row = stop
 
     def _send(self, strip: bytes | U8Array | None) -> None:
@@ -110,12 +119,16 @@ class TiffSink:
         try:
             # named: tifffile takes a stream's name for a path, and an fdopen'd file's name is its fd
             handle = tifffile.FileHandle(self._fh, mode="wb", name="output.tif")
-            with tifffile.TiffWriter(handle, bigtiff=self.width * self.height > BIGTIFF_PIXELS) as tif:
+            samples = 2 if self.alpha else 1
+            big = self.width * self.height * samples > BIGTIFF_BYTES
+            with tifffile.TiffWriter(handle, bigtiff=big) as tif:
                 tif.write(
                     self._items(),  # bytes: written as they are, under the tags below
-                    shape=(self.height, self.width),
+                    shape=(self.height, self.width, 2) if self.alpha else (self.height, self.width),
                     dtype="uint8",
                     photometric="minisblack",
+                    extrasamples=["unassalpha"] if self.alpha else None,
+                    planarconfig="contig",
                     rowsperstrip=self.strip_rows,
                     compression="zlib",
                     predictor=tiffstrip.PREDICTOR_HORIZONTAL,

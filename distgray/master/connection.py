@@ -37,8 +37,9 @@ def check_strip(job: Job, result: StripResult, piece: EncodedStrip | None, rows:
     """Why ``result`` (its rows in ``job.output``, or ``piece``) is wrong, or None. The structure
     of an encoded piece is always checked; ``rows`` rows of it are recomputed from the source."""
     last = result.row_stop == job.height
+    alpha = job.encoding is not None and job.encoding.alpha
     if isinstance(result, P.PngResult) and piece is not None:
-        return verify.check_png(job.pixels, piece, result.row_start, result.row_stop, last, rows)
+        return verify.check_png(job.pixels, piece, result.row_start, result.row_stop, last, rows, alpha)
     if isinstance(result, P.JpegResult) and piece is not None:
         assert job.encoding is not None
         q = job.encoding.setting
@@ -47,7 +48,8 @@ def check_strip(job: Job, result: StripResult, piece: EncodedStrip | None, rows:
         assert job.encoding is not None
         if result.rows_per_strip != job.encoding.tiff_rows:
             return f"TIFF strips of {result.rows_per_strip} rows, the job's have {job.encoding.tiff_rows}"
-        return verify.check_tiff(job.pixels, piece, result.row_start, result.row_stop, result.rows_per_strip, rows)
+        start, stop = result.row_start, result.row_stop
+        return verify.check_tiff(job.pixels, piece, start, stop, result.rows_per_strip, rows, alpha)
     if rows and isinstance(result, P.Result):
         return verify.check_plain(job.pixels, job.output[result.row_start : result.row_stop], result.row_start, rows)
     return None

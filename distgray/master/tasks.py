@@ -12,6 +12,8 @@ Pure functions of the books (no sockets, threads or clocks):
 
 from __future__ import annotations
 
+import numpy as np
+
 from distgray.imaging import jpegstrip, pngstrip, tiffstrip
 from distgray.imaging.encoded import EncodedStrip
 from distgray.master.books import Job, WorkerBook
@@ -44,11 +46,11 @@ def task_for(w: WorkerBook, job: Job, strip: Strip, png_row_above: bool) -> tupl
     task: P.Task
     last = strip.row_stop == job.height
     if png and enc is not None:
-        task = P.PngTask(*common, enc.setting, above, last)
+        task = P.PngTask(*common, enc.setting, above, last, enc.alpha)
     elif jpeg and enc is not None:
         task = P.JpegTask(*common, enc.setting, last)
     elif tiff and enc is not None:
-        task = P.TiffTask(*common, enc.setting, tiffstrip.PREDICTOR_HORIZONTAL, enc.tiff_rows, last)
+        task = P.TiffTask(*common, enc.setting, tiffstrip.PREDICTOR_HORIZONTAL, enc.tiff_rows, last, enc.alpha)
     else:
         task = P.Task(*common)
     payload = None if segment else job.pixels[first : strip.row_stop].data
@@ -62,6 +64,8 @@ def encode_here(job: Job, result: P.Result) -> EncodedStrip | None:
         return None
     rows = job.output[result.row_start : result.row_stop]
     last, enc = result.row_stop == job.height, job.encoding
+    if enc.alpha:  # gray + alpha pairs, the alpha from the source
+        rows = np.stack([rows, job.pixels[result.row_start : result.row_stop, :, 3]], axis=-1)
     if enc.format == "JPEG":
         return jpegstrip.encode_strip(rows, enc.setting, result.row_start, last)
     if enc.format == "TIFF":

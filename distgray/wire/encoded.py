@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from distgray.errors import ProtocolError
 from distgray.wire.fields import MAX_DIMENSION, MessageType, Reader, check_strip_bytes, clamp_u32
-from distgray.wire.work import FLAG_ABOVE, FLAG_LAST, FLAG_SHM, Task, payload_matches
+from distgray.wire.work import FLAG_ABOVE, FLAG_ALPHA, FLAG_LAST, FLAG_SHM, Task, payload_matches
 
 CAPABILITY_PNG = "png-strip"
 
@@ -25,39 +25,45 @@ class PngTask(Task):
     """A TASK whose gray strip is also PNG-filtered and deflated by the worker (PNG_RESULT back).
 
     ``above``: the pixels start with the row above the strip (row_start - 1), so the strip's
-    first row can be filtered against it. ``last``: the strip ends the image.
+    first row can be filtered against it. ``last``: the strip ends the image. ``alpha`` (4
+    channels): the PNG is gray + alpha, its rows (gray, alpha) pairs.
     """
 
     TYPE: ClassVar[MessageType] = MessageType.PNG_TASK
     level: int = 6
     above: bool = False
     last: bool = False
+    alpha: bool = False
 
     @property
     def pixel_rows(self) -> int:
         return self.rows + self.above
 
     def _flags(self) -> int:
-        return super()._flags() | (FLAG_ABOVE if self.above else 0) | (FLAG_LAST if self.last else 0)
+        flags = (FLAG_ABOVE if self.above else 0) | (FLAG_LAST if self.last else 0)
+        return super()._flags() | flags | (FLAG_ALPHA if self.alpha else 0)
 
     def encode(self) -> bytes:
-        if not 0 <= self.level <= 9 or (self.above and self.row_start == 0):
-            raise ValueError("PNG_TASK: level must be 0-9, and the first strip has no row above")
+        if not 0 <= self.level <= 9 or (self.above and self.row_start == 0) or (self.alpha and self.channels != 4):
+            raise ValueError("PNG_TASK: level 0-9, no row above the first strip, alpha from 4 channels")
         return self._fixed() + _PNG_EXTRA.pack(self.level, 0, 0, 0) + self._trailer()
 
     @classmethod
     def decode(cls, buf: bytes, payload_len: int) -> PngTask:
         r = Reader(buf, "PNG_TASK")
         job, strip, start, stop, width, channels, flags = cls._read_fixed(
-            r, "PNG_TASK", FLAG_SHM | FLAG_ABOVE | FLAG_LAST
+            r, "PNG_TASK", FLAG_SHM | FLAG_ABOVE | FLAG_LAST | FLAG_ALPHA
         )
         level, *reserved = r.unpack(_PNG_EXTRA)
         segment, offset = cls._read_shm(r, flags)
         r.end()
-        above = bool(flags & FLAG_ABOVE)
-        if level > 9 or any(reserved) or (above and start == 0):
-            raise ProtocolError(f"PNG_TASK: level {level}, reserved {reserved}, row above for row {start}")
-        task = cls(job, strip, start, stop, width, channels, segment, offset, level, above, bool(flags & FLAG_LAST))
+        above, alpha = bool(flags & FLAG_ABOVE), bool(flags & FLAG_ALPHA)
+        if level > 9 or any(reserved) or (above and start == 0) or (alpha and channels != 4):
+            raise ProtocolError(
+                f"PNG_TASK: level {level}, reserved {reserved}, row above for row {start}, alpha of {channels} channels"
+            )
+        last = bool(flags & FLAG_LAST)
+        task = cls(job, strip, start, stop, width, channels, segment, offset, level, above, last, alpha)
         check_strip_bytes("PNG_TASK", task.pixel_rows, width, channels, task.pixel_bytes)
         payload_matches("PNG_TASK", task.payload_len, payload_len)
         return task
@@ -197,8 +203,8 @@ class PngResult:
         job, strip, start, stop, width, adler, flen, rus, cus, sus = r.unpack(_PNG_RESULT)
         r.end()
         _check_shape("PNG_RESULT", start, stop, width)
-        if flen != (stop - start) * (width + 1):
-            raise ProtocolError(f"PNG_RESULT: filtered_len {flen} is not rows x (width + 1)")
+        if flen not in ((stop - start) * (width + 1), (stop - start) * (2 * width + 1)):
+            raise ProtocolError(f"PNG_RESULT: filtered_len {flen} is not rows x (width + 1), or (2 x width + 1)")
         if not 0 < payload_len <= deflate_bound(flen):
             raise ProtocolError(f"PNG_RESULT: {payload_len} deflate bytes for {flen} filtered bytes")
         return cls(job, strip, start, stop, width, adler, flen, payload_len, rus, cus, sus)
@@ -220,39 +226,45 @@ class TiffTask(Task):
     """A TASK whose gray strip is also cut into TIFF strips of ``rows_per_strip`` rows, each
     deflated by the worker as one zlib stream after ``predictor`` (TIFF_RESULT back). The strip
     starts on a TIFF strip (``row_start`` a multiple of ``rows_per_strip``) and holds whole
-    ones, unless ``last``."""
+    ones, unless ``last``. ``alpha`` (4 channels): the TIFF's pixels are (gray, alpha) pairs."""
 
     TYPE: ClassVar[MessageType] = MessageType.TIFF_TASK
     level: int = 6
     predictor: int = 2
     rows_per_strip: int = 1
     last: bool = False
+    alpha: bool = False
 
     @property
     def tiff_strips(self) -> int:
         return -(-self.rows // self.rows_per_strip)
 
     def _flags(self) -> int:
-        return super()._flags() | (FLAG_LAST if self.last else 0)
+        return super()._flags() | (FLAG_LAST if self.last else 0) | (FLAG_ALPHA if self.alpha else 0)
 
     def encode(self) -> bytes:
-        if _tiff_task_problem(self.level, self.predictor, self.rows_per_strip, self.row_start, self.rows, self.last):
-            raise ValueError("TIFF_TASK: level 0-9, predictor 1 or 2, strips on whole TIFF strips")
+        shape = (self.rows_per_strip, self.row_start, self.rows, self.last)
+        if _tiff_task_problem(self.level, self.predictor, *shape) or (self.alpha and self.channels != 4):
+            raise ValueError("TIFF_TASK: level 0-9, predictor 1 or 2, whole TIFF strips, alpha from 4 channels")
         extra = _TIFF_EXTRA.pack(self.level, self.predictor, 0, self.rows_per_strip)
         return self._fixed() + extra + self._trailer()
 
     @classmethod
     def decode(cls, buf: bytes, payload_len: int) -> TiffTask:
         r = Reader(buf, "TIFF_TASK")
-        job, strip, start, stop, width, channels, flags = cls._read_fixed(r, "TIFF_TASK", FLAG_SHM | FLAG_LAST)
+        job, strip, start, stop, width, channels, flags = cls._read_fixed(
+            r, "TIFF_TASK", FLAG_SHM | FLAG_LAST | FLAG_ALPHA
+        )
         level, predictor, reserved, per_strip = r.unpack(_TIFF_EXTRA)
         segment, offset = cls._read_shm(r, flags)
         r.end()
-        last = bool(flags & FLAG_LAST)
+        last, alpha = bool(flags & FLAG_LAST), bool(flags & FLAG_ALPHA)
         problem = _tiff_task_problem(level, predictor, per_strip, start, stop - start, last)
+        if alpha and channels != 4:
+            problem = f"alpha of {channels} channels"
         if problem or reserved:
             raise ProtocolError(f"TIFF_TASK: {problem or f'reserved {reserved}'}")
-        task = cls(job, strip, start, stop, width, channels, segment, offset, level, predictor, per_strip, last)
+        task = cls(job, strip, start, stop, width, channels, segment, offset, level, predictor, per_strip, last, alpha)
         check_strip_bytes("TIFF_TASK", task.pixel_rows, width, channels, task.pixel_bytes)
         payload_matches("TIFF_TASK", task.payload_len, payload_len)
         return task
@@ -315,7 +327,8 @@ class TiffResult:
             raise ProtocolError(f"TIFF_RESULT: rows_per_strip {per_strip}")
         result = cls(job, strip, start, stop, width, per_strip, payload_len, rus, cus, sus)
         n = result.tiff_strips
-        if not 4 * n < payload_len <= 4 * n + n * zlib_bound(min(per_strip, stop - start) * width):
+        # at most 2 samples a pixel (gray + alpha): the master checks the exact sizes after reading
+        if not 4 * n < payload_len <= 4 * n + n * zlib_bound(min(per_strip, stop - start) * width * 2):
             raise ProtocolError(f"TIFF_RESULT: {payload_len} bytes for {n} TIFF strips of {stop - start} x {width}")
         return result
 

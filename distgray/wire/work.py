@@ -26,10 +26,12 @@ _U64 = struct.Struct(">Q")
 
 #: TASK/PNG_TASK flags. SHM: the pixels are in a shared-memory segment named in the header, not in
 #: the payload. ABOVE (PNG_TASK): the pixels start with the row above the strip. LAST (PNG_TASK):
-#: the strip ends the image, so its deflate stream is finished.
+#: the strip ends the image, so its deflate stream is finished. ALPHA (PNG_TASK, TIFF_TASK, with
+#: 4 channels): the encoded rows are gray + alpha pairs, the alpha taken from the 4th channel.
 FLAG_SHM = 0x01
 FLAG_ABOVE = 0x02
 FLAG_LAST = 0x04
+FLAG_ALPHA = 0x08
 MAX_SEGMENT_BYTES = 64
 _SEGMENT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 CAPABILITY_SHM = "shm"

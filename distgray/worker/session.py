@@ -301,8 +301,11 @@ class Worker:
             task.row_start,
             task.row_stop - 1,
         )
+        pixels = data.reshape(task.pixel_rows, task.width, task.channels)
         gray = np.empty((task.pixel_rows, task.width), dtype=np.uint8)
-        to_grayscale(data.reshape(task.pixel_rows, task.width, task.channels), gray)
+        to_grayscale(pixels, gray)
+        if isinstance(task, P.PngTask | P.TiffTask) and task.alpha:  # gray + alpha pairs
+            gray = np.stack([gray, pixels[:, :, 3]], axis=-1)
         result: P.PngResult | P.JpegResult | P.TiffResult
         if isinstance(task, P.PngTask):
             piece = pngstrip.encode_strip(

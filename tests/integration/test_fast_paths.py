@@ -104,24 +104,40 @@ def test_shared_memory_and_tcp_give_the_same_bytes(photo: Path, tmp_path: Path) 
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+@pytest.mark.parametrize("alpha", [False, True], ids=["RGB", "RGBA"])
 def test_a_worker_without_strip_encoding_still_takes_part(
-    make_master: Callable[..., Master], tmp_path: Path, photo: Path, fmt: str
+    make_master: Callable[..., Master], workers: Workers, tmp_path: Path, photo: Path, fmt: str, alpha: bool
 ) -> None:
     """A minimal worker (only ``luma-u8``, as docs/PROTOCOL.md's smallest worker) gets plain TASKs
-    in a PNG or TIFF job; the master encodes its rows itself and the file is still exact."""
+    in a PNG or TIFF job, beside a real worker that encodes its strips; the master encodes the
+    minimal one's rows itself and the file is still exact (with alpha: gray + alpha, the input's)."""
+    source = photo
+    if alpha:
+        with Image.open(photo) as im:
+            rgba = im.convert("RGBA")
+        rgba.putalpha(Image.linear_gradient("L").resize(rgba.size))
+        source = tmp_path / "rgba.png"
+        rgba.save(source, compress_level=1)
     master = make_master(strip_rows=97)
     fake = FakeWorker(master.address[1])
     wait_until(lambda: fake.id in master.workers, what="the master to register the worker")
     assert not {P.CAPABILITY_PNG, P.CAPABILITY_TIFF} & set(master.workers[fake.id].capabilities)
     fake.serve_until_bye()
+    workers.start(master.address[1], worker_id="real", extra=("--throttle", "2"))
+    assert master.wait_for_workers(2, timeout=WAIT_S)
     service = Service(ClusterEngine(master), ServiceOptions(output_dir=tmp_path, previews=False))
     out = tmp_path / f"out.{fmt.lower()}"
-    service.process(service.enqueue(photo, out, fmt), quiet=True)
-    assert np.array_equal(np.asarray(Image.open(out)), pillow_reference(photo))
+    entry = service.enqueue(source, out, fmt)
+    service.process(entry, quiet=True)
+    assert entry.report is not None and {s["worker"] for s in entry.report["strip_log"]} == {fake.id, "real"}
+    with Image.open(source) as im, Image.open(out) as got:
+        want = np.dstack([np.asarray(im.convert("L")), np.asarray(im.getchannel("A"))]) if alpha else None
+        assert got.mode == ("LA" if alpha else "L")
+        assert np.array_equal(np.asarray(got), want if alpha else pillow_reference(source))
     if fmt == "PNG":
         pngcheck(out)
     else:
-        with tifffile.TiffFile(out) as tif:  # deflated strips the master made, on whole TIFF strips
+        with tifffile.TiffFile(out) as tif:  # deflated strips, on whole TIFF strips
             page = tif.pages[0]
             assert (page.compression, page.predictor) == (8, 2) and len(page.dataoffsets) > 1
 

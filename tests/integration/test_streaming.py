@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import signal
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ import pytest
 import tifffile
 from PIL import Image
 
+from distgray.imaging.pngstrip import PNG_SIGNATURE
 from tests.bigimages import Mosaic, gray_of, photo_tile, write_png, write_tiff
 from tests.conftest import decoded, pillow_reference, pngcheck
 from tests.integration.conftest import TOKEN, WAIT_S, MasterProcess, Workers, flag_of, wait_until
@@ -138,6 +141,66 @@ def test_gray_and_palette_pngs_stream_to_pillows_gray(tmp_path: Path, kind: str)
     assert len(json.loads(report.read_text())["strip_log"]) > 10  # it streamed
 
 
+def _with_alpha(kind: str) -> Image.Image:
+    """The odd mosaic with an alpha that varies along rows and columns: RGBA or gray + alpha, 8 or 16 bits."""
+    rgb = ODD.rows(0, ODD.height)
+    alpha = ((np.arange(ODD.height)[:, None] * 7 + np.arange(ODD.width)[None, :] * 3) % 256).astype(np.uint8)
+    if kind == "RGBA":
+        return Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
+    if kind == "LA":
+        return Image.merge("LA", (Image.fromarray(rgb).convert("L"), Image.fromarray(alpha)))
+    raise ValueError(kind)
+
+
+def _png16(path: Path, image: Image.Image) -> None:
+    """``image`` (RGBA or LA) as a 16-bit PNG whose low bytes are noise (Pillow keeps the high byte)."""
+    arr = np.asarray(image).astype(np.uint16) << 8
+    arr |= np.random.default_rng(5).integers(0, 256, arr.shape, dtype=np.uint16)
+    color = 6 if image.mode == "RGBA" else 4
+    raw = b"".join(b"\0" + row.astype(">u2").tobytes() for row in arr)
+    ihdr = struct.pack(">IIBBBBB", image.width, image.height, 16, color, 0, 0, 0)
+    path.write_bytes(PNG_SIGNATURE + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(raw, 1)) + _chunk(b"IEND"))
+
+
+def _chunk(kind: bytes, data: bytes = b"") -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+@pytest.mark.parametrize(
+    ("kind", "depth", "output"),
+    [
+        ("RGBA", 8, "out.png"),
+        ("RGBA", 8, "out.tif"),
+        ("LA", 8, "out.png"),
+        ("RGBA", 16, "out.tif"),
+        ("LA", 16, "out.png"),
+    ],
+)
+def test_pngs_with_alpha_stream_and_keep_it(tmp_path: Path, kind: str, depth: int, output: str) -> None:
+    """RGBA and gray + alpha PNGs (8 and 16 bits) too big for the window stream, and the output
+    keeps the alpha as gray + alpha, as for an image held whole: the gray Pillow's convert("L")
+    (for gray + alpha, the file's own gray), the alpha the file's (16 bits: its high byte)."""
+    image = _with_alpha(kind)
+    source = tmp_path / f"in_{kind}{depth}.png"
+    if depth == 8:
+        image.save(source, compress_level=1)
+    else:
+        _png16(source, image)
+    report = tmp_path / "report.json"
+    args = ["--image", str(source), "--output", output, "--window-mb", "2", "--report", str(report)]
+    code, _, err = run(args, tmp_path)
+    assert code == 0, err
+    with Image.open(source) as im:
+        gray = np.asarray(im.convert("L")) if kind == "RGBA" or depth == 16 else np.asarray(im.getchannel("L"))
+        alpha = np.asarray(im.getchannel("A"))
+    with Image.open(tmp_path / output) as out:
+        assert out.mode == "LA"
+        assert np.array_equal(np.asarray(out), np.dstack([gray, alpha]))
+    if output.endswith(".png"):
+        pngcheck(tmp_path / output)
+    assert len(json.loads(report.read_text())["strip_log"]) > 10  # it streamed
+
+
 def test_a_streamed_jpeg_is_what_the_whole_image_path_writes(images: dict[str, Path], tmp_path: Path) -> None:
     """JPEG output in strips: byte for byte the file of the same job with the image in memory."""
     code, _, err = run(["--image", str(images["png"]), "--output", "streamed.jpg", "--window-mb", "2"], tmp_path)
@@ -187,9 +250,9 @@ def test_a_worker_killed_mid_stream_costs_time_not_pixels(
 
 
 def test_an_image_that_cannot_stream_and_does_not_fit_is_refused_up_front(tmp_path: Path) -> None:
-    """A PNG with alpha is not read in bands: beyond the window (and Pillow's own 89.5 MP), refused."""
-    big = tmp_path / "gray_alpha.png"
-    Image.new("LA", (10000, 9000), (3, 255)).save(big, compress_level=1)
+    """A 16-bit gray PNG is not read in bands: beyond the window (and Pillow's own 89.5 MP), refused."""
+    big = tmp_path / "gray16.png"
+    Image.new("I;16", (10000, 9000), 1234).save(big, compress_level=1)
     code, _, err = run(["--image", str(big), "--window-mb", "64", "--max-pixels", "100000000"], tmp_path)
     assert code == 1
     assert "cannot be read in bands" in err and "--window-mb" in err and "Traceback" not in err

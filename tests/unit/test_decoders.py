@@ -175,14 +175,14 @@ def _idat_parts(data: bytes) -> list[bytes]:
 @pytest.mark.parametrize(
     "make",
     [
-        pytest.param(lambda p: _photo(40, 30).convert("RGBA").save(p, "PNG"), id="RGBA"),
-        pytest.param(lambda p: _photo(40, 30).convert("LA").save(p, "PNG"), id="gray with alpha"),
         pytest.param(lambda p: _photo(40, 30).convert("P").save(p, "PNG", transparency=3), id="palette tRNS"),
         pytest.param(lambda p: _photo(40, 30).save(p, "PNG", transparency=(0, 0, 0)), id="tRNS"),
         pytest.param(
             lambda p: _photo(40, 30).save(p, "PNG", exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x00"), id="eXIf"
         ),
-        pytest.param(lambda p: Image.fromarray(np.zeros((9, 9, 3), np.uint16)[..., 0]).save(p, "PNG"), id="16-bit"),
+        pytest.param(
+            lambda p: Image.fromarray(np.zeros((9, 9, 3), np.uint16)[..., 0]).save(p, "PNG"), id="16-bit gray"
+        ),
         pytest.param(lambda p: _photo(40, 30).save(p, "JPEG"), id="a JPEG"),
     ],
 )
@@ -232,27 +232,34 @@ def _filtered_png(path: Path, stored: np.ndarray, depth: int, color: int, bpp: i
 
 
 def _pixels_wide(row_bytes: int, depth: int, color: int) -> int:
-    return row_bytes * 8 // (depth * (3 if color == 2 else 1))
+    return row_bytes * 8 // (depth * pngstream.SAMPLES[color])
 
 
 @pytest.mark.parametrize(
-    ("depth", "color"), [(1, 0), (2, 0), (4, 0), (8, 0), (1, 3), (2, 3), (4, 3), (8, 3), (8, 2), (16, 2)]
+    ("depth", "color"),
+    [
+        *((d, 0) for d in (1, 2, 4, 8)),
+        *((d, 3) for d in (1, 2, 4, 8)),
+        *((d, c) for d in (8, 16) for c in (2, 4, 6)),
+    ],
 )
 def test_every_png_kind_that_streams_equals_pillow_across_bands(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, depth: int, color: int
 ) -> None:
     """Random stored bytes, every filter type, bands of 7 rows: the streamed pixels are Pillow's
-    for gray 1-8 bits, palette 1-8 bits (short palette, so indices point past it) and RGB 8/16."""
+    for gray 1-8 bits, palette 1-8 bits (short palette, so indices point past it), RGB, gray +
+    alpha and RGBA at 8 and 16 bits (with alpha: Pillow's RGBA of the file)."""
     monkeypatch.setattr(pngstream, "BAND_ROWS", 7)
     rng = np.random.default_rng(depth * 10 + color)
-    row_bytes = 3 * 2 * 50  # whole pixels at every depth: 50 16-bit RGB pixels, 2,400 1-bit ones
+    row_bytes = 600  # whole pixels at every depth: 75 16-bit RGBA pixels, 100 16-bit RGB, 4,800 1-bit
     stored = rng.integers(0, 256, (40, row_bytes), dtype=np.uint8)
-    bpp = max(1, depth * (3 if color == 2 else 1) // 8)
+    bpp = max(1, depth * pngstream.SAMPLES[color] // 8)
     palette = rng.integers(0, 256, 3 * min(100, 2**depth), dtype=np.uint8).tobytes() if color == 3 else b""
     path = tmp_path / "kind.png"
     _filtered_png(path, stored, depth, color, bpp, palette)
     out, ready = _decode_stream(path)
-    assert np.array_equal(out, _pillow_rgb(path))
+    with Image.open(path) as im:
+        assert np.array_equal(out, np.asarray(im.convert("RGBA" if color in (4, 6) else "RGB")))
     assert len(ready) == 6  # 40 rows in bands of 7
     with Image.open(path) as im:  # and so the gray is Pillow's own convert("L")
         assert np.array_equal(np.asarray(Image.fromarray(out).convert("L")), np.asarray(im.convert("L")))

@@ -25,13 +25,14 @@ def _gray_photo(width: int, height: int) -> np.ndarray:
 
 
 def _encode(gray: np.ndarray, cuts: list[int], level: int, above: bool) -> bytes:
-    height, width = gray.shape
+    """``gray``: rows x width, or rows x width x 2 (gray + alpha)."""
+    height, width = gray.shape[:2]
     pieces = []
     for a, b in itertools.pairwise(cuts):
         with_above = above and a > 0
         rows = gray[a - 1 if with_above else a : b]
         pieces.append(pngstrip.encode_strip(rows, level, has_above=with_above, first=a == 0, last=b == height))
-    return pngstrip.join(width, height, level, pieces)
+    return pngstrip.join(width, height, level, pieces, alpha=gray.ndim == 3)
 
 
 def _check_valid(data: bytes, tmp_path: Path) -> None:
@@ -139,3 +140,41 @@ def test_a_strips_first_row_never_leans_on_a_row_it_was_not_given(pattern: str, 
     data = _encode(gray, [0, 5, 12, 23, 24], 6, above=False)
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), gray)
     _check_valid(data, tmp_path)
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("above", [True, False], ids=["row above sent", "no row above"])
+@pytest.mark.parametrize(("width", "height"), [(257, 61), (1, 9)])
+def test_gray_and_alpha_strips_join_into_the_exact_la_png(
+    layout: str, above: bool, width: int, height: int, tmp_path: Path
+) -> None:
+    """Gray + alpha pairs (2 bytes a pixel, so filters look back 2 bytes): an LA PNG with exactly
+    the gray and the alpha, valid for pngcheck, whatever the cuts."""
+    gray = _gray_photo(width, height)
+    alpha = np.random.default_rng(width).integers(0, 256, gray.shape, dtype=np.uint8)
+    data = _encode(np.dstack([gray, alpha]), LAYOUTS[layout](height), 6, above)
+    with Image.open(io.BytesIO(data)) as im:
+        assert (im.mode, im.size) == ("LA", (width, height))
+        assert np.array_equal(np.asarray(im), np.dstack([gray, alpha]))
+    _check_valid(data, tmp_path)
+
+
+def test_the_check_of_gray_and_alpha_strips_catches_a_wrong_alpha() -> None:
+    from distgray.imaging import verify
+    from distgray.imaging.kernel import to_grayscale
+
+    with Image.open(PHOTO) as im:
+        rgb = np.asarray(im.convert("RGB").crop((0, 0, 120, 30)))
+    rgba = np.dstack([rgb, np.arange(120 * 30, dtype=np.uint32).reshape(30, 120).astype(np.uint8)])
+    gray = np.empty((30, 120), np.uint8)
+    to_grayscale(np.ascontiguousarray(rgba), gray)
+    la = np.dstack([gray, rgba[..., 3]])
+    honest = pngstrip.encode_strip(la[9:30], 6, has_above=True, first=False, last=True)
+    assert verify.check_png(rgba, honest, 10, 30, True, 20, alpha=True) is None
+    wrong = la.copy()
+    wrong[17, 50, 1] ^= 1
+    liar = pngstrip.encode_strip(wrong[9:30], 6, has_above=True, first=False, last=True)
+    assert "row 17 differs" in (verify.check_png(rgba, liar, 10, 30, True, 20, alpha=True) or "")
+    # gray without its alpha where gray + alpha was asked: the wrong size, caught before any row
+    plain = pngstrip.encode_strip(gray[9:30], 6, has_above=True, first=False, last=True)
+    assert "filtered bytes" in (verify.check_png(rgba, plain, 10, 30, True, 20, alpha=True) or "")

@@ -258,7 +258,11 @@ PNG_RESULT_FMT = struct.Struct(">IIIIIIQIII")
             _with_header(P.MessageType.PNG_TASK, PNG_TASK_FMT.pack(1, 1, 5, 7, 4, 3, 1, 1, 2, 6, 0, 0, 0), 24),
             "needs 36",
         ),
-        (_with_header(P.MessageType.PNG_TASK, PNG_TASK_FMT.pack(1, 1, 0, 2, 4, 3, 1, 1, 8, 6, 0, 0, 0), 24), "flags"),
+        (_with_header(P.MessageType.PNG_TASK, PNG_TASK_FMT.pack(1, 1, 0, 2, 4, 3, 1, 1, 16, 6, 0, 0, 0), 24), "flags"),
+        (
+            _with_header(P.MessageType.PNG_TASK, PNG_TASK_FMT.pack(1, 1, 0, 2, 4, 3, 1, 1, 8, 6, 0, 0, 0), 24),
+            "alpha of 3 channels",
+        ),
         (
             _with_header(P.MessageType.PNG_TASK, PNG_TASK_FMT.pack(1, 1, 0, 2, 4, 3, 1, 1, 0, 6, 1, 0, 0), 24),
             "reserved",

@@ -36,10 +36,11 @@ def _gray(rgb: np.ndarray) -> np.ndarray:
 
 
 def _tiff_of(gray: np.ndarray, per_strip: int, cuts: list[int], level: int = 6) -> bytes:
-    """The file a sink writes from workers' pieces cut at ``cuts`` (multiples of ``per_strip``)."""
-    height, width = gray.shape
+    """The file a sink writes from workers' pieces cut at ``cuts`` (multiples of ``per_strip``);
+    ``gray`` rows x width, or rows x width x 2 for gray + alpha."""
+    height, width = gray.shape[:2]
     buf = io.BytesIO()
-    with TiffSink(buf, width, height, per_strip, level) as sink:
+    with TiffSink(buf, width, height, per_strip, level, alpha=gray.ndim == 3) as sink:
         for top, bottom in itertools.pairwise(cuts):
             sink.add(tiffstrip.encode_strip(gray[top:bottom], level, per_strip))
     return buf.getvalue()
@@ -176,3 +177,29 @@ def test_a_tiff_from_a_file_path_is_what_pillow_saves(tmp_path: Path) -> None:
     Image.fromarray(gray).save(tmp_path / "pillow.tif", compression="tiff_adobe_deflate")
     with Image.open(ours) as a, Image.open(tmp_path / "pillow.tif") as b:
         assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_gray_and_alpha_pieces_make_an_la_tiff_and_the_check_covers_the_alpha() -> None:
+    rgba = np.dstack([_rgb(90, 40), np.random.default_rng(3).integers(0, 256, (40, 90), dtype=np.uint8)])
+    la = np.dstack([_gray(rgba[..., :3]), rgba[..., 3]])
+    with Image.open(io.BytesIO(_tiff_of(la, 6, [0, 12, 30, 40]))) as im:
+        assert im.mode == "LA" and np.array_equal(np.asarray(im), la)
+    piece = tiffstrip.encode_strip(la[12:30], 6, 6)
+    assert verify.check_tiff(rgba, piece, 12, 30, 6, 18, alpha=True) is None
+    wrong = la[12:30].copy()
+    wrong[4, 7, 1] ^= 0x10  # the alpha of one pixel
+    bad = tiffstrip.encode_strip(wrong, 6, 6)
+    assert "row 16 differs" in (verify.check_tiff(rgba, bad, 12, 30, 6, 18, alpha=True) or "")
+    gray_only = tiffstrip.encode_strip(la[12:30, :, 0], 6, 6)  # a worker that ignored ALPHA
+    assert "inflates to" in (verify.check_tiff(rgba, gray_only, 12, 30, 6, 18, alpha=True) or "")
+
+
+def test_alpha_tasks_need_four_channels_on_both_sides() -> None:
+    task = P.TiffTask(1, 2, 0, 10, 9, 4, rows_per_strip=5, last=True, alpha=True)
+    assert P.FrameDecoder().feed(P.encode_frame(task, task.payload_len) + bytes(task.payload_len))[0][0] == task
+    with pytest.raises(ValueError):
+        P.TiffTask(1, 2, 0, 10, 9, 3, rows_per_strip=5, alpha=True).encode()
+    raw = bytearray(task.encode())
+    raw[20] = 3  # channels 3, alpha still set
+    with pytest.raises(ProtocolError, match="alpha of 3 channels"):
+        P.TiffTask.decode(bytes(raw), 10 * 9 * 3)
