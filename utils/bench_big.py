@@ -9,8 +9,8 @@ Inputs are mosaics of the 8K photo (the bundled 4K photo mirrored 2x2; CC-BY-4.0
 test_images/ATTRIBUTION.md): 1x1 (8K, 7680x4320), 2x2 (16K), 4x4 (32K), 6x6 (46080x25920 =
 1.19 gigapixels), written once as 8-bit RGB PNG (zlib 1, no filters) into ``--dir`` (default
 /tmp/distgray-big; ~6 GB of disk for all four). Each case converts the PNG to a gray PNG (zlib 1)
-and to a gray TIFF (deflate: distgray and libvips with the horizontal predictor, Pillow without,
-as it has no such option) with:
+and to a gray TIFF (deflate: distgray and libvips at zlib level 1 with the horizontal predictor,
+Pillow at libtiff's default level 6 without a predictor, as it has no option for either) with:
 
 * Pillow, single process (``convert("L")``), where the image fits memory comfortably (not the
   gigapixel one: ~6 GB and minutes; say ``--pillow-max-mp`` to change that);
@@ -63,7 +63,8 @@ im = pyvips.Image.new_from_file(src, access="sequential").colourspace("b-w")
 if dst.endswith(".png"):
     im.pngsave(dst, compression=1)
 else:
-    im.tiffsave(dst, compression="deflate", predictor="horizontal", bigtiff=im.width * im.height > 4_000_000_000)
+    big = im.width * im.height > 4_000_000_000
+    im.tiffsave(dst, compression="deflate", predictor="horizontal", level=1, bigtiff=big)
 """
 
 
