@@ -34,9 +34,11 @@ ANSWERS = {
 def task_for(w: WorkerBook, job: Job, strip: Strip, png_row_above: bool) -> tuple[P.Task, memoryview | None]:
     """The task that gives ``strip`` to ``w``, and the payload to send with it (or None)."""
     enc = job.encoding
-    png = enc is not None and enc.format == "PNG" and P.CAPABILITY_PNG in w.capabilities
-    jpeg = enc is not None and enc.format == "JPEG" and P.CAPABILITY_JPEG in w.capabilities
-    tiff = enc is not None and enc.format == "TIFF" and P.CAPABILITY_TIFF in w.capabilities
+    # gray + alpha only to workers that said they make it; the others' rows are encoded here
+    able = enc is not None and (not enc.alpha or P.CAPABILITY_ALPHA in w.capabilities)
+    png = able and enc is not None and enc.format == "PNG" and P.CAPABILITY_PNG in w.capabilities
+    jpeg = able and enc is not None and enc.format == "JPEG" and P.CAPABILITY_JPEG in w.capabilities
+    tiff = able and enc is not None and enc.format == "TIFF" and P.CAPABILITY_TIFF in w.capabilities
     above = png and png_row_above and strip.row_start > 0
     first = strip.row_start - above
     segment, offset = "", 0

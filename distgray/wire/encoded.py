@@ -16,6 +16,8 @@ from distgray.wire.fields import MAX_DIMENSION, MessageType, Reader, check_strip
 from distgray.wire.work import FLAG_ABOVE, FLAG_ALPHA, FLAG_LAST, FLAG_SHM, Task, payload_matches
 
 CAPABILITY_PNG = "png-strip"
+#: The worker also takes PNG_TASKs and TIFF_TASKs with the ALPHA flag (gray + alpha output).
+CAPABILITY_ALPHA = "strip-alpha"
 
 _PNG_EXTRA = struct.Struct(">BBBB")
 

@@ -68,6 +68,7 @@ from distgray.wire.control import (
     Welcome,
 )
 from distgray.wire.encoded import (
+    CAPABILITY_ALPHA,
     CAPABILITY_JPEG,
     CAPABILITY_PNG,
     CAPABILITY_TIFF,
@@ -163,6 +164,7 @@ CARRIES_PAYLOAD = frozenset(
 )
 
 __all__ = [
+    "CAPABILITY_ALPHA",
     "CAPABILITY_FILES",
     "CAPABILITY_JPEG",
     "CAPABILITY_LUMA_U8",

@@ -192,6 +192,7 @@ class Worker:
             P.CAPABILITY_PNG,
             P.CAPABILITY_JPEG,
             P.CAPABILITY_TIFF,
+            P.CAPABILITY_ALPHA,
         ]
         if self.config.shared_memory and shm.available():
             capabilities.append(P.CAPABILITY_SHM)

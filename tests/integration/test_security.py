@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from distgray.imaging import tiffstrip
+from distgray.imaging import pngstrip, tiffstrip
 from distgray.imaging.encoded import Encoding
 from distgray.imaging.kernel import to_grayscale
 from distgray.imaging.load import load_image
@@ -537,3 +537,44 @@ def test_a_tls_handshake_with_a_bad_client_certificate_is_refused(
         except (ssl.SSLError, OSError):
             got = b""
     assert got == b"" and not master.workers
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+def test_a_worker_that_does_not_say_strip_alpha_gets_plain_tasks_in_a_job_with_alpha(
+    make_master: Callable[..., Master], photo_job: tuple[np.ndarray, np.ndarray], fmt: str
+) -> None:
+    """An older worker (png-strip, tiff-strip, but not strip-alpha) would refuse the ALPHA flag:
+    it is given plain TASKs, and the master encodes its rows with the alpha itself."""
+    pixels, expected = photo_job
+    height = 400
+    rgba = np.ascontiguousarray(
+        np.dstack([pixels[:height, :, :3], np.arange(height, dtype=np.uint8)[:, None].repeat(pixels.shape[1], axis=1)])
+    )
+    master = make_master(shared_memory=False, **HEARTBEAT)
+    older = connect("127.0.0.1", master.address[1], timeout=WAIT_S)
+    caps = (P.CAPABILITY_LUMA_U8, P.CAPABILITY_PNG, P.CAPABILITY_TIFF)
+    client_handshake(older, "older", TOKEN.encode(), caps, max_payload=1 << 30)
+    per_strip = 50
+    job = master.submit(rgba, fmt, encoding=Encoding(fmt, 1, per_strip if fmt == "TIFF" else 0, alpha=True))
+    answered = 0
+    while answered < height:
+        task, pixels_in = _next_task(older)
+        assert type(task) is P.Task and task.channels == 4
+        gray = np.empty((task.rows, task.width), np.uint8)
+        to_grayscale(np.ascontiguousarray(pixels_in), gray)
+        older.send(P.Result(task.job_id, task.strip_id, task.row_start, task.row_stop, task.width), gray)
+        answered += task.rows
+    assert job.wait(WAIT_S) and job.failure is None
+    pieces = [piece for _, piece in job.take_encoded(0)]
+    if fmt == "PNG":
+        data = pngstrip.join(rgba.shape[1], height, 1, pieces, alpha=True)
+    else:
+        buf = io.BytesIO()
+        with TiffSink(buf, rgba.shape[1], height, per_strip, 1, alpha=True) as sink:
+            for piece in pieces:
+                sink.add(piece)
+        data = buf.getvalue()
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.mode == "LA"
+        assert np.array_equal(np.asarray(im), np.dstack([expected[:height], rgba[..., 3]]))
+    older.close()
