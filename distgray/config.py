@@ -47,6 +47,8 @@ LOCAL_WORKER_RETRY_FOR_S = 10.0
 TOKEN_BYTES = 16
 #: Tokens shorter than this are refused unless asked for (``--allow-weak-token``).
 MIN_TOKEN_CHARS = 16
+#: --engine dask: how long to try reaching the scheduler at --scheduler-address.
+DASK_CONNECT_TIMEOUT_S = 10.0
 
 # ---------------------------------------------------------------- images
 #: Pillow's own decompression-bomb threshold; ``--max-pixels`` raises it.

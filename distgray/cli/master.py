@@ -59,6 +59,9 @@ examples:
     python -m distgray worker --host <master-ip> --port 5003 --token=<token> --tls-fingerprint=<sha256>
   a service: no --image; upload images on the status page, they queue and run in order:
     python master_server.py --local-workers 2      # then open http://127.0.0.1:5006/
+  on a Dask cluster (pip install 'distgray[dask]'), a local one or the one a scheduler runs:
+    python master_server.py --image big.png --engine dask --local-workers 2
+    python master_server.py --input-dir photos/ --engine dask --scheduler-address tcp://10.0.0.5:8786
 
 The status page (http://127.0.0.1:5006/ unless --dashboard-host/--dashboard-port say otherwise)
 shows progress, ETA, every worker and the strip map live; --no-dashboard turns it off.
@@ -67,7 +70,8 @@ made at start unless --tls-cert; the printed worker command pins its fingerprint
 the token by HMAC inside it. The page is this machine's only unless --dashboard-host says
 otherwise, and then needs its access token.
 environment: MASTER_HOST, MASTER_PORT, NUM_WORKERS, FLASK_PORT, DASHBOARD_HOST, DISTGRAY_TOKEN,
-DISTGRAY_TOKEN_FILE, DISTGRAY_DASHBOARD_TOKEN, DISTGRAY_ADVERTISE_HOST, DISTGRAY_WINDOW_MB, DISTGRAY_LOG_LEVEL
+DISTGRAY_TOKEN_FILE, DISTGRAY_DASHBOARD_TOKEN, DISTGRAY_ADVERTISE_HOST, DISTGRAY_WINDOW_MB, DISTGRAY_LOG_LEVEL,
+DISTGRAY_ENGINE, DASK_SCHEDULER_ADDRESS
 (a flag given on the command line wins over its environment variable).
 exit codes: 0 done, 1 a job failed, 2 usage error, 130 interrupted.
 """
@@ -328,6 +332,22 @@ def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     net.add_argument(
         "--timeout", type=float, metavar="SECONDS", help="give up if the job has not finished in this time"
     )
+    eng = p.add_argument_group("engine")
+    eng.add_argument(
+        "--engine",
+        choices=("builtin", "dask"),
+        default=(env_value(env, "DISTGRAY_ENGINE") or "builtin").lower(),
+        help="who runs the work (env DISTGRAY_ENGINE; default %(default)s): builtin, distgray's own workers"
+        " (the worker and network flags above); dask, a Dask cluster (pip install 'distgray[dask]'): the"
+        " one at --scheduler-address, else a local one of --local-workers processes. Same output either way",
+    )
+    eng.add_argument(
+        "--scheduler-address",
+        default=env_value(env, "DASK_SCHEDULER_ADDRESS"),
+        metavar="tcp://HOST:PORT",
+        help="--engine dask: the Dask scheduler to use (env DASK_SCHEDULER_ADDRESS; default: start a"
+        " LocalCluster on this machine)",
+    )
     p.add_argument(
         "--log-level",
         choices=LOG_LEVELS,
@@ -389,7 +409,9 @@ def master_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
 
         # Port and local workers first: the workers start while this process loads the rest.
         token = None if args.no_auth else (given_token or D.new_token())
-        listener, procs = start_early(args.host, args.port, args.local_workers, token, args.log_level, env)
+        listener = None
+        if args.engine == "builtin":
+            listener, procs = start_early(args.host, args.port, args.local_workers, token, args.log_level, env)
         options = {f: getattr(args, f) for f in RunOptions.__dataclass_fields__ if hasattr(args, f)}
         options.update(
             image=images[0] if len(images) == 1 and not is_batch else None,
@@ -402,6 +424,10 @@ def master_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         )
         options["token"] = token
         options["token_generated"] = token is not None and given_token is None
+        if args.engine == "dask":
+            from distgray.cli.run import run_dask
+
+            return run_dask(RunOptions(**options))
         running, procs = procs, []  # run_master reaps them from here on
         return run_master(RunOptions(**options), listener, running)
     except DistgrayError as exc:

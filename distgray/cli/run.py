@@ -119,6 +119,8 @@ class RunOptions:
     log_level: str = "info"
     env: Mapping[str, str] = field(default_factory=dict)  # passed on to local worker processes
     batch: BatchOptions | None = None  # several images: see distgray.batch
+    engine: str = "builtin"  # or "dask"
+    scheduler_address: str | None = None  # --engine dask: an existing cluster's scheduler
 
 
 def run_master(
@@ -177,30 +179,10 @@ def run_master(
         if not early:
             procs += spawn_local_workers(opts.local_workers, port, token, opts.log_level, opts.env)
         dashboard = _start_dashboard(service, opts)
-        if opts.batch is not None:
-            from distgray.jobs.batch import Batch, discover, plan
-
-            items = discover(opts.batch)
-            if not items:
-                where = opts.batch.input_dir
-                matching = f" matching {opts.batch.pattern!r}" if opts.batch.pattern else ""
-                raise DistgrayError(f"no images{matching} in {where}: nothing to convert")
-            plan(items, opts.batch)
-            code = Batch(service, items, opts.batch, _say).run(worker_cmd)
-            bye = "batch finished"
-            return code
-        if opts.image is not None:
-            assert opts.output is not None and opts.format is not None
-            if not opts.serve:
-                bye = "job finished"
-                return _one_image(service, opts.image, opts.output, opts.format, opts)
-            service.enqueue(opts.image, opts.output, opts.format)
-        print("distgray-master: serving; Ctrl+C (or SIGTERM) stops", file=sys.stderr, flush=True)
-        try:
-            service.serve_forever(threading.Event())
-        except KeyboardInterrupt:
-            print("distgray-master: stopping", file=sys.stderr)
-        return 1 if service.any_failed else 0
+        if opts.image is not None and opts.batch is None and not opts.serve:
+            bye = "job finished"  # said even if the job fails
+        code, bye = _run_jobs(service, opts, worker_cmd)
+        return code
     finally:
         if dashboard is not None:
             dashboard.close()
@@ -209,6 +191,64 @@ def run_master(
         # trying (--retry-for) while we wait: tell it to stop now.
         joined = set(master.workers)
         reap(procs, stop=[p for i, p in enumerate(procs) if f"local-{i + 1}" not in joined])
+
+
+def _run_jobs(service: Service, opts: RunOptions, worker_cmd: str) -> tuple[int, str]:
+    """Run what was asked on a started service: a batch, one image, or serve. Returns the exit
+    code and what to tell the workers as they go."""
+    if opts.batch is not None:
+        from distgray.jobs.batch import Batch, discover, plan
+
+        items = discover(opts.batch)
+        if not items:
+            where = opts.batch.input_dir
+            matching = f" matching {opts.batch.pattern!r}" if opts.batch.pattern else ""
+            raise DistgrayError(f"no images{matching} in {where}: nothing to convert")
+        plan(items, opts.batch)
+        return Batch(service, items, opts.batch, _say).run(worker_cmd), "batch finished"
+    if opts.image is not None:
+        assert opts.output is not None and opts.format is not None
+        if not opts.serve:
+            return _one_image(service, opts.image, opts.output, opts.format, opts), "job finished"
+        service.enqueue(opts.image, opts.output, opts.format)
+    print("distgray-master: serving; Ctrl+C (or SIGTERM) stops", file=sys.stderr, flush=True)
+    try:
+        service.serve_forever(threading.Event())
+    except KeyboardInterrupt:
+        print("distgray-master: stopping", file=sys.stderr)
+    return (1 if service.any_failed else 0), "master stopping"
+
+
+def run_dask(opts: RunOptions) -> int:
+    """The same run on a Dask cluster: the scheduler at ``opts.scheduler_address``, else a
+    LocalCluster of ``opts.local_workers`` processes (one thread each) started here."""
+    try:
+        from distgray.engines.daskcluster import DaskEngine, connect
+    except ImportError as exc:
+        raise DistgrayError("--engine dask needs Dask: pip install 'distgray[dask]'") from exc
+    from distgray.jobs.service import Service
+
+    # Dask's own INFO lines (workers joining, closing) are not this run's news: warnings only.
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    client, cluster = connect(opts.scheduler_address, opts.local_workers)
+    engine = DaskEngine(client, cluster=cluster, strip_rows=opts.strip_rows)
+    address, page = engine.scheduler_address(), engine.dashboard_link()
+    print(
+        f"distgray-master: Dask engine, scheduler {address}" + (f"; Dask's dashboard at {page}" if page else ""),
+        file=sys.stderr,
+        flush=True,
+    )
+    worker_cmd = f"dask worker {address}"
+    dashboard: Dashboard | None = None
+    try:
+        service = Service(engine, _service_options(opts, worker_cmd), _say)
+        dashboard = _start_dashboard(service, opts)
+        code, _ = _run_jobs(service, opts, worker_cmd)
+        return code
+    finally:
+        if dashboard is not None:
+            dashboard.close()
+        engine.close()
 
 
 def _one_image(service: Service, image: Path, output: Path, fmt: str, opts: RunOptions) -> int:

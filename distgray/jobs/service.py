@@ -145,6 +145,8 @@ class Service:
             "current": None if shown is None else {**shown.describe(), "progress": progress},
             "jobs": [e.describe(detail=False) for e in reversed(entries)],
             "workers": snap["workers"],
+            # which engine runs the work, and its own page if it has one (Dask's dashboard)
+            "engine": snap.get("engine", {"name": "builtin", "dashboard": None}),
         }
 
     def health(self) -> dict[str, Any]:

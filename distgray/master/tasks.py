@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from distgray.imaging import jpegstrip, pngstrip, tiffstrip
+from distgray.imaging import stripcodec, tiffstrip
 from distgray.imaging.encoded import EncodedStrip
 from distgray.master.books import Job, WorkerBook
 from distgray.scheduling.strips import Strip
@@ -65,14 +65,13 @@ def encode_here(job: Job, result: P.Result) -> EncodedStrip | None:
     if job.encoding is None:
         return None
     rows = job.output[result.row_start : result.row_stop]
-    last, enc = result.row_stop == job.height, job.encoding
+    enc = job.encoding
     if enc.alpha:  # gray + alpha pairs, the alpha from the source
         rows = np.stack([rows, job.pixels[result.row_start : result.row_stop, :, 3]], axis=-1)
-    if enc.format == "JPEG":
-        return jpegstrip.encode_strip(rows, enc.setting, result.row_start, last)
-    if enc.format == "TIFF":
-        return tiffstrip.encode_strip(rows, enc.setting, enc.tiff_rows)
-    return pngstrip.encode_strip(rows, enc.setting, has_above=False, first=result.row_start == 0, last=last)
+    last = result.row_stop == job.height
+    return stripcodec.encode(
+        rows, enc.format, enc.setting, row_start=result.row_start, last=last, tiff_rows=enc.tiff_rows
+    )
 
 
 def piece_of(result: StripResult, payload: memoryview | None) -> EncodedStrip | None:

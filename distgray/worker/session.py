@@ -35,7 +35,7 @@ from distgray.errors import (
     RemoteError,
     VersionMismatch,
 )
-from distgray.imaging import jpegstrip, pngstrip, tiffstrip
+from distgray.imaging import stripcodec
 from distgray.imaging.files import convert_encoded
 from distgray.imaging.kernel import to_grayscale
 from distgray.imaging.save import save_options
@@ -303,19 +303,18 @@ class Worker:
             task.row_stop - 1,
         )
         pixels = data.reshape(task.pixel_rows, task.width, task.channels)
-        gray = np.empty((task.pixel_rows, task.width), dtype=np.uint8)
-        to_grayscale(pixels, gray)
-        if isinstance(task, P.PngTask | P.TiffTask) and task.alpha:  # gray + alpha pairs
-            gray = np.stack([gray, pixels[:, :, 3]], axis=-1)
+        gray = stripcodec.gray_of(pixels, isinstance(task, P.PngTask | P.TiffTask) and task.alpha)
         result: P.PngResult | P.JpegResult | P.TiffResult
+        start, last = task.row_start, task.last
         if isinstance(task, P.PngTask):
-            piece = pngstrip.encode_strip(
-                gray, task.level, has_above=task.above, first=task.row_start == 0, last=task.last
-            )
+            piece = stripcodec.encode(gray, "PNG", task.level, row_start=start, last=last, above=task.above)
         elif isinstance(task, P.TiffTask):
-            piece = tiffstrip.encode_strip(gray, task.level, task.rows_per_strip, task.predictor)
+            tiff_rows, predictor = task.rows_per_strip, task.predictor
+            piece = stripcodec.encode(
+                gray, "TIFF", task.level, row_start=start, last=last, tiff_rows=tiff_rows, predictor=predictor
+            )
         else:
-            piece = jpegstrip.encode_strip(gray, task.quality, task.row_start, task.last)
+            piece = stripcodec.encode(gray, "JPEG", task.quality, row_start=start, last=last)
         self._pace(cpu_started, recv_cpu_s)
         compute_us = int((time.perf_counter() - started) * 1e6)
         where = (task.job_id, task.strip_id, task.row_start, task.row_stop, task.width)

@@ -87,7 +87,16 @@ function renderStripMap(p) {
   map.replaceChildren(...parts);
 }
 
+function renderEngine(status) {
+  const engine = status.engine || { name: "builtin" };
+  $("engine").hidden = engine.name !== "dask";
+  const link = $("engine-dashboard");
+  link.hidden = !engine.dashboard;
+  if (engine.dashboard && link.getAttribute("href") !== engine.dashboard) link.setAttribute("href", engine.dashboard);
+}
+
 function renderWorkers(status) {
+  renderEngine(status);
   const ws = status.workers;
   $("no-workers").hidden = ws.some((w) => w.state === "idle" || w.state === "busy");
   $("worker-command").textContent = status.worker_command;

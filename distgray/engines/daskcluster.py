@@ -1,0 +1,684 @@
+"""The Dask engine: the same jobs on a Dask cluster (``--engine dask``, ``pip install 'distgray[dask]'``).
+
+An adapter from the :class:`~distgray.engines.base.Engine` interface to a ``distributed.Client``
+(an existing cluster's scheduler, or a ``LocalCluster`` the command line started). ``jobs/`` does
+not know which engine runs its work.
+
+What travels where:
+
+* A strip's pixels go from this process straight to one worker (``scatter(direct=True)``), never
+  through the scheduler; the task (:func:`~distgray.engines.dasktasks.convert_strip`) names them
+  by key. Its answer (gray rows, or the strip encoded as PNG, JPEG or TIFF by the same code the
+  built-in workers run) comes straight back. The scheduler sees keys and sizes only.
+* A batch's whole file goes as its path when the workers can read it (tried first), else as its
+  bytes (scattered the same way); the encoded gray file comes back and is written here,
+  atomically, like the built-in engine's.
+
+Faults: Dask reruns a task whose worker died when its inputs survive; when the strip's pixels
+died with the worker (scattered data has no other copy) the task fails, and this engine sends the
+strip again, from the rows it still holds, up to :data:`MAX_ATTEMPTS` times. Dask's own wire is
+pickle between trusted peers: run it on a private network or with its TLS (``Security``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from distributed import Client, LocalCluster
+
+from distgray.config import DASK_CONNECT_TIMEOUT_S
+from distgray.engines import dasktasks
+from distgray.engines.base import FileState, PixelBuffer, RunningJob
+from distgray.errors import DistgrayError, ImageError
+from distgray.imaging import files
+from distgray.imaging.encoded import EncodedStrip, Encoding
+from distgray.imaging.kernel import U8Array
+from distgray.imaging.sparse import SparseRows
+from distgray.master.report import peak_rss_mb
+from distgray.scheduling.files import FileQueue, FileUnit, UnitState
+
+log = logging.getLogger(__name__)
+
+Future = Any  # distributed.Future, whose methods are not annotated
+
+#: A strip is sent again after a failed attempt (its worker died with its pixels) this many times in all.
+MAX_ATTEMPTS = 3
+#: How often running strips are checked for pixels lost with a worker (futures that never complete).
+SWEEP_S = 1.0
+#: A strip or file that no worker takes (they are all gone, say) fails after this long.
+SEND_RETRY_S = 30.0
+#: Bytes of input pixels in one strip by default: a few MB (a Dask task costs ~1 ms to schedule).
+STRIP_BYTES = 4 << 20
+
+
+def connect(address: str | None, local_workers: int) -> tuple[Client, LocalCluster | None]:
+    """A client of the scheduler at ``address``, or of a LocalCluster of ``local_workers``
+    processes (one thread each; all cores when 0) started here on 127.0.0.1. Raises
+    DistgrayError when the scheduler cannot be reached."""
+    cluster = None
+    try:
+        if address:
+            return Client(address, timeout=DASK_CONNECT_TIMEOUT_S), None
+        has_page = importlib.util.find_spec("bokeh") is not None  # Dask's dashboard needs bokeh
+        cluster = LocalCluster(
+            n_workers=local_workers or os.cpu_count() or 1,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0" if has_page else None,
+            silence_logs=logging.WARNING,
+        )
+        return Client(cluster), cluster
+    except (OSError, TimeoutError) as exc:
+        if cluster is not None:
+            cluster.close()
+        raise DistgrayError(f"Dask: cannot reach {address or 'a local cluster'}: {exc}") from exc
+
+
+@dataclass
+class DaskStrip:
+    index: int
+    row_start: int
+    row_stop: int
+    state: str = "pending"  # pending, running, done
+    worker: str | None = None
+    attempts: int = 0
+    sent_s: float = 0.0  # from the job's start
+    done_s: float = 0.0
+    seconds: float = 0.0  # the task's own compute time
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+class DaskJob:
+    """One image on the Dask engine (a :class:`~distgray.engines.base.RunningJob`)."""
+
+    def __init__(
+        self,
+        job_id: int,
+        name: str,
+        pixels: U8Array,
+        encoding: Encoding | None,
+        strip_rows: int,
+        rows_ready: int,
+        store: SparseRows | None,
+    ) -> None:
+        self.id, self.name, self.pixels, self.encoding = job_id, name, pixels, encoding
+        self.height, self.width, self.channels = pixels.shape
+        self.strip_rows = strip_rows
+        self.store = store
+        self._output_rows = SparseRows((self.height, self.width)) if store is not None else None
+        if self._output_rows is not None:
+            self.output: U8Array = self._output_rows.array
+        else:
+            self.output = np.empty((self.height if encoding is None else 0, self.width), dtype=np.uint8)
+        self.rows_ready_now = rows_ready
+        self.rows_assigned = 0
+        self.rows_written = 0
+        self.strips: list[DaskStrip] = []
+        self.encoded: dict[int, tuple[int, EncodedStrip]] = {}
+        self.requeued: list[dict[str, Any]] = []
+        self.started = time.monotonic()
+        self.finished_at: float | None = None
+        self._failure: str | None = None
+        self._done = threading.Event()
+        self.futures: dict[int, tuple[Future, Future]] = {}  # strip -> (its pixels, its task)
+
+    @property
+    def rows_done(self) -> int:
+        return sum(s.row_stop - s.row_start for s in self.strips if s.state == "done")
+
+    @property
+    def failure(self) -> str | None:
+        return self._failure
+
+    @property
+    def worker_ids(self) -> list[str]:
+        return sorted({s.worker for s in self.strips if s.worker and s.state == "done"})
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    def release(self) -> None:
+        if self._done.is_set():
+            self.pixels = self.output = np.empty((0, 0, 0), dtype=np.uint8)
+            self.store = self._output_rows = None
+            self.encoded.clear()
+
+    def frontier(self) -> int:
+        """The first row not yet converted (strips are carved in row order)."""
+        for s in self.strips:
+            if s.state != "done":
+                return s.row_start
+        return self.rows_assigned
+
+    def finish(self, failure: str | None = None) -> None:
+        if self._done.is_set():
+            return
+        self._failure = failure
+        self.finished_at = time.monotonic()
+        self._done.set()
+
+    def written(self, row: int) -> None:
+        if row <= self.rows_written:
+            return
+        self.rows_written = row
+        if self.store is not None:
+            self.store.release_below(max(0, row - 1))  # a PNG strip from ``row`` sends the row above
+        if self._output_rows is not None:
+            self._output_rows.release_below(row)
+
+
+@dataclass
+class _Files:
+    queue: FileQueue
+    by_path: bool = True  # the workers read the inputs themselves until one cannot
+    futures: dict[int, Future] = field(default_factory=dict)
+
+
+class DaskEngine:
+    """Jobs on a Dask cluster through ``client``; ``cluster``: a LocalCluster to close with it."""
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        cluster: Any = None,
+        strip_rows: int | None = None,
+        png_row_above: bool = True,
+    ) -> None:
+        self.client = client
+        self.cluster = cluster
+        self.strip_rows = strip_rows
+        self.png_row_above = png_row_above
+        self._lock = threading.Lock()
+        self._change = threading.Condition(self._lock)
+        self._ids = itertools.count(1)
+        self.job: DaskJob | None = None
+        self._files: _Files | None = None
+        self._answers: queue.Queue[tuple[str, Any, int, Future] | None] = queue.Queue()
+        self._collector = threading.Thread(target=self._collect, name="distgray-dask", daemon=True)
+        self._collector.start()
+
+    # ------------------------------------------------------------------ the cluster
+    def scheduler_address(self) -> str:
+        scheduler = self.client.scheduler
+        return str(scheduler.address) if scheduler is not None else "?"
+
+    def dashboard_link(self) -> str | None:
+        """Dask's own status page, if its scheduler serves one (it needs bokeh)."""
+        try:
+            if "dashboard" not in self.client.scheduler_info(n_workers=0).get("services", {}):
+                return None
+            return str(self.client.dashboard_link) or None
+        except (AttributeError, KeyError, ValueError, OSError):
+            return None
+
+    def _workers(self) -> dict[str, dict[str, Any]]:
+        info = self.client.scheduler_info(n_workers=-1)
+        workers: dict[str, dict[str, Any]] = info.get("workers", {})
+        return workers
+
+    def live_workers(self) -> int:
+        return len(self._workers())
+
+    def wait_for_workers(self, n: int, timeout: float | None = None) -> bool:
+        try:
+            self.client.wait_for_workers(n, timeout=timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def wait_for_change(self, timeout: float) -> None:
+        with self._change:
+            self._change.wait(timeout)
+
+    def workers_exited(self) -> str | None:
+        return None  # Dask restarts a LocalCluster's workers; a remote cluster's come and go
+
+    def close(self) -> None:
+        self._answers.put(None)
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+    # ------------------------------------------------------------------ one image
+    def pixel_buffer(self, shape: tuple[int, ...], sparse: bool = False) -> tuple[U8Array, PixelBuffer | None]:
+        if sparse:
+            rows = SparseRows(shape)
+            return rows.array, rows
+        return np.empty(shape, dtype=np.uint8), None
+
+    def share(self, pixels: U8Array) -> tuple[U8Array, PixelBuffer | None]:
+        return pixels, None  # strips are scattered from wherever the pixels are
+
+    def submit(
+        self,
+        pixels: U8Array,
+        name: str,
+        *,
+        encoding: Encoding | None = None,
+        buffer: PixelBuffer | None = None,
+        rows_ready: int | None = None,
+        streamed: bool = False,
+    ) -> RunningJob:
+        if pixels.ndim != 3 or pixels.shape[2] not in (3, 4) or not pixels.flags.c_contiguous:
+            raise ValueError("pixels must be a C-contiguous (height, width, 3|4) uint8 array")
+        store = buffer if streamed and isinstance(buffer, SparseRows) else None
+        if streamed and store is None:
+            raise TypeError(f"a streamed job needs a sparse buffer of this engine, not {buffer!r}")
+        height, width, channels = pixels.shape
+        align = encoding.row_align if encoding is not None else 1
+        rows = self.strip_rows or max(1, STRIP_BYTES // (width * channels))
+        rows = -(-rows // align) * align
+        ready = height if rows_ready is None else rows_ready
+        job = DaskJob(next(self._ids), name, pixels, encoding, rows, ready, store)
+        with self._lock:
+            self.job = job
+        self._send_ready(job)
+        return job
+
+    def rows_ready(self, job: RunningJob, rows: int) -> None:
+        own = _own(job)
+        with self._lock:
+            own.rows_ready_now = max(own.rows_ready_now, rows)
+        self._send_ready(own)
+
+    def written(self, job: RunningJob, row: int) -> None:
+        with self._lock:
+            _own(job).written(row)
+
+    def rows_converted(self, job: RunningJob) -> int:
+        with self._lock:
+            return _own(job).frontier()
+
+    def cancel(self, job: RunningJob, reason: str) -> None:
+        own = _own(job)
+        with self._change:
+            own.finish(reason)
+            futures = [f for pair in own.futures.values() for f in pair]
+            own.futures.clear()
+            self._change.notify_all()
+        if futures:
+            self.client.cancel(futures)
+
+    def take_encoded(self, job: RunningJob, row: int) -> list[tuple[int, EncodedStrip]]:
+        own = _own(job)
+        taken = []
+        with self._lock:
+            while (item := own.encoded.pop(row, None)) is not None:
+                taken.append(item)
+                row = item[0]
+        return taken
+
+    def _send_ready(self, job: DaskJob) -> None:
+        """Carve strips out of the rows ready and not yet sent, and send them."""
+        align = job.encoding.row_align if job.encoding is not None else 1
+        new: list[DaskStrip] = []
+        with self._lock:
+            while job.rows_assigned < job.rows_ready_now and not job.wait(0):
+                stop = min(job.height, job.rows_assigned + job.strip_rows, job.rows_ready_now)
+                if stop < job.height:
+                    stop -= stop % align
+                if stop <= job.rows_assigned:
+                    break  # wait for whole MCU rows / TIFF strips
+                strip = DaskStrip(len(job.strips), job.rows_assigned, stop)
+                job.strips.append(strip)
+                job.rows_assigned = stop
+                new.append(strip)
+        for strip in new:
+            self._send_strip(job, strip)
+
+    def _send_strip(self, job: DaskJob, strip: DaskStrip) -> None:
+        enc = job.encoding
+        above = enc is not None and enc.format == "PNG" and self.png_row_above and strip.row_start > 0
+        first = strip.row_start - above
+        pixels = job.pixels[first : strip.row_stop]
+        last = strip.row_stop == job.height
+        key = f"distgray-strip-{job.id}-{strip.index}-{strip.attempts}"
+        try:
+            data = self._scatter(pixels)
+            task = self.client.submit(
+                dasktasks.convert_strip, data, strip.row_start, last, above, enc, key=key, pure=False, retries=0
+            )
+        except Exception as exc:  # no worker took it for SEND_RETRY_S, or the scheduler is gone
+            with self._change:
+                job.finish(f"Dask: cannot send strip {strip.index}: {exc}")
+                self._change.notify_all()
+            return
+        with self._lock:
+            strip.state, strip.attempts = "running", strip.attempts + 1
+            strip.sent_s, strip.bytes_in = time.monotonic() - job.started, pixels.nbytes
+            job.futures[strip.index] = (data, task)
+        task.add_done_callback(lambda f, j=job, i=strip.index: self._answers.put(("strip", j, i, f)))
+
+    def _strip_failed(self, job: DaskJob, index: int, future: Future, reason: str) -> None:
+        """An attempt at a strip failed: send it again, or after MAX_ATTEMPTS fail the job."""
+        strip = job.strips[index]
+        with self._change:
+            current = job.futures.get(index)
+            if job.wait(0) or current is None or current[1] is not future:
+                return  # the job is over, or this attempt was already given up on
+            job.futures.pop(index, None)
+            if strip.attempts >= MAX_ATTEMPTS:
+                job.finish(f"strip {index} (rows {strip.row_start}-{strip.row_stop - 1}) failed: {reason}")
+                self._change.notify_all()
+                return
+            job.requeued.append({"strip": index, "worker": strip.worker or "?", "reason": reason})
+            strip.state = "pending"
+        log.warning("dask engine: strip %d failed (%s): sending it again", index, reason)
+        self._send_strip(job, strip)
+
+    def _scatter(self, data: Any) -> Future:
+        """``data`` straight to one worker. A worker that just died may still be on the
+        scheduler's list for a moment: try again (another will be picked) for SEND_RETRY_S."""
+        deadline, pause = time.monotonic() + SEND_RETRY_S, 0.05
+        while True:
+            try:
+                return self.client.scatter(data, direct=True, hash=False)
+            except (OSError, TimeoutError, RuntimeError) as exc:
+                if time.monotonic() > deadline or self.client.status not in ("running", "connecting"):
+                    raise
+                log.info("dask engine: a worker did not take data (%s): trying another", exc)
+                time.sleep(pause)
+                pause = min(1.0, pause * 2)
+
+    # ------------------------------------------------------------------ answers
+    def _collect(self) -> None:
+        while True:
+            try:
+                item = self._answers.get(timeout=SWEEP_S)
+            except queue.Empty:
+                self._sweep()
+                continue
+            if item is None:
+                return
+            kind, owner, index, future = item
+            try:
+                if kind == "strip":
+                    self._strip_answer(owner, index, future)
+                else:
+                    self._file_answer(owner, index, future)
+            except Exception:  # one answer's trouble must not stop the others
+                log.exception("dask engine: handling a %s answer failed", kind)
+
+    def _sweep(self) -> None:
+        """Strips whose pixels died with their worker before the task ran: Dask cannot make them
+        again (scattered data has no recipe), and their futures may never complete. Send again."""
+        with self._lock:
+            job = self.job
+            running = list(job.futures.items()) if job is not None and not job.wait(0) else []
+        for index, (data, task) in running:
+            assert job is not None
+            if task.status == "lost" or (task.status == "pending" and data.status in ("lost", "cancelled", "error")):
+                self._strip_failed(job, index, task, f"its pixels were lost with their worker ({data.status})")
+
+    def _strip_answer(self, job: DaskJob, index: int, future: Future) -> None:
+        if future.status != "finished":
+            self._strip_failed(job, index, future, _why(future))
+            return
+        with self._lock:
+            current = job.futures.get(index)
+        if job.wait(0) or current is None or current[1] is not future:
+            return  # the job is over, or this is an attempt already given up on
+        strip = job.strips[index]
+        try:
+            done: dasktasks.StripDone = future.result(timeout=SEND_RETRY_S)
+        except Exception as exc:  # done, but its answer died with its worker before it got here
+            self._strip_failed(job, index, future, f"its answer was lost ({type(exc).__name__}: {exc})")
+            return
+        log.debug(
+            "dask engine: strip %d (rows %d-%d) done by %s", index, strip.row_start, strip.row_stop - 1, done.worker
+        )
+        with self._change:
+            job.futures.pop(index, None)
+            strip.state, strip.worker, strip.seconds = "done", done.worker, done.seconds
+            strip.done_s = time.monotonic() - job.started
+            if done.piece is not None:
+                job.encoded[strip.row_start] = (strip.row_stop, done.piece)
+                strip.bytes_out = len(done.piece.data)
+            elif done.gray is not None:
+                job.output[strip.row_start : strip.row_stop] = done.gray
+                strip.bytes_out = done.gray.nbytes
+            if job.rows_assigned == job.height and all(s.state == "done" for s in job.strips):
+                job.finish()
+            self._change.notify_all()
+
+    # ------------------------------------------------------------------ batches
+    def submit_files(self, queue_: FileQueue) -> None:
+        files_ = _Files(queue_)
+        with self._lock:
+            self._files = files_
+        for unit in list(queue_.units.values()):
+            self._send_file(files_, unit)
+
+    def _send_file(self, files_: _Files, unit: FileUnit) -> None:
+        source: str | Future = str(unit.source)
+        if not files_.by_path:
+            try:
+                data = unit.source.read_bytes()
+            except OSError as exc:
+                with self._change:
+                    files_.queue.failed(unit.id, f"{unit.source}: cannot read: {exc.strerror}", time.monotonic())
+                    self._change.notify_all()
+                return
+            try:
+                source = self._scatter(data)
+            except Exception as exc:  # no worker took it for SEND_RETRY_S
+                with self._change:
+                    files_.queue.failed(unit.id, f"{unit.source}: Dask: no worker took it: {exc}", time.monotonic())
+                    self._change.notify_all()
+                return
+        args = (unit.source.name, unit.format, unit.quality, unit.png_level, files_.queue.max_pixels)
+        key = f"distgray-file-{files_.queue.id}-{unit.id}-{len(unit.tried_by)}"
+        task = self.client.submit(dasktasks.convert_file, source, *args, key=key, pure=False)
+        with self._lock:
+            unit.state, unit.sent_at = UnitState.RUNNING, time.monotonic()
+            unit.tried_by.append("dask")
+            files_.futures[unit.id] = task
+        task.add_done_callback(lambda f, q=files_, u=unit.id: self._answers.put(("file", q, u, f)))
+
+    def _file_answer(self, files_: _Files, unit_id: int, future: Future) -> None:
+        unit = files_.queue.units[unit_id]
+        now = time.monotonic()
+        if future.status != "finished":  # its worker died (with its bytes, say): again, a few times
+            reason = _why(future)
+            with self._change:
+                files_.futures.pop(unit_id, None)
+                if len(unit.tried_by) >= MAX_ATTEMPTS:
+                    files_.queue.failed(unit_id, f"{unit.source}: {reason}", now)
+                    self._change.notify_all()
+                    return
+                files_.queue.requeued.append({"file": str(unit.source), "worker": "dask", "reason": reason})
+            self._send_file(files_, unit)
+            return
+        done: dasktasks.FileDone = future.result()
+        if done.unreadable:  # the workers do not see this machine's files: send bytes from now on
+            log.info("dask engine: workers cannot read %s (%s): sending file contents", unit.source, done.error)
+            files_.by_path = False
+            self._send_file(files_, unit)
+            return
+        error = done.error
+        if done.data is not None:
+            try:
+                files.write_bytes_atomic(done.data, unit.output)
+            except ImageError as exc:
+                error = str(exc)
+        with self._change:
+            if error is None and done.data is not None:
+                files_.queue.done(unit_id, done.worker, now, len(done.data), done.seconds)
+            else:
+                files_.queue.failed(unit_id, error or "failed", now)
+            files_.futures.pop(unit_id, None)
+            self._change.notify_all()
+
+    def file_states(self) -> dict[int, FileState]:
+        with self._lock:
+            if self._files is None:
+                return {}
+            units = self._files.queue.units.values()
+            return {u.id: (u.state, u.worker, u.error, _took(u.sent_at, u.done_at)) for u in units}
+
+    # ------------------------------------------------------------------ what the page and report show
+    def snapshot(self) -> dict[str, Any]:
+        workers = self._workers()
+        with self._lock:
+            job = self.job
+            per = _per_worker(job) if job is not None else {}
+            described = _describe_job(job) if job is not None else None
+        return {
+            "workers": [
+                {
+                    "id": str(w.get("name") or addr),
+                    "address": addr,
+                    "state": "busy" if w.get("metrics", {}).get("task_counts", {}).get("executing") else "idle",
+                    "reason": None,
+                    "in_flight": 0,
+                    "strips": per.get(str(w.get("name") or addr), {}).get("strips", 0),
+                    "rows": per.get(str(w.get("name") or addr), {}).get("rows", 0),
+                    "bytes_in": per.get(str(w.get("name") or addr), {}).get("bytes_in", 0),
+                    "bytes_out": per.get(str(w.get("name") or addr), {}).get("bytes_out", 0),
+                    "failures": 0,
+                    "speed_rows_per_s": None,
+                    "speed_mp_per_s": None,
+                    "heartbeat_age_s": 0.0,
+                }
+                for addr, w in sorted(workers.items())
+            ],
+            "job": described,
+            "engine": {"name": "dask", "dashboard": self.dashboard_link()},
+        }
+
+    def report(self, job: RunningJob) -> dict[str, Any]:
+        own = _own(job)
+        with self._lock:
+            per = _per_worker(own)
+            wall = (own.finished_at or time.monotonic()) - own.started
+            strips = [
+                {
+                    "strip": s.index,
+                    "worker": s.worker,
+                    "row_start": s.row_start,
+                    "row_stop": s.row_stop,
+                    "bytes_in": s.bytes_in,
+                    "bytes_out": s.bytes_out,
+                    "sent_s": round(s.sent_s, 4),
+                    "done_s": round(s.done_s, 4),
+                    "compute_us": int(s.seconds * 1e6),
+                    "attempts": s.attempts,
+                }
+                for s in own.strips
+            ]
+            requeued = list(own.requeued)
+        workers_rss = self._workers_peak_rss()
+        return {
+            "engine": "dask",
+            "job": own.id,
+            "name": own.name,
+            "width": own.width,
+            "height": own.height,
+            "channels": own.channels,
+            "status": "failed" if own.failure else ("done" if own.wait(0) else "unfinished"),
+            "failure": own.failure,
+            "strips": len(strips),
+            "encoded_strips": own.encoding.format if own.encoding else None,
+            "input_ready_s": None,
+            "wall_s": round(wall, 4),
+            "megapixels_per_s": round(own.width * own.height / 1e6 / wall, 2) if wall > 0 else None,
+            "workers": per,
+            "requeued": requeued,
+            "backups": [],
+            "strip_log": strips,
+            "master_peak_rss_mb": peak_rss_mb(os.getpid()),
+            "local_worker_peak_rss_mb": max(workers_rss) if workers_rss else None,
+        }
+
+    def _workers_peak_rss(self) -> list[float]:
+        try:
+            answers = self.client.run(dasktasks.peak_rss_mb)
+        except Exception:  # a worker leaving mid-call: no figure rather than no report
+            return []
+        return [float(v) for v in answers.values() if v is not None]
+
+
+def _per_worker(job: DaskJob) -> dict[str, dict[str, Any]]:
+    per: dict[str, dict[str, Any]] = {}
+    for s in job.strips:
+        if s.state != "done" or s.worker is None:
+            continue
+        w = per.setdefault(
+            s.worker,
+            {"strips": 0, "rows": 0, "busy_s": 0.0, "discarded": 0, "bytes_in": 0, "bytes_out": 0},
+        )
+        w["strips"] += 1
+        w["rows"] += s.row_stop - s.row_start
+        w["busy_s"] += s.seconds
+        w["bytes_in"] += s.bytes_in
+        w["bytes_out"] += s.bytes_out
+    for w in per.values():
+        w["busy_s"] = round(w["busy_s"], 4)
+        w["rows_per_s"] = round(w["rows"] / w["busy_s"], 1) if w["busy_s"] else None
+        w.update(address="", state="live", shared_memory=False, speed_rows_per_s=None)
+    return per
+
+
+def _describe_job(job: DaskJob) -> dict[str, Any]:
+    now = time.monotonic()
+    elapsed = max(0.0, (job.finished_at or now) - job.started)
+    done = job.rows_done
+    rate = done / elapsed if elapsed > 0 and done else None
+    left = job.height - done
+    return {
+        "id": job.id,
+        "name": job.name,
+        "width": job.width,
+        "height": job.height,
+        "rows_done": done,
+        "fraction_done": done / job.height,
+        "strips_done": sum(1 for s in job.strips if s.state == "done"),
+        "strips_running": sum(1 for s in job.strips if s.state == "running"),
+        "strips_planned": len(job.strips),
+        "rows_unassigned": job.height - job.rows_assigned,
+        "elapsed_s": round(elapsed, 3),
+        "mp_per_s": round(rate * job.width / 1e6, 2) if rate else None,
+        "eta_s": 0.0 if left <= 0 else (round(left / rate, 1) if rate else None),
+        "finished": job.finished_at is not None,
+        "failure": job.failure,
+        "requeued": list(job.requeued),
+        "backups": 0,
+        "strip_map": [
+            {"start": s.row_start, "stop": s.row_stop, "state": s.state, "worker": s.worker, "retried": s.attempts > 1}
+            for s in job.strips
+        ],
+    }
+
+
+def _why(future: Future) -> str:
+    if future.status == "cancelled":
+        return "cancelled (its worker or its pixels were lost)"
+    if future.status == "lost":
+        return "lost with its worker"
+    try:
+        exc = future.exception(timeout=5)
+    except Exception as other:
+        return f"{type(other).__name__}: {other}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _took(sent: float | None, done: float | None) -> float | None:
+    return None if sent is None or done is None else max(0.0, done - sent)
+
+
+def _own(job: RunningJob) -> DaskJob:
+    if not isinstance(job, DaskJob):
+        raise TypeError(f"not a job of this engine: {job!r}")
+    return job

@@ -1,0 +1,254 @@
+"""The Dask engine against a real cluster: ``dask scheduler`` and ``dask worker`` started from
+Dask's own command line on 127.0.0.1, and a LocalCluster the master starts itself. Outputs are
+compared with the built-in engine's, a batch of good and bad files goes through, and a worker
+killed with SIGKILL mid-job costs time, not pixels.
+
+Needs ``pip install 'distgray[dask]'`` (the test extras include it): without Dask these tests
+skip and say so, and fail instead under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.bigimages import Mosaic, gray_of, photo_tile, write_png
+from tests.conftest import decoded, pillow_reference
+from tests.integration.conftest import ROOT, WAIT_S, MasterProcess, wait_until
+from tests.integration.test_batch import BAD, GOOD, build_folder, out_name
+
+pytestmark = pytest.mark.slow
+
+
+def _dask_cli() -> str:
+    """The ``dask`` command of this interpreter's environment."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        why = "Dask is not installed (pip install 'distgray[dask]'; the test extras include it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(why)
+        pytest.skip(why)
+    found = shutil.which("dask", path=str(Path(sys.executable).parent)) or shutil.which("dask")
+    assert found, "distributed is installed but its `dask` command is not on PATH"
+    return found
+
+
+class DaskCLI:
+    """A scheduler and ``n`` single-threaded workers from Dask's command line (no nanny: a worker
+    killed stays dead), logs in ``tmp``."""
+
+    def __init__(self, tmp: Path, n: int) -> None:
+        cli = _dask_cli()
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.tmp = tmp
+        scheduler_file = tmp / "scheduler.json"
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.scheduler = self._start(
+            [
+                cli,
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(scheduler_file),
+            ],
+            "scheduler",
+        )
+        wait_until(lambda: scheduler_file.exists() and scheduler_file.stat().st_size > 0, WAIT_S, "the scheduler")
+        wait_until(lambda: "address" in json.loads(scheduler_file.read_text() or "{}"), WAIT_S, "its address")
+        self.address = str(json.loads(scheduler_file.read_text())["address"])
+        self.workers = [
+            self._start(
+                [
+                    cli,
+                    "worker",
+                    self.address,
+                    "--nthreads",
+                    "1",
+                    "--name",
+                    f"w{i}",
+                    "--no-nanny",
+                    "--no-dashboard",
+                    "--host",
+                    "127.0.0.1",
+                    "--memory-limit",
+                    "0",
+                ],
+                f"worker-{i}",
+            )
+            for i in range(n)
+        ]
+        from distributed import Client
+
+        with Client(self.address, timeout=WAIT_S) as client:
+            client.wait_for_workers(n, timeout=WAIT_S * 2)
+
+    def _start(self, cmd: list[str], name: str) -> subprocess.Popen[bytes]:
+        log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - kept open for the process's life
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp)
+        self.procs.append(proc)
+        return proc
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=WAIT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="module")
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCLI]:
+    cluster = DaskCLI(tmp_path_factory.mktemp("dask"), 2)
+    yield cluster
+    cluster.close()
+
+
+def _master(args: list[str], cwd: Path, timeout: float = WAIT_S * 6) -> tuple[int, str, str]:
+    master = MasterProcess(["--no-dashboard", "--host", "127.0.0.1", "--port", "0", *args], cwd=cwd)
+    out = master.finish(timeout)
+    return master.proc.returncode, out, master.stderr
+
+
+@pytest.mark.parametrize(
+    ("source", "output"),
+    [
+        ("sample_4k.jpg", "out.png"),
+        ("sample_4k.jpg", "out.jpg"),
+        ("sample_4k.jpg", "out.tif"),
+        ("photo_8k.png", "out.png"),
+    ],
+)
+def test_images_in_strips_on_a_cli_cluster_match_the_builtin_engine(
+    dask_cluster: DaskCLI, tmp_path: Path, source: str, output: str
+) -> None:
+    """A PNG and a JPEG in strips: JPEG and TIFF outputs byte for byte the built-in engine's file
+    (their strips do not depend on where the cuts fall), PNG the same pixels (a PNG's deflate
+    pieces do)."""
+    photo = ROOT / "test_images" / source
+    report = tmp_path / "report.json"
+    code, _, err = _master(
+        [
+            "--image",
+            str(photo),
+            "--output",
+            f"dask_{output}",
+            "--report",
+            str(report),
+            "--engine",
+            "dask",
+            "--scheduler-address",
+            dask_cluster.address,
+        ],
+        tmp_path,
+    )
+    assert code == 0, err
+    code, _, err = _master(["--image", str(photo), "--output", f"builtin_{output}", "--local-workers", "2"], tmp_path)
+    assert code == 0, err
+    ours, theirs = tmp_path / f"dask_{output}", tmp_path / f"builtin_{output}"
+    if output.endswith(".png"):
+        assert np.array_equal(decoded(ours), pillow_reference(photo))
+        assert np.array_equal(decoded(ours), decoded(theirs))
+    else:
+        assert ours.read_bytes() == theirs.read_bytes()
+    figures = json.loads(report.read_text())
+    assert figures["engine"] == "dask" and figures["strips"] > 2
+    assert {s["worker"] for s in figures["strip_log"]} == {"w0", "w1"}  # both Dask workers took strips
+
+
+def test_a_batch_of_good_and_bad_files_on_a_cli_cluster(dask_cluster: DaskCLI, photo: Path, tmp_path: Path) -> None:
+    """Whole files as one task each (read by the workers from their paths), the photo in strips,
+    every bad file reported with its reason and the rest converted: the built-in engine's bytes."""
+    src = tmp_path / "in"
+    build_folder(src, photo)
+    common = ["--input-dir", "in", "--recursive", "--whole-file-max-mp", "5"]
+    code, summary, err = _master(
+        [*common, "--output-dir", "dask", "--engine", "dask", "--scheduler-address", dask_cluster.address], tmp_path
+    )
+    assert code == 1, err  # some inputs failed, the rest were converted
+    assert "Traceback" not in err
+    assert f"{len(GOOD) + len(BAD)} files: {len(GOOD)} converted, 0 skipped, {len(BAD)} failed" in summary
+    for name, reason in BAD.items():
+        line = next(ln for ln in summary.splitlines() if ln.startswith(f"failed     {name}:"))
+        assert reason in line, line
+    code, _, err = _master([*common, "--output-dir", "builtin", "--local-workers", "2"], tmp_path)
+    assert code == 1, err
+    for rel in GOOD:  # whole files are Pillow's bytes; the photo's JPEG strips do not depend on the cuts
+        ours, theirs = tmp_path / "dask" / out_name(rel), tmp_path / "builtin" / out_name(rel)
+        assert ours.read_bytes() == theirs.read_bytes(), rel
+
+
+def test_a_worker_killed_mid_job_costs_time_not_pixels(photo: Path, tmp_path: Path) -> None:
+    cluster = DaskCLI(tmp_path / "dask", 2)
+    try:
+        report = tmp_path / "report.json"
+        master = MasterProcess(
+            [
+                *("--no-dashboard", "--image", str(photo), "--output", "out.png", "--report", str(report)),
+                *("--engine", "dask", "--scheduler-address", cluster.address, "--strip-rows", "8"),
+                *("--log-level", "debug"),
+            ],
+            cwd=tmp_path,
+        )
+        # Once w1 has done a few strips (the job is well under way), kill it.
+        wait_until(lambda: master.stderr.count("done by w1") >= 4, WAIT_S * 2, "w1 to do a few strips")
+        cluster.workers[1].send_signal(signal.SIGKILL)
+        cluster.workers[1].wait(timeout=WAIT_S)
+        master.finish(WAIT_S * 6)
+        assert master.proc.returncode == 0, master.stderr
+        assert np.array_equal(decoded(tmp_path / "out.png"), pillow_reference(photo))
+        figures = json.loads(report.read_text())
+        workers = {s["worker"] for s in figures["strip_log"]}
+        assert workers == {"w0", "w1"}, workers  # w1 did strips before it died; w0 did the rest
+    finally:
+        cluster.close()
+
+
+def test_a_local_cluster_started_by_the_master_and_a_streamed_image(tmp_path: Path) -> None:
+    """``--engine dask --local-workers 2``: a LocalCluster of two processes. An image bigger than
+    a 2 MB window streams through it, strips sent as their rows are decoded: Pillow's gray."""
+    _dask_cli()
+    mosaic = Mosaic(photo_tile(0.25), 2501, 1999)
+    source = write_png(tmp_path / "odd.png", mosaic)
+    report = tmp_path / "report.json"
+    started = time.monotonic()
+    code, _, err = _master(
+        [
+            "--image",
+            str(source),
+            "--output",
+            "out.tif",
+            "--window-mb",
+            "2",
+            "--report",
+            str(report),
+            "--engine",
+            "dask",
+            "--local-workers",
+            "2",
+        ],
+        tmp_path,
+    )
+    assert code == 0, err
+    assert "Dask engine" in err and time.monotonic() - started < WAIT_S * 6
+    assert np.array_equal(decoded(tmp_path / "out.tif"), mosaic.gray_rows(0, mosaic.height, gray_of(photo_tile(0.25))))
+    figures = json.loads(report.read_text())
+    assert figures["engine"] == "dask" and len(figures["strip_log"]) > 10  # it streamed, in many strips
