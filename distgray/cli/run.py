@@ -231,7 +231,7 @@ def run_dask(opts: RunOptions) -> int:
     # Dask's own INFO lines (workers joining, closing) are not this run's news: warnings only.
     logging.getLogger("distributed").setLevel(logging.WARNING)
     client, cluster = connect(opts.scheduler_address, opts.local_workers)
-    engine = DaskEngine(client, cluster=cluster, strip_rows=opts.strip_rows)
+    engine = DaskEngine(client, cluster=cluster, strip_rows=opts.strip_rows, shared_memory=opts.shared_memory)
     address, page = engine.scheduler_address(), engine.dashboard_link()
     print(
         f"distgray-master: Dask engine, scheduler {address}" + (f"; Dask's dashboard at {page}" if page else ""),

@@ -44,6 +44,7 @@ from distgray.imaging.encoded import EncodedStrip, Encoding
 from distgray.imaging.kernel import U8Array
 from distgray.imaging.sparse import SparseRows
 from distgray.master.report import peak_rss_mb
+from distgray.net import shm
 from distgray.scheduling.files import FileQueue, FileUnit, UnitState
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,12 @@ MAX_ATTEMPTS = 3
 SWEEP_S = 1.0
 #: A strip or file that no worker takes (they are all gone, say) fails after this long.
 SEND_RETRY_S = 30.0
-#: Bytes of input pixels in one strip by default: a few MB (a Dask task costs ~1 ms to schedule).
-STRIP_BYTES = 4 << 20
+#: Strips sent in one scatter at most (those waiting when the sender is free).
+SEND_BATCH = 64
+#: Bytes of input pixels in one strip by default, at most (a Dask task costs ~1-10 ms to run) ...
+STRIP_BYTES = 8 << 20
+#: ... and at least this many strips a worker, to spread them.
+STRIPS_PER_WORKER = 4
 
 
 def connect(address: str | None, local_workers: int) -> tuple[Client, LocalCluster | None]:
@@ -110,12 +115,14 @@ class DaskJob:
         encoding: Encoding | None,
         strip_rows: int,
         rows_ready: int,
-        store: SparseRows | None,
+        store: SparseRows | shm.Segment | None,
+        segment: shm.Segment | None = None,
     ) -> None:
         self.id, self.name, self.pixels, self.encoding = job_id, name, pixels, encoding
         self.height, self.width, self.channels = pixels.shape
         self.strip_rows = strip_rows
         self.store = store
+        self.segment = segment  # the pixels are in it: local workers read them in place
         self._output_rows = SparseRows((self.height, self.width)) if store is not None else None
         if self._output_rows is not None:
             self.output: U8Array = self._output_rows.array
@@ -131,7 +138,7 @@ class DaskJob:
         self.finished_at: float | None = None
         self._failure: str | None = None
         self._done = threading.Event()
-        self.futures: dict[int, tuple[Future, Future]] = {}  # strip -> (its pixels, its task)
+        self.futures: dict[int, tuple[Future | None, Future]] = {}  # strip -> (its pixels, its task)
 
     @property
     def rows_done(self) -> int:
@@ -151,7 +158,7 @@ class DaskJob:
     def release(self) -> None:
         if self._done.is_set():
             self.pixels = self.output = np.empty((0, 0, 0), dtype=np.uint8)
-            self.store = self._output_rows = None
+            self.store = self.segment = self._output_rows = None
             self.encoded.clear()
 
     def frontier(self) -> int:
@@ -195,19 +202,26 @@ class DaskEngine:
         cluster: Any = None,
         strip_rows: int | None = None,
         png_row_above: bool = True,
+        shared_memory: bool = True,
     ) -> None:
         self.client = client
         self.cluster = cluster
         self.strip_rows = strip_rows
         self.png_row_above = png_row_above
+        # Pixels by reference for workers on this host, as the built-in engine's: when every
+        # worker is (a LocalCluster, or a scheduler on loopback), until one cannot open a segment.
+        self.shared_memory = shared_memory and shm.available() and self._all_local()
         self._lock = threading.Lock()
         self._change = threading.Condition(self._lock)
         self._ids = itertools.count(1)
         self.job: DaskJob | None = None
         self._files: _Files | None = None
         self._answers: queue.Queue[tuple[str, Any, int, Future] | None] = queue.Queue()
+        self._outbox: queue.Queue[tuple[DaskJob, DaskStrip] | None] = queue.Queue()
         self._collector = threading.Thread(target=self._collect, name="distgray-dask", daemon=True)
         self._collector.start()
+        self._sender = threading.Thread(target=self._send_loop, name="distgray-dask-send", daemon=True)
+        self._sender.start()
 
     # ------------------------------------------------------------------ the cluster
     def scheduler_address(self) -> str:
@@ -231,6 +245,11 @@ class DaskEngine:
     def live_workers(self) -> int:
         return len(self._workers())
 
+    def _all_local(self) -> bool:
+        scheduler = self.client.scheduler
+        address = str(scheduler.address) if scheduler is not None else ""
+        return address.startswith(("tcp://127.", "inproc://")) or self.cluster is not None
+
     def wait_for_workers(self, n: int, timeout: float | None = None) -> bool:
         try:
             self.client.wait_for_workers(n, timeout=timeout)
@@ -247,19 +266,34 @@ class DaskEngine:
 
     def close(self) -> None:
         self._answers.put(None)
+        self._outbox.put(None)
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
 
     # ------------------------------------------------------------------ one image
     def pixel_buffer(self, shape: tuple[int, ...], sparse: bool = False) -> tuple[U8Array, PixelBuffer | None]:
+        nbytes = int(np.prod(shape, dtype=np.int64))
+        if self.shared_memory:
+            try:
+                segment = shm.Segment(nbytes, sparse_rows=nbytes // shape[0] if sparse and shape[0] else 0)
+                return segment.array(shape), segment
+            except OSError as exc:
+                log.info("no room in shared memory for %d MB (%s): pixels are scattered", nbytes >> 20, exc)
         if sparse:
             rows = SparseRows(shape)
             return rows.array, rows
         return np.empty(shape, dtype=np.uint8), None
 
     def share(self, pixels: U8Array) -> tuple[U8Array, PixelBuffer | None]:
-        return pixels, None  # strips are scattered from wherever the pixels are
+        """In shared memory for workers on this host; else as they are (strips are scattered)."""
+        if not self.shared_memory:
+            return pixels, None
+        shared, segment = self.pixel_buffer(pixels.shape)
+        if segment is None:
+            return pixels, None
+        shared[...] = pixels
+        return shared, segment
 
     def submit(
         self,
@@ -273,15 +307,18 @@ class DaskEngine:
     ) -> RunningJob:
         if pixels.ndim != 3 or pixels.shape[2] not in (3, 4) or not pixels.flags.c_contiguous:
             raise ValueError("pixels must be a C-contiguous (height, width, 3|4) uint8 array")
-        store = buffer if streamed and isinstance(buffer, SparseRows) else None
+        store = buffer if streamed and isinstance(buffer, SparseRows | shm.Segment) else None
         if streamed and store is None:
             raise TypeError(f"a streamed job needs a sparse buffer of this engine, not {buffer!r}")
         height, width, channels = pixels.shape
         align = encoding.row_align if encoding is not None else 1
-        rows = self.strip_rows or max(1, STRIP_BYTES // (width * channels))
+        # ~8 MB of pixels a strip (a task costs ~10 ms of Dask's time), but 4 strips a worker at least
+        per_worker = -(-height // (STRIPS_PER_WORKER * max(1, self.live_workers())))
+        rows = self.strip_rows or max(1, min(STRIP_BYTES // (width * channels), per_worker))
         rows = -(-rows // align) * align
         ready = height if rows_ready is None else rows_ready
-        job = DaskJob(next(self._ids), name, pixels, encoding, rows, ready, store)
+        segment = buffer if isinstance(buffer, shm.Segment) else None
+        job = DaskJob(next(self._ids), name, pixels, encoding, rows, ready, store, segment)
         with self._lock:
             self.job = job
         self._send_ready(job)
@@ -305,7 +342,7 @@ class DaskEngine:
         own = _own(job)
         with self._change:
             own.finish(reason)
-            futures = [f for pair in own.futures.values() for f in pair]
+            futures = [f for pair in own.futures.values() for f in pair if f is not None]
             own.futures.clear()
             self._change.notify_all()
         if futures:
@@ -331,33 +368,88 @@ class DaskEngine:
                     stop -= stop % align
                 if stop <= job.rows_assigned:
                     break  # wait for whole MCU rows / TIFF strips
+                if stop < job.height and job.store is None and stop - job.rows_assigned < job.strip_rows:
+                    break  # a whole strip, unless a streamed job's window holds fewer rows than one
                 strip = DaskStrip(len(job.strips), job.rows_assigned, stop)
                 job.strips.append(strip)
                 job.rows_assigned = stop
                 new.append(strip)
         for strip in new:
-            self._send_strip(job, strip)
+            self._outbox.put((job, strip))
 
-    def _send_strip(self, job: DaskJob, strip: DaskStrip) -> None:
-        enc = job.encoding
-        above = enc is not None and enc.format == "PNG" and self.png_row_above and strip.row_start > 0
-        first = strip.row_start - above
-        pixels = job.pixels[first : strip.row_stop]
-        last = strip.row_stop == job.height
-        key = f"distgray-strip-{job.id}-{strip.index}-{strip.attempts}"
-        try:
-            data = self._scatter(pixels)
-            task = self.client.submit(
-                dasktasks.convert_strip, data, strip.row_start, last, above, enc, key=key, pure=False, retries=0
+    def _send_loop(self) -> None:
+        """The sender thread: strips as they are carved (or given up on by a dead worker), sent in
+        batches: one scatter of many strips moves them to the workers in parallel, where one
+        scatter each would pay a round trip per strip, and nobody who hands rows over waits."""
+        while (item := self._outbox.get()) is not None:
+            batch = [item]
+            while len(batch) < SEND_BATCH:
+                try:
+                    more = self._outbox.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._outbox.put(None)
+                    break
+                batch.append(more)
+            try:
+                self._send_strips(batch)
+            except Exception:  # one batch's trouble must not stop the sender
+                log.exception("dask engine: sending %d strips failed", len(batch))
+
+    def _send_strips(self, batch: list[tuple[DaskJob, DaskStrip]]) -> None:
+        batch = [(job, strip) for job, strip in batch if not job.wait(0)]
+        if not batch:
+            return
+        sent = []
+        for job, strip in batch:
+            enc = job.encoding
+            above = enc is not None and enc.format == "PNG" and self.png_row_above and strip.row_start > 0
+            sent.append((job, strip, above, job.pixels[strip.row_start - above : strip.row_stop]))
+        by_reference = [item for item in sent if item[0].segment is not None and self.shared_memory]
+        sent = [item for item in sent if item[0].segment is None or not self.shared_memory]
+        for job, strip, above, pixels in by_reference:
+            assert job.segment is not None
+            offset = (strip.row_start - above) * job.width * job.channels
+            key = f"distgray-strip-{job.id}-{strip.index}-{strip.attempts}"
+            last = strip.row_stop == job.height
+            where = (job.segment.name, offset, pixels.shape)
+            by_ref = self.client.submit(
+                dasktasks.convert_shared, *where, strip.row_start, last, above, job.encoding, key=key, pure=False
             )
-        except Exception as exc:  # no worker took it for SEND_RETRY_S, or the scheduler is gone
+            self._register(job, strip, pixels, None, by_ref)
+        if not sent:
+            return
+        try:
+            datas = self._scatter([pixels for _, _, _, pixels in sent])
+            tasks = [
+                self.client.submit(
+                    dasktasks.convert_strip,
+                    data,
+                    strip.row_start,
+                    strip.row_stop == job.height,
+                    above,
+                    job.encoding,
+                    key=f"distgray-strip-{job.id}-{strip.index}-{strip.attempts}",
+                    pure=False,
+                    retries=0,
+                )
+                for (job, strip, above, _), data in zip(sent, datas, strict=True)
+            ]
+        except Exception as exc:  # no worker took them for SEND_RETRY_S, or the scheduler is gone
             with self._change:
-                job.finish(f"Dask: cannot send strip {strip.index}: {exc}")
+                for job, strip, _, _ in sent:
+                    job.finish(f"Dask: cannot send strip {strip.index}: {exc}")
                 self._change.notify_all()
             return
+        for (job, strip, _, pixels), data, task in zip(sent, datas, tasks, strict=True):
+            self._register(job, strip, pixels, data, task)
+
+    def _register(self, job: DaskJob, strip: DaskStrip, pixels: U8Array, data: Future | None, task: Future) -> None:
         with self._lock:
             strip.state, strip.attempts = "running", strip.attempts + 1
-            strip.sent_s, strip.bytes_in = time.monotonic() - job.started, pixels.nbytes
+            strip.sent_s = time.monotonic() - job.started
+            strip.bytes_in = pixels.nbytes if data is not None else 0  # by reference: no bytes moved
             job.futures[strip.index] = (data, task)
         task.add_done_callback(lambda f, j=job, i=strip.index: self._answers.put(("strip", j, i, f)))
 
@@ -376,11 +468,12 @@ class DaskEngine:
             job.requeued.append({"strip": index, "worker": strip.worker or "?", "reason": reason})
             strip.state = "pending"
         log.warning("dask engine: strip %d failed (%s): sending it again", index, reason)
-        self._send_strip(job, strip)
+        self._outbox.put((job, strip))
 
-    def _scatter(self, data: Any) -> Future:
-        """``data`` straight to one worker. A worker that just died may still be on the
-        scheduler's list for a moment: try again (another will be picked) for SEND_RETRY_S."""
+    def _scatter(self, data: Any) -> Any:
+        """``data`` straight to one worker (a list: each item to one, spread over them). A worker
+        that just died may still be on the scheduler's list for a moment: try again (another
+        will be picked) for SEND_RETRY_S."""
         deadline, pause = time.monotonic() + SEND_RETRY_S, 0.05
         while True:
             try:
@@ -419,8 +512,10 @@ class DaskEngine:
             running = list(job.futures.items()) if job is not None and not job.wait(0) else []
         for index, (data, task) in running:
             assert job is not None
-            if task.status == "lost" or (task.status == "pending" and data.status in ("lost", "cancelled", "error")):
-                self._strip_failed(job, index, task, f"its pixels were lost with their worker ({data.status})")
+            lost_pixels = data is not None and data.status in ("lost", "cancelled", "error")
+            if task.status == "lost" or (task.status == "pending" and lost_pixels):
+                why = f"its pixels were lost with their worker ({getattr(data, 'status', 'lost')})"
+                self._strip_failed(job, index, task, why)
 
     def _strip_answer(self, job: DaskJob, index: int, future: Future) -> None:
         if future.status != "finished":
@@ -432,9 +527,17 @@ class DaskEngine:
             return  # the job is over, or this is an attempt already given up on
         strip = job.strips[index]
         try:
-            done: dasktasks.StripDone = future.result(timeout=SEND_RETRY_S)
+            done: dasktasks.StripDone | None = future.result(timeout=SEND_RETRY_S)
         except Exception as exc:  # done, but its answer died with its worker before it got here
             self._strip_failed(job, index, future, f"its answer was lost ({type(exc).__name__}: {exc})")
+            return
+        if done is None:  # a worker that cannot see this host's shared memory: scatter from now on
+            log.info("dask engine: a worker cannot read this host's shared memory: pixels are sent from now on")
+            self.shared_memory = False
+            with self._lock:
+                job.futures.pop(index, None)
+                strip.state = "pending"
+            self._outbox.put((job, strip))
             return
         log.debug(
             "dask engine: strip %d (rows %d-%d) done by %s", index, strip.row_start, strip.row_stop - 1, done.worker

@@ -104,3 +104,24 @@ def peak_rss_mb() -> float | None:
     except OSError:
         pass
     return None
+
+
+def convert_shared(
+    segment: str,
+    offset: int,
+    shape: tuple[int, int, int],
+    row_start: int,
+    last: bool,
+    above: bool,
+    encoding: Encoding | None,
+) -> StripDone | None:
+    """:func:`convert_strip` of pixels the master left in its shared memory (``shape`` bytes of
+    ``segment`` from ``offset``): a worker on the master's host reads them in place. None when
+    this worker cannot open the segment (another host or container): send the pixels instead."""
+    from distgray.net import shm
+
+    try:
+        pixels = shm.map_region(segment, offset, shape[0] * shape[1] * shape[2]).reshape(shape)
+    except OSError:
+        return None
+    return convert_strip(pixels, row_start, last, above, encoding)

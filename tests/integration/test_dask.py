@@ -196,7 +196,10 @@ def test_a_batch_of_good_and_bad_files_on_a_cli_cluster(dask_cluster: DaskCLI, p
         assert ours.read_bytes() == theirs.read_bytes(), rel
 
 
-def test_a_worker_killed_mid_job_costs_time_not_pixels(photo: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["shared memory", "scattered"])
+def test_a_worker_killed_mid_job_costs_time_not_pixels(photo: Path, tmp_path: Path, how: str) -> None:
+    """Pixels by reference (Dask reruns the dead worker's tasks), or scattered to the workers
+    (the dead worker's strips lost their pixels: the engine sends them again)."""
     cluster = DaskCLI(tmp_path / "dask", 2)
     try:
         report = tmp_path / "report.json"
@@ -205,6 +208,7 @@ def test_a_worker_killed_mid_job_costs_time_not_pixels(photo: Path, tmp_path: Pa
                 *("--no-dashboard", "--image", str(photo), "--output", "out.png", "--report", str(report)),
                 *("--engine", "dask", "--scheduler-address", cluster.address, "--strip-rows", "8"),
                 *("--log-level", "debug"),
+                *(["--no-shared-memory"] if how == "scattered" else []),
             ],
             cwd=tmp_path,
         )
@@ -218,6 +222,8 @@ def test_a_worker_killed_mid_job_costs_time_not_pixels(photo: Path, tmp_path: Pa
         figures = json.loads(report.read_text())
         workers = {s["worker"] for s in figures["strip_log"]}
         assert workers == {"w0", "w1"}, workers  # w1 did strips before it died; w0 did the rest
+        moved = sum(s["bytes_in"] for s in figures["strip_log"])
+        assert (moved == 0) if how == "shared memory" else (moved >= photo.stat().st_size), moved
     finally:
         cluster.close()
 
