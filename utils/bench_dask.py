@@ -24,10 +24,8 @@ A benchmark, not a test: nothing here asserts a time.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -41,15 +39,12 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "test_images"
 
-PILLOW = """
-import sys
-from PIL import Image
-level, pairs = int(sys.argv[1]), sys.argv[2:]
-for src, dst in zip(pairs[::2], pairs[1::2]):
-    with Image.open(src) as im:
-        gray = im.convert("L")
-    gray.save(dst, **({"compress_level": level} if dst.endswith(".png") else {"quality": 95}))
-"""
+sys.path.insert(0, str(ROOT))
+
+from tests.conftest import load_utils  # noqa: E402
+from tests.daskcli import DaskCLI  # noqa: E402
+
+PILLOW = load_utils("bench").PILLOW  # the same single-process Pillow as utils/bench.py
 
 
 def cases() -> dict[str, tuple[str, list[Path], str, bool]]:
@@ -91,61 +86,8 @@ def same_as_pillow(inputs: list[Path], suffix: str, out: Path, reference: Path) 
     return True
 
 
-class Cluster:
-    """``dask scheduler`` and ``workers`` single-threaded ``dask worker`` processes on 127.0.0.1."""
-
-    def __init__(self, workers: int, tmp: Path) -> None:
-        cli = shutil.which("dask", path=str(Path(sys.executable).parent)) or shutil.which("dask")
-        if cli is None:
-            raise SystemExit("Dask's `dask` command is missing: pip install -e '.[test]'")
-        sched_file = tmp / "scheduler.json"
-        log = open(tmp / "dask.log", "wb")  # noqa: SIM115 - kept open while the cluster runs
-        self.procs = [
-            subprocess.Popen(
-                [
-                    cli,
-                    "scheduler",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    "0",
-                    "--no-dashboard",
-                    "--scheduler-file",
-                    str(sched_file),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        ]
-        deadline = time.monotonic() + 60
-        while not (sched_file.exists() and sched_file.stat().st_size):
-            if time.monotonic() > deadline:
-                raise SystemExit("the Dask scheduler did not start")
-            time.sleep(0.05)
-        self.address = json.loads(sched_file.read_text())["address"]
-        for i in range(workers):
-            self.procs.append(
-                subprocess.Popen(
-                    [
-                        cli,
-                        "worker",
-                        self.address,
-                        "--nthreads",
-                        "1",
-                        "--name",
-                        f"w{i}",
-                        "--no-dashboard",
-                        "--host",
-                        "127.0.0.1",
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-        from distributed import Client
-
-        with Client(self.address, timeout=30) as client:
-            client.wait_for_workers(workers, timeout=120)
+class Cluster(DaskCLI):
+    """The cluster of ``tests/daskcli.py``, and Dask's own per-task overhead measured on it."""
 
     def overhead_ms(self, n: int = 300) -> tuple[float, float]:
         """Median round trip of a trivial task, and of one that gets 4 MB by scatter(direct=True)."""
@@ -169,15 +111,6 @@ class Cluster:
                 del data
         return statistics.median(trivial) * 1e3, statistics.median(with_data) * 1e3
 
-    def close(self) -> None:
-        for p in reversed(self.procs):
-            p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -187,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "BENCHMARK_DASK.md")
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="distgray-bench-dask-"))
-    cluster = Cluster(args.workers, tmp)
+    cluster = Cluster(tmp, args.workers)
     lines = [
         "# The built-in engine and Dask (utils/bench_dask.py)",
         "",

@@ -36,8 +36,9 @@ import numpy as np
 from distributed import Client, LocalCluster
 
 from distgray.config import DASK_CONNECT_TIMEOUT_S
-from distgray.engines import dasktasks
+from distgray.engines import daskjob, dasktasks
 from distgray.engines.base import FileState, PixelBuffer, RunningJob
+from distgray.engines.daskjob import DaskJob, DaskStrip
 from distgray.errors import DistgrayError, ImageError
 from distgray.imaging import files
 from distgray.imaging.encoded import EncodedStrip, Encoding
@@ -87,102 +88,6 @@ def connect(address: str | None, local_workers: int) -> tuple[Client, LocalClust
         if cluster is not None:
             cluster.close()
         raise DistgrayError(f"Dask: cannot reach {address or 'a local cluster'}: {exc}") from exc
-
-
-@dataclass
-class DaskStrip:
-    index: int
-    row_start: int
-    row_stop: int
-    state: str = "pending"  # pending, running, done
-    worker: str | None = None
-    attempts: int = 0
-    sent_s: float = 0.0  # from the job's start
-    done_s: float = 0.0
-    seconds: float = 0.0  # the task's own compute time
-    bytes_in: int = 0
-    bytes_out: int = 0
-
-
-class DaskJob:
-    """One image on the Dask engine (a :class:`~distgray.engines.base.RunningJob`)."""
-
-    def __init__(
-        self,
-        job_id: int,
-        name: str,
-        pixels: U8Array,
-        encoding: Encoding | None,
-        strip_rows: int,
-        rows_ready: int,
-        store: SparseRows | shm.Segment | None,
-        segment: shm.Segment | None = None,
-    ) -> None:
-        self.id, self.name, self.pixels, self.encoding = job_id, name, pixels, encoding
-        self.height, self.width, self.channels = pixels.shape
-        self.strip_rows = strip_rows
-        self.store = store
-        self.segment = segment  # the pixels are in it: local workers read them in place
-        self._output_rows = SparseRows((self.height, self.width)) if store is not None else None
-        if self._output_rows is not None:
-            self.output: U8Array = self._output_rows.array
-        else:
-            self.output = np.empty((self.height if encoding is None else 0, self.width), dtype=np.uint8)
-        self.rows_ready_now = rows_ready
-        self.rows_assigned = 0
-        self.rows_written = 0
-        self.strips: list[DaskStrip] = []
-        self.encoded: dict[int, tuple[int, EncodedStrip]] = {}
-        self.requeued: list[dict[str, Any]] = []
-        self.started = time.monotonic()
-        self.finished_at: float | None = None
-        self._failure: str | None = None
-        self._done = threading.Event()
-        self.futures: dict[int, tuple[Future | None, Future]] = {}  # strip -> (its pixels, its task)
-
-    @property
-    def rows_done(self) -> int:
-        return sum(s.row_stop - s.row_start for s in self.strips if s.state == "done")
-
-    @property
-    def failure(self) -> str | None:
-        return self._failure
-
-    @property
-    def worker_ids(self) -> list[str]:
-        return sorted({s.worker for s in self.strips if s.worker and s.state == "done"})
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return self._done.wait(timeout)
-
-    def release(self) -> None:
-        if self._done.is_set():
-            self.pixels = self.output = np.empty((0, 0, 0), dtype=np.uint8)
-            self.store = self.segment = self._output_rows = None
-            self.encoded.clear()
-
-    def frontier(self) -> int:
-        """The first row not yet converted (strips are carved in row order)."""
-        for s in self.strips:
-            if s.state != "done":
-                return s.row_start
-        return self.rows_assigned
-
-    def finish(self, failure: str | None = None) -> None:
-        if self._done.is_set():
-            return
-        self._failure = failure
-        self.finished_at = time.monotonic()
-        self._done.set()
-
-    def written(self, row: int) -> None:
-        if row <= self.rows_written:
-            return
-        self.rows_written = row
-        if self.store is not None:
-            self.store.release_below(max(0, row - 1))  # a PNG strip from ``row`` sends the row above
-        if self._output_rows is not None:
-            self._output_rows.release_below(row)
 
 
 @dataclass
@@ -636,27 +541,10 @@ class DaskEngine:
         workers = self._workers()
         with self._lock:
             job = self.job
-            per = _per_worker(job) if job is not None else {}
-            described = _describe_job(job) if job is not None else None
+            per = daskjob.per_worker(job) if job is not None else {}
+            described = daskjob.describe_job(job) if job is not None else None
         return {
-            "workers": [
-                {
-                    "id": str(w.get("name") or addr),
-                    "address": addr,
-                    "state": "busy" if w.get("metrics", {}).get("task_counts", {}).get("executing") else "idle",
-                    "reason": None,
-                    "in_flight": 0,
-                    "strips": per.get(str(w.get("name") or addr), {}).get("strips", 0),
-                    "rows": per.get(str(w.get("name") or addr), {}).get("rows", 0),
-                    "bytes_in": per.get(str(w.get("name") or addr), {}).get("bytes_in", 0),
-                    "bytes_out": per.get(str(w.get("name") or addr), {}).get("bytes_out", 0),
-                    "failures": 0,
-                    "speed_rows_per_s": None,
-                    "speed_mp_per_s": None,
-                    "heartbeat_age_s": 0.0,
-                }
-                for addr, w in sorted(workers.items())
-            ],
+            "workers": daskjob.describe_workers(workers, per),
             "job": described,
             "engine": {"name": "dask", "dashboard": self.dashboard_link()},
         }
@@ -664,46 +552,13 @@ class DaskEngine:
     def report(self, job: RunningJob) -> dict[str, Any]:
         own = _own(job)
         with self._lock:
-            per = _per_worker(own)
-            wall = (own.finished_at or time.monotonic()) - own.started
-            strips = [
-                {
-                    "strip": s.index,
-                    "worker": s.worker,
-                    "row_start": s.row_start,
-                    "row_stop": s.row_stop,
-                    "bytes_in": s.bytes_in,
-                    "bytes_out": s.bytes_out,
-                    "sent_s": round(s.sent_s, 4),
-                    "done_s": round(s.done_s, 4),
-                    "compute_us": int(s.seconds * 1e6),
-                    "attempts": s.attempts,
-                }
-                for s in own.strips
-            ]
-            requeued = list(own.requeued)
+            report = daskjob.job_report(own)
         workers_rss = self._workers_peak_rss()
-        return {
-            "engine": "dask",
-            "job": own.id,
-            "name": own.name,
-            "width": own.width,
-            "height": own.height,
-            "channels": own.channels,
-            "status": "failed" if own.failure else ("done" if own.wait(0) else "unfinished"),
-            "failure": own.failure,
-            "strips": len(strips),
-            "encoded_strips": own.encoding.format if own.encoding else None,
-            "input_ready_s": None,
-            "wall_s": round(wall, 4),
-            "megapixels_per_s": round(own.width * own.height / 1e6 / wall, 2) if wall > 0 else None,
-            "workers": per,
-            "requeued": requeued,
-            "backups": [],
-            "strip_log": strips,
-            "master_peak_rss_mb": peak_rss_mb(os.getpid()),
-            "local_worker_peak_rss_mb": max(workers_rss) if workers_rss else None,
-        }
+        report.update(
+            master_peak_rss_mb=peak_rss_mb(os.getpid()),
+            local_worker_peak_rss_mb=max(workers_rss) if workers_rss else None,
+        )
+        return report
 
     def _workers_peak_rss(self) -> list[float]:
         try:
@@ -711,58 +566,6 @@ class DaskEngine:
         except Exception:  # a worker leaving mid-call: no figure rather than no report
             return []
         return [float(v) for v in answers.values() if v is not None]
-
-
-def _per_worker(job: DaskJob) -> dict[str, dict[str, Any]]:
-    per: dict[str, dict[str, Any]] = {}
-    for s in job.strips:
-        if s.state != "done" or s.worker is None:
-            continue
-        w = per.setdefault(
-            s.worker,
-            {"strips": 0, "rows": 0, "busy_s": 0.0, "discarded": 0, "bytes_in": 0, "bytes_out": 0},
-        )
-        w["strips"] += 1
-        w["rows"] += s.row_stop - s.row_start
-        w["busy_s"] += s.seconds
-        w["bytes_in"] += s.bytes_in
-        w["bytes_out"] += s.bytes_out
-    for w in per.values():
-        w["busy_s"] = round(w["busy_s"], 4)
-        w["rows_per_s"] = round(w["rows"] / w["busy_s"], 1) if w["busy_s"] else None
-        w.update(address="", state="live", shared_memory=False, speed_rows_per_s=None)
-    return per
-
-
-def _describe_job(job: DaskJob) -> dict[str, Any]:
-    now = time.monotonic()
-    elapsed = max(0.0, (job.finished_at or now) - job.started)
-    done = job.rows_done
-    rate = done / elapsed if elapsed > 0 and done else None
-    left = job.height - done
-    return {
-        "id": job.id,
-        "name": job.name,
-        "width": job.width,
-        "height": job.height,
-        "rows_done": done,
-        "fraction_done": done / job.height,
-        "strips_done": sum(1 for s in job.strips if s.state == "done"),
-        "strips_running": sum(1 for s in job.strips if s.state == "running"),
-        "strips_planned": len(job.strips),
-        "rows_unassigned": job.height - job.rows_assigned,
-        "elapsed_s": round(elapsed, 3),
-        "mp_per_s": round(rate * job.width / 1e6, 2) if rate else None,
-        "eta_s": 0.0 if left <= 0 else (round(left / rate, 1) if rate else None),
-        "finished": job.finished_at is not None,
-        "failure": job.failure,
-        "requeued": list(job.requeued),
-        "backups": 0,
-        "strip_map": [
-            {"start": s.row_start, "stop": s.row_stop, "state": s.state, "worker": s.worker, "retried": s.attempts > 1}
-            for s in job.strips
-        ],
-    }
 
 
 def _why(future: Future) -> str:
