@@ -27,7 +27,7 @@ class DaskCLI:
             [
                 cli,
                 "scheduler",
-                *("--host", "127.0.0.1", "--port", "0", "--no-dashboard"),
+                *("--host", "127.0.0.1", "--port", "0", "--dashboard-address", "127.0.0.1:0"),
                 "--scheduler-file",
                 str(scheduler_file),
             ],

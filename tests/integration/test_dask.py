@@ -24,7 +24,7 @@ import pytest
 from tests.bigimages import Mosaic, gray_of, photo_tile, write_png
 from tests.conftest import decoded, pillow_reference
 from tests.daskcli import DaskCLI
-from tests.integration.conftest import ROOT, WAIT_S, MasterProcess, wait_until
+from tests.integration.conftest import WAIT_S, MasterProcess, wait_until
 from tests.integration.test_batch import BAD, GOOD, build_folder, out_name
 
 pytestmark = pytest.mark.slow
@@ -64,20 +64,15 @@ def _master(args: list[str], cwd: Path, timeout: float = WAIT_S * 6) -> tuple[in
 
 @pytest.mark.parametrize(
     ("source", "output"),
-    [
-        ("sample_4k.jpg", "out.png"),
-        ("sample_4k.jpg", "out.jpg"),
-        ("sample_4k.jpg", "out.tif"),
-        ("photo_8k.png", "out.png"),
-    ],
+    [("photo", "out.png"), ("photo", "out.jpg"), ("photo", "out.tif"), ("odd_8k", "out.png")],
 )
 def test_images_in_strips_on_a_cli_cluster_match_the_builtin_engine(
-    dask_cluster: DaskCLI, tmp_path: Path, source: str, output: str
+    dask_cluster: DaskCLI, tmp_path: Path, source: str, output: str, request: pytest.FixtureRequest
 ) -> None:
-    """A PNG and a JPEG in strips: JPEG and TIFF outputs byte for byte the built-in engine's file
-    (their strips do not depend on where the cuts fall), PNG the same pixels (a PNG's deflate
-    pieces do)."""
-    photo = ROOT / "test_images" / source
+    """A JPEG (the photo) and a PNG (an odd-sized 8K) in strips: JPEG and TIFF outputs byte for
+    byte the built-in engine's file (their strips do not depend on where the cuts fall), PNG the
+    same pixels (a PNG's deflate pieces do)."""
+    photo: Path = request.getfixturevalue(source)
     report = tmp_path / "report.json"
     code, _, err = _master(
         [
