@@ -470,7 +470,7 @@ class DaskEngine:
             self._send_file(files_, unit)
 
     def _send_file(self, files_: _Files, unit: FileUnit) -> None:
-        source: str | Future = str(unit.source)
+        source: str | Future = os.path.abspath(unit.source)  # the workers' working folder is not ours
         if not files_.by_path:
             try:
                 data = unit.source.read_bytes()
@@ -511,7 +511,8 @@ class DaskEngine:
             return
         done: dasktasks.FileDone = future.result()
         if done.unreadable:  # the workers do not see this machine's files: send bytes from now on
-            log.info("dask engine: workers cannot read %s (%s): sending file contents", unit.source, done.error)
+            if files_.by_path:
+                log.info("dask engine: workers cannot read %s (%s): sending file contents", unit.source, done.error)
             files_.by_path = False
             self._send_file(files_, unit)
             return
