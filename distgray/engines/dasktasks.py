@@ -95,15 +95,10 @@ def convert_file(source: str | bytes, name: str, fmt: str, quality: int, png_lev
 
 
 def peak_rss_mb() -> float | None:
-    """This worker process's peak resident memory in MB (Linux /proc VmHWM); None where unknown."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
+    """This worker process's peak resident memory in MB (as the built-in engine's report reads it)."""
+    from distgray.master.report import peak_rss_mb as of_process
+
+    return of_process(os.getpid())
 
 
 def convert_shared(
