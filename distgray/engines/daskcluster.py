@@ -32,7 +32,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from distributed import Client, LocalCluster
 
 from distgray.config import DASK_CONNECT_TIMEOUT_S
@@ -178,17 +177,7 @@ class DaskEngine:
 
     # ------------------------------------------------------------------ one image
     def pixel_buffer(self, shape: tuple[int, ...], sparse: bool = False) -> tuple[U8Array, PixelBuffer | None]:
-        nbytes = int(np.prod(shape, dtype=np.int64))
-        if self.shared_memory:
-            try:
-                segment = shm.Segment(nbytes, sparse_rows=nbytes // shape[0] if sparse and shape[0] else 0)
-                return segment.array(shape), segment
-            except OSError as exc:
-                log.info("no room in shared memory for %d MB (%s): pixels are scattered", nbytes >> 20, exc)
-        if sparse:
-            rows = SparseRows(shape)
-            return rows.array, rows
-        return np.empty(shape, dtype=np.uint8), None
+        return shm.buffer(shape, self.shared_memory, sparse)
 
     def share(self, pixels: U8Array) -> tuple[U8Array, PixelBuffer | None]:
         """In shared memory for workers on this host; else as they are (strips are scattered)."""
@@ -534,8 +523,7 @@ class DaskEngine:
         with self._lock:
             if self._files is None:
                 return {}
-            units = self._files.queue.units.values()
-            return {u.id: (u.state, u.worker, u.error, _took(u.sent_at, u.done_at)) for u in units}
+            return self._files.queue.states()
 
     # ------------------------------------------------------------------ what the page and report show
     def snapshot(self) -> dict[str, Any]:
@@ -579,10 +567,6 @@ def _why(future: Future) -> str:
     except Exception as other:
         return f"{type(other).__name__}: {other}"
     return f"{type(exc).__name__}: {exc}"
-
-
-def _took(sent: float | None, done: float | None) -> float | None:
-    return None if sent is None or done is None else max(0.0, done - sent)
 
 
 def _own(job: RunningJob) -> DaskJob:

@@ -28,9 +28,7 @@ from distgray.imaging.encoded import EncodedStrip
 #: Gray bytes in one TIFF strip, about (at least one row).
 STRIP_BYTES = 1 << 20
 #: TIFF tag values for what :func:`encode_strip` writes.
-COMPRESSION_ADOBE_DEFLATE = 8
 PREDICTOR_HORIZONTAL = 2
-DEFAULT_LEVEL = 6  # zlib's own default, as libtiff's
 _SIZE = struct.Struct(">I")
 
 

@@ -148,8 +148,7 @@ class Cluster:
 
     def file_states(self) -> dict[int, tuple[UnitState, str | None, str | None, float | None]]:
         """Each unit of the current batch: (state, worker, error, seconds of its last attempt)."""
-        units = self.files.units.values() if self.files is not None else ()
-        return {u.id: (u.state, u.worker, u.error, _took(u.sent_at, u.done_at)) for u in units}
+        return self.files.states() if self.files is not None else {}
 
     def snapshot(self, now: float, heard: Mapping[str, float]) -> dict[str, Any]:
         """Workers and the current job's progress (``heard``: when each worker was last heard)."""
@@ -452,7 +451,3 @@ class Cluster:
         for key in [k for k, lander in self.landing.items() if lander == wid]:
             del self.landing[key]  # cut off mid-landing: its rows are redone (requeued above)
         return Dropped(w.id, reason, held, lost, files, requeued_files)
-
-
-def _took(start: float | None, end: float | None) -> float | None:
-    return None if start is None or end is None else end - start

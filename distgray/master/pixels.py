@@ -11,8 +11,6 @@ from __future__ import annotations
 import hmac
 import logging
 
-import numpy as np
-
 from distgray.imaging.kernel import U8Array
 from distgray.imaging.sparse import SparseRows
 from distgray.net import shm
@@ -56,15 +54,4 @@ class SharedPixels:
 
         ``sparse`` (a streamed job): the array only takes memory for the rows committed and not
         yet released (see :mod:`distgray.imaging.sparse`); the store that does so is returned."""
-        nbytes = int(np.prod(shape, dtype=np.int64))
-        row_bytes = nbytes // shape[0] if shape[0] else 0
-        if wanted and self.probe is not None:
-            try:
-                segment = shm.Segment(nbytes, sparse_rows=row_bytes if sparse else 0)
-                return segment.array(shape), segment
-            except OSError as exc:
-                log.info("no room in shared memory for %d MB (%s): pixels go over TCP", nbytes >> 20, exc)
-        if sparse:
-            rows = SparseRows(shape)
-            return rows.array, rows
-        return np.empty(shape, dtype=np.uint8), None
+        return shm.buffer(shape, wanted and self.probe is not None, sparse)

@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from distgray.errors import ProtocolError
-from distgray.imaging.sparse import pages_below
+from distgray.imaging.sparse import SparseRows, pages_below
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +196,25 @@ def map_region(name: str, offset: int, nbytes: int) -> npt.NDArray[np.uint8]:
     finally:
         os.close(fd)
     return np.frombuffer(m, dtype=np.uint8, count=nbytes, offset=offset - start)
+
+
+def buffer(
+    shape: tuple[int, ...], shared: bool, sparse: bool = False
+) -> tuple[npt.NDArray[np.uint8], Segment | SparseRows | None]:
+    """An uninitialised uint8 array of ``shape``: in a new segment if ``shared`` (and there is
+    room in ``/dev/shm``), else in private memory. ``sparse`` (a streamed job): memory only for
+    the rows committed and not yet released, in either; the store that does so is returned."""
+    nbytes = int(np.prod(shape, dtype=np.int64))
+    if shared:
+        try:
+            segment = Segment(nbytes, sparse_rows=nbytes // shape[0] if sparse and shape[0] else 0)
+            return segment.array(shape), segment
+        except OSError as exc:
+            log.info("no room in shared memory for %d MB (%s): pixels go over the network", nbytes >> 20, exc)
+    if sparse:
+        rows = SparseRows(shape)
+        return rows.array, rows
+    return np.empty(shape, dtype=np.uint8), None
 
 
 def read_probe(name: str) -> bytes | None:

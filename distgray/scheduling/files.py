@@ -67,6 +67,10 @@ class FileQueue:
     def finished(self) -> bool:
         return all(u.state in (UnitState.DONE, UnitState.FAILED) for u in self.units.values())
 
+    def states(self) -> dict[int, tuple[UnitState, str | None, str | None, float | None]]:
+        """Each unit: (state, worker, error, seconds of its last attempt: sent -> done)."""
+        return {u.id: (u.state, u.worker, u.error, _took(u.sent_at, u.done_at)) for u in self.units.values()}
+
     def next_for(self, worker_id: str, now: float) -> FileUnit | None:
         """The first pending unit, preferring one this worker has not failed before."""
         pending = [u for u in self.units.values() if u.state is UnitState.PENDING]
@@ -103,3 +107,7 @@ class FileQueue:
             return False
         unit.state, unit.worker, unit.sent_at = UnitState.PENDING, None, None
         return True
+
+
+def _took(start: float | None, end: float | None) -> float | None:
+    return None if start is None or end is None else end - start
