@@ -1,9 +1,7 @@
 #!/usr/bin/env python3
 """distgray worker: see `python worker_client.py --help` and README.md."""
 
-import sys
-
-from distgray.cli.master import worker_main
+from distgray.cli.master import worker_command
 
 if __name__ == "__main__":
-    sys.exit(worker_main())
+    worker_command()

@@ -4,9 +4,7 @@
 
 from __future__ import annotations
 
-import sys
-
-from distgray.cli.master import module_main
+from distgray.cli.master import module_command
 
 if __name__ == "__main__":
-    sys.exit(module_main())
+    module_command()

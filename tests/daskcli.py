@@ -15,7 +15,8 @@ from pathlib import Path
 
 
 class DaskCLI:
-    def __init__(self, tmp: Path, n: int, timeout: float = 60.0) -> None:
+    def __init__(self, tmp: Path, n: int, timeout: float = 60.0, worker_prefix: list[str] | None = None) -> None:
+        """``worker_prefix``: a command each worker runs under (``unshare ...``, say)."""
         cli = shutil.which("dask", path=str(Path(sys.executable).parent)) or shutil.which("dask")
         if cli is None:
             raise RuntimeError("Dask's `dask` command is missing: pip install 'distgray[dask]'")
@@ -43,6 +44,7 @@ class DaskCLI:
         self.workers = [
             self._start(
                 [
+                    *(worker_prefix or []),
                     *(cli, "worker", self.address, "--nthreads", "1", "--name", f"w{i}", "--no-nanny"),
                     *("--no-dashboard", "--host", "127.0.0.1", "--memory-limit", "0"),
                 ],

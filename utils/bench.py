@@ -4,6 +4,7 @@
     pip install -e '.[bench]'                                  # OpenCV, pyvips, matplotlib (optional)
     python utils/make_test_images.py --photo-8k --batch        # once: the inputs
     python utils/bench.py                                      # writes docs/BENCHMARK.md, docs/benchmark.png
+    python utils/bench.py --dask                               # the built-in and Dask engines: docs/BENCHMARK_DASK.md
 
 Cases (file in -> grayscale file out): an 8K photo JPEG -> JPEG (quality 95), the same photo as
 PNG -> PNG at zlib 6 (Pillow's default) and at zlib 1 (OpenCV's default), the 4K photo
@@ -387,7 +388,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", nargs="+", choices=list(cases()), default=list(cases()), help="default: all")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "BENCHMARK.md", help="the Markdown report")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "benchmark.png", help="the bar chart")
+    parser.add_argument(
+        "--dask",
+        action="store_true",
+        help="instead: the built-in engine and the Dask engine (--engine dask) side by side, with Pillow, on the"
+        " 8K PNG, the 8K JPEG and the 40-file batch, and Dask's per-task overhead (utils/bench_dask.py; needs"
+        " pip install 'distgray[dask]'; writes docs/BENCHMARK_DASK.md; --repeat and the first --workers apply)",
+    )
     args = parser.parse_args(argv)
+    if args.dask:
+        from tests.conftest import load_utils
+
+        return int(load_utils("bench_dask").main(["--repeat", str(args.repeat), "--workers", str(args.workers[0])]))
     chosen = {k: v for k, v in cases().items() if k in args.cases}
     missing = [k for k, c in chosen.items() if not c.available()]
     if missing:

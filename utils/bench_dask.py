@@ -4,6 +4,7 @@
     pip install -e '.[test]'                               # Dask (distributed) comes with the test extras
     python utils/make_test_images.py --photo-8k --batch    # once: the inputs
     python utils/bench_dask.py                             # writes docs/BENCHMARK_DASK.md
+    python utils/bench.py --dask                           # the same, from the main benchmark
 
 Cases: the 8K photo PNG -> PNG (zlib 1), the 8K photo JPEG -> JPEG (quality 95), a folder of 40
 4K JPEGs -> JPEGs (one whole-file task each). Each run is a fresh ``master_server.py`` process,
@@ -24,6 +25,7 @@ A benchmark, not a test: nothing here asserts a time.
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import shutil
 import statistics
@@ -119,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", nargs="+", choices=list(cases()), default=list(cases()))
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "BENCHMARK_DASK.md")
     args = parser.parse_args(argv)
+    # As utils/bench.py: with PYTHONDONTWRITEBYTECODE set, compile the editable install once.
+    compileall.compile_dir(ROOT / "distgray", quiet=1)
     tmp = Path(tempfile.mkdtemp(prefix="distgray-bench-dask-"))
     cluster = Cluster(tmp, args.workers)
     lines = [

@@ -26,6 +26,7 @@ from distgray.cli.common import (
     LOG_LEVELS,
     env_default,
     env_value,
+    exit_with,
     nonnegative,
     port_number,
     positive,
@@ -512,3 +513,18 @@ def module_main(argv: Sequence[str] | None = None) -> int:
         print("usage: python -m distgray {master,worker,health} [--help]", file=sys.stderr)
         return 2
     return commands[argv[0]](argv[1:])
+
+
+def master_command() -> None:
+    """``master_server.py`` and ``distgray-master``."""
+    exit_with(master_main)
+
+
+def worker_command() -> None:
+    """``worker_client.py`` and ``distgray-worker``."""
+    exit_with(worker_main)
+
+
+def module_command() -> None:
+    """``python -m distgray``."""
+    exit_with(module_main)

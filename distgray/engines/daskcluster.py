@@ -9,7 +9,10 @@ What travels where:
 * A strip's pixels go from this process straight to one worker (``scatter(direct=True)``), never
   through the scheduler; the task (:func:`~distgray.engines.dasktasks.convert_strip`) names them
   by key. Its answer (gray rows, or the strip encoded as PNG, JPEG or TIFF by the same code the
-  built-in workers run) comes straight back. The scheduler sees keys and sizes only.
+  built-in workers run) comes straight back: the client gathers from the workers
+  (``direct_to_workers=True``; Dask's default would relay every result through the scheduler),
+  falling back to the scheduler only for a worker it cannot reach. The scheduler sees keys and
+  sizes only.
 * A batch's whole file goes as its path when the workers can read it (tried first), else as its
   bytes (scattered the same way); the encoded gray file comes back and is written here,
   atomically, like the built-in engine's.
@@ -59,6 +62,10 @@ SWEEP_S = 1.0
 SEND_RETRY_S = 30.0
 #: Strips sent in one scatter at most (those waiting when the sender is free).
 SEND_BATCH = 64
+#: Answers fetched from the workers in one round at most.
+GATHER_BATCH = 32
+#: How long the scheduler's list of workers is reused before asking again.
+WORKERS_TTL_S = 0.5
 #: Bytes of input pixels in one strip by default, at most (a Dask task costs ~1-10 ms to run) ...
 STRIP_BYTES = 8 << 20
 #: ... and at least this many strips a worker, to spread them.
@@ -72,7 +79,7 @@ def connect(address: str | None, local_workers: int) -> tuple[Client, LocalClust
     cluster = None
     try:
         if address:
-            return Client(address, timeout=DASK_CONNECT_TIMEOUT_S), None
+            return Client(address, timeout=DASK_CONNECT_TIMEOUT_S, direct_to_workers=True), None
         has_page = importlib.util.find_spec("bokeh") is not None  # Dask's dashboard needs bokeh
         cluster = LocalCluster(
             n_workers=local_workers or os.cpu_count() or 1,
@@ -82,7 +89,7 @@ def connect(address: str | None, local_workers: int) -> tuple[Client, LocalClust
             dashboard_address="127.0.0.1:0" if has_page else None,
             silence_logs=logging.WARNING,
         )
-        return Client(cluster), cluster
+        return Client(cluster, direct_to_workers=True), cluster
     except (OSError, TimeoutError) as exc:
         if cluster is not None:
             cluster.close()
@@ -118,6 +125,8 @@ class DaskEngine:
         self._lock = threading.Lock()
         self._change = threading.Condition(self._lock)
         self._ids = itertools.count(1)
+        self._workers_seen: dict[str, dict[str, Any]] = {}
+        self._workers_at = -WORKERS_TTL_S
         self.job: DaskJob | None = None
         self._files: _Files | None = None
         self._answers: queue.Queue[tuple[str, Any, int, Future] | None] = queue.Queue()
@@ -142,8 +151,16 @@ class DaskEngine:
             return None
 
     def _workers(self) -> dict[str, dict[str, Any]]:
+        """The scheduler's workers, asked at most every :data:`WORKERS_TTL_S` (a job's loop and
+        the page ask often; each asking is a round trip to the scheduler)."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._workers_at < WORKERS_TTL_S:
+                return self._workers_seen
         info = self.client.scheduler_info(n_workers=-1)
         workers: dict[str, dict[str, Any]] = info.get("workers", {})
+        with self._lock:
+            self._workers_seen, self._workers_at = workers, time.monotonic()
         return workers
 
     def live_workers(self) -> int:
@@ -159,6 +176,9 @@ class DaskEngine:
             self.client.wait_for_workers(n, timeout=timeout)
         except TimeoutError:
             return False
+        finally:
+            with self._lock:
+                self._workers_at = -WORKERS_TTL_S  # ask the scheduler afresh next time
         return True
 
     def wait_for_change(self, timeout: float) -> None:
@@ -387,16 +407,38 @@ class DaskEngine:
             except queue.Empty:
                 self._sweep()
                 continue
-            if item is None:
+            items = [item]
+            while item is not None and len(items) < GATHER_BATCH:  # the answers already here, too
+                try:
+                    item = self._answers.get_nowait()
+                except queue.Empty:
+                    break
+                items.append(item)
+            answers = [i for i in items if i is not None]
+            results = self._gather([future for _, _, _, future in answers])
+            for kind, owner, index, future in answers:
+                try:
+                    if kind == "strip":
+                        self._strip_answer(owner, index, future, results)
+                    else:
+                        self._file_answer(owner, index, future, results)
+                except Exception:  # one answer's trouble must not stop the others
+                    log.exception("dask engine: handling a %s answer failed", kind)
+            if None in items:
                 return
-            kind, owner, index, future = item
-            try:
-                if kind == "strip":
-                    self._strip_answer(owner, index, future)
-                else:
-                    self._file_answer(owner, index, future)
-            except Exception:  # one answer's trouble must not stop the others
-                log.exception("dask engine: handling a %s answer failed", kind)
+
+    def _gather(self, futures: list[Future]) -> dict[str, Any]:
+        """The results of the finished ``futures``, by key, fetched in one round (each fetch asks
+        the scheduler where the data is, then the workers): {} when that fails, and each answer
+        is then fetched on its own."""
+        finished = [f for f in futures if f.status == "finished"]
+        if len(finished) < 2:
+            return {}
+        try:
+            values = self.client.gather(finished)
+        except Exception:  # one of them lost with its worker: fetch one by one, as if alone
+            return {}
+        return {f.key: v for f, v in zip(finished, values, strict=True)}
 
     def _sweep(self) -> None:
         """Strips whose pixels died with their worker before the task ran: Dask cannot make them
@@ -411,7 +453,7 @@ class DaskEngine:
                 why = f"its pixels were lost with their worker ({getattr(data, 'status', 'lost')})"
                 self._strip_failed(job, index, task, why)
 
-    def _strip_answer(self, job: DaskJob, index: int, future: Future) -> None:
+    def _strip_answer(self, job: DaskJob, index: int, future: Future, results: dict[str, Any]) -> None:
         if future.status != "finished":
             self._strip_failed(job, index, future, _why(future))
             return
@@ -421,7 +463,9 @@ class DaskEngine:
             return  # the job is over, or this is an attempt already given up on
         strip = job.strips[index]
         try:
-            done: dasktasks.StripDone | None = future.result(timeout=SEND_RETRY_S)
+            done: dasktasks.StripDone | None = (
+                results[future.key] if future.key in results else future.result(timeout=SEND_RETRY_S)
+            )
         except Exception as exc:  # done, but its answer died with its worker before it got here
             self._strip_failed(job, index, future, f"its answer was lost ({type(exc).__name__}: {exc})")
             return
@@ -484,7 +528,7 @@ class DaskEngine:
             files_.futures[unit.id] = task
         task.add_done_callback(lambda f, q=files_, u=unit.id: self._answers.put(("file", q, u, f)))
 
-    def _file_answer(self, files_: _Files, unit_id: int, future: Future) -> None:
+    def _file_answer(self, files_: _Files, unit_id: int, future: Future, results: dict[str, Any]) -> None:
         unit = files_.queue.units[unit_id]
         now = time.monotonic()
         if future.status != "finished":  # its worker died (with its bytes, say): again, a few times
@@ -498,7 +542,7 @@ class DaskEngine:
                 files_.queue.requeued.append({"file": str(unit.source), "worker": "dask", "reason": reason})
             self._send_file(files_, unit)
             return
-        done: dasktasks.FileDone = future.result()
+        done: dasktasks.FileDone = results[future.key] if future.key in results else future.result()
         if done.unreadable:  # the workers do not see this machine's files: send bytes from now on
             if files_.by_path:
                 log.info("dask engine: workers cannot read %s (%s): sending file contents", unit.source, done.error)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests.bigimages import Mosaic, gray_of, photo_tile, write_png
 from tests.conftest import decoded, pillow_reference
@@ -44,9 +45,9 @@ def _dask_cli() -> str:
     return found
 
 
-def start_cluster(tmp: Path, n: int) -> DaskCLI:
+def start_cluster(tmp: Path, n: int, worker_prefix: list[str] | None = None) -> DaskCLI:
     _dask_cli()  # skips (or fails under CI=true) without Dask
-    return DaskCLI(tmp, n, timeout=WAIT_S)
+    return DaskCLI(tmp, n, timeout=WAIT_S, worker_prefix=worker_prefix)
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +188,74 @@ def test_a_local_cluster_started_by_the_master_and_a_streamed_image(tmp_path: Pa
     assert np.array_equal(decoded(tmp_path / "out.tif"), mosaic.gray_rows(0, mosaic.height, gray_of(photo_tile(0.25))))
     figures = json.loads(report.read_text())
     assert figures["engine"] == "dask" and len(figures["strip_log"]) > 10  # it streamed, in many strips
+
+
+def _distgray_tasks(address: str) -> list[str]:
+    """The keys of this engine's tasks the scheduler still holds."""
+    from distributed import Client
+
+    def keys(dask_scheduler: object) -> list[str]:
+        return [str(k) for k in dask_scheduler.tasks if "distgray" in str(k)]  # type: ignore[attr-defined]
+
+    with Client(address, timeout=WAIT_S) as client:
+        return list(client.run_on_scheduler(keys))
+
+
+def test_ctrl_c_stops_the_job_and_releases_its_tasks(dask_cluster: DaskCLI, photo: Path, tmp_path: Path) -> None:
+    """Ctrl+C mid-job: exit code 130 with one line, no output (not even a part file), and the
+    scheduler forgets every task of the job (the workers do not go on with them)."""
+    master = MasterProcess(
+        [
+            *("--no-dashboard", "--host", "127.0.0.1", "--port", "0", "--log-level", "debug"),
+            *("--image", str(photo), "--output", "out.png", "--strip-rows", "8", "--no-shared-memory"),
+            *("--engine", "dask", "--scheduler-address", dask_cluster.address),
+        ],
+        cwd=tmp_path,
+    )
+    wait_until(lambda: master.stderr.count("done by w") >= 3, WAIT_S * 2, "a few strips to be done")
+    assert _distgray_tasks(dask_cluster.address), "the job's tasks are on the scheduler while it runs"
+    master.proc.send_signal(signal.SIGINT)
+    master.finish(WAIT_S)
+    assert master.proc.returncode == 130, master.stderr
+    assert "interrupted" in master.stderr and "Traceback" not in master.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "no output and no part file"
+    wait_until(lambda: not _distgray_tasks(dask_cluster.address), WAIT_S, "the scheduler to forget the job's tasks")
+
+
+def test_workers_that_cannot_see_the_inputs_get_their_bytes(photo: Path, tmp_path: Path) -> None:
+    """Workers on "another machine": each runs in its own mount namespace where the input folder
+    is an empty tmpfs (a real mount, as a remote host would have no such folder). The first file
+    they are sent by path comes back unreadable; from then on the master sends every file's bytes,
+    and the outputs are the built-in engine's."""
+    unshare = shutil.which("unshare")
+    why = None
+    if unshare is None:
+        why = "util-linux's unshare is not installed"
+    elif os.geteuid() != 0:
+        why = "a private mount namespace needs root"
+    if why:
+        if os.environ.get("CI") == "true":
+            pytest.fail(why)
+        pytest.skip(why)
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.jpg").write_bytes(photo.read_bytes())
+    Image.open(photo).convert("RGB").crop((0, 0, 901, 677)).save(src / "b.png")
+    (src / "c.jpg").write_text("this is not a picture\n")
+    hide = ["sh", "-c", f'mount -t tmpfs none "{src}" && exec "$0" "$@"']
+    cluster = start_cluster(tmp_path / "dask", 2, [unshare, "--mount", "--propagation", "private", *hide])
+    try:
+        common = ["--input-dir", "in", "--whole-file-max-mp", "50", "--log-level", "info"]
+        code, summary, err = _master(
+            [*common, "--output-dir", "dask", "--engine", "dask", "--scheduler-address", cluster.address], tmp_path
+        )
+        assert code == 1, err  # c.jpg is not an image: reported, the rest converted
+        assert "3 files: 2 converted, 0 skipped, 1 failed" in summary, summary
+        assert "sending file contents" in err, err
+        assert "cannot read here" not in summary  # no file failed for being out of the workers' sight
+    finally:
+        cluster.close()
+    code, _, err = _master([*common, "--output-dir", "builtin", "--local-workers", "2"], tmp_path)
+    assert code == 1, err
+    for name in ("a_gray.jpg", "b_gray.png"):
+        assert (tmp_path / "dask" / name).read_bytes() == (tmp_path / "builtin" / name).read_bytes(), name
