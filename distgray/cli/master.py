@@ -72,7 +72,7 @@ the token by HMAC inside it. The page is this machine's only unless --dashboard-
 otherwise, and then needs its access token.
 environment: MASTER_HOST, MASTER_PORT, NUM_WORKERS, FLASK_PORT, DASHBOARD_HOST, DISTGRAY_TOKEN,
 DISTGRAY_TOKEN_FILE, DISTGRAY_DASHBOARD_TOKEN, DISTGRAY_ADVERTISE_HOST, DISTGRAY_WINDOW_MB, DISTGRAY_LOG_LEVEL,
-DISTGRAY_ENGINE, DASK_SCHEDULER_ADDRESS
+DISTGRAY_ENGINE, DASK_SCHEDULER_ADDRESS, CLOUD_RUN_TASK_INDEX, CLOUD_RUN_TASK_COUNT, JOB_COMPLETION_INDEX
 (a flag given on the command line wins over its environment variable).
 exit codes: 0 done, 1 a job failed, 2 usage error, 130 interrupted.
 """
@@ -111,6 +111,23 @@ def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         metavar="MP",
         help="batches: images up to MP megapixels go to one worker as a whole file (decoded, converted"
         " and encoded there); bigger ones are split into strips (default %(default)s)",
+    )
+    io.add_argument(
+        "--task-index",
+        type=nonnegative,
+        metavar="I",
+        default=env_default(p, env, ("CLOUD_RUN_TASK_INDEX", "JOB_COMPLETION_INDEX"), nonnegative, None),
+        help="batches run as N parallel tasks (a Cloud Run job, a Kubernetes indexed Job): this one, 0-based,"
+        " converts its share of the inputs, chosen by a hash of each name, so N tasks started anywhere"
+        " convert every input exactly once. Env CLOUD_RUN_TASK_INDEX, else JOB_COMPLETION_INDEX",
+    )
+    io.add_argument(
+        "--task-count",
+        type=positive,
+        metavar="N",
+        default=env_default(p, env, ("CLOUD_RUN_TASK_COUNT",), positive, None),
+        help="how many tasks share the batch (env CLOUD_RUN_TASK_COUNT; Kubernetes: give it). Each task"
+        " writes its own job log, distgray-log-task-I-of-N.jsonl",
     )
     io.add_argument("--output", type=Path, help="output file (default: <output-dir>/<stem>_gray.<input extension>)")
     io.add_argument(
@@ -381,6 +398,13 @@ def master_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
             parser.error("--output needs --image (in serve mode outputs go to --output-dir)")
         if args.no_dashboard:
             parser.error("serve mode (no --image) needs the status page: drop --no-dashboard")
+    if (args.task_index is None) != (args.task_count is None):
+        parser.error("--task-index and --task-count go together (or CLOUD_RUN_TASK_INDEX and CLOUD_RUN_TASK_COUNT)")
+    if args.task_count is not None:
+        if not is_batch and args.task_count > 1:
+            parser.error("--task-index/--task-count split a batch: give --input-dir (or several --image)")
+        if not 0 <= (args.task_index or 0) < args.task_count:
+            parser.error(f"--task-index {args.task_index} is not one of 0..{args.task_count - 1} (--task-count)")
     if args.whole_file_max_mp < 0:
         parser.error("--whole-file-max-mp must be 0 or more")
     try:
@@ -474,6 +498,8 @@ def _batch_options(args: argparse.Namespace) -> BatchOptions:
         quality=args.quality,
         png_level=args.png_level,
         max_pixels=args.max_pixels,
+        task_index=args.task_index or 0,
+        task_count=args.task_count or 1,
     )
 
 
@@ -506,11 +532,13 @@ def _resolve_output(args: argparse.Namespace) -> tuple[Path | None, str | None]:
 
 
 def module_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m distgray {master,worker,health} [flags]``."""
+    """``python -m distgray {master,worker,health,jobs} [flags]``."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    commands = {"master": master_main, "worker": worker_main, "health": health_main}
+    from distgray.cli.jobs import jobs_main
+
+    commands = {"master": master_main, "worker": worker_main, "health": health_main, "jobs": jobs_main}
     if not argv or argv[0] not in commands:
-        print("usage: python -m distgray {master,worker,health} [--help]", file=sys.stderr)
+        print("usage: python -m distgray {master,worker,health,jobs} [--help]", file=sys.stderr)
         return 2
     return commands[argv[0]](argv[1:])
 

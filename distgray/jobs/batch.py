@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import hashlib
 import json
 import logging
 import os
@@ -57,6 +58,12 @@ class BatchOptions:
     quality: int | None = None
     png_level: int = config.DEFAULT_PNG_LEVEL
     max_pixels: int = config.DEFAULT_MAX_PIXELS
+    task_index: int = 0  # indexed tasks: this task converts the inputs of share task_index ...
+    task_count: int = 1  # ... of task_count (see share_of)
+
+    @property
+    def log_name(self) -> str:
+        return provenance.task_log_name(self.task_index, self.task_count)
 
 
 @dataclass
@@ -113,10 +120,20 @@ def discover(opts: BatchOptions) -> list[Item]:
     return items + [Item(p, str(p.relative_to(root)), p.relative_to(root)) for p in sorted(found)]
 
 
+def share_of(name: str, count: int) -> int:
+    """Which of ``count`` indexed tasks converts the input called ``name`` (its path inside
+    ``--input-dir``, or as given with ``--image``): a hash of the name, so the split is the same
+    on every machine, in every listing order, and each input is in exactly one share."""
+    digest = hashlib.sha256(name.replace(os.sep, "/").encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") % count
+
+
 def plan(items: list[Item], opts: BatchOptions) -> None:
-    """Name every output; mark same-file and unreadable inputs failed; completed outputs skipped."""
+    """Name every output; keep this task's share of the items (indexed tasks: ``items`` is cut
+    down in place, after naming, so outputs are named alike in every task); mark same-file and
+    unreadable inputs failed; completed outputs skipped."""
     taken: set[Path] = set()
-    for item in items:
+    for item in sorted(items, key=lambda i: i.name):  # named in one order, whatever the listing's
         parent = opts.output_dir / (item.rel.parent if item.rel is not None else Path())
         ext = formats.EXTENSIONS.get(opts.format.upper(), "") if opts.format else item.source.suffix.lower()
         output = parent / formats.gray_name(item.source.stem, ext)
@@ -124,6 +141,12 @@ def plan(items: list[Item], opts: BatchOptions) -> None:
             output = parent / formats.gray_name(item.source.stem, ext, f"-{item.source.suffix.lstrip('.').lower()}")
         taken.add(output)
         item.output = output
+    if opts.task_count > 1:
+        items[:] = [i for i in items if share_of(i.name, opts.task_count) == opts.task_index]
+    logs = provenance.logs_in(opts.output_dir)
+    for item in items:
+        assert item.output is not None
+        output = item.output
         try:
             item.format = load.output_format(output, opts.format)
         except ValueError as exc:
@@ -141,8 +164,7 @@ def plan(items: list[Item], opts: BatchOptions) -> None:
         item.options = output_options(item.format, opts.quality, opts.png_level)
         with contextlib.suppress(OSError):
             item.before = provenance.fingerprint(item.source, with_hash=False)
-        log_file = opts.output_dir / LOG_NAME
-        if not opts.overwrite and provenance.up_to_date(log_file, item.source, output, item.options):
+        if not opts.overwrite and provenance.up_to_date(logs, item.source, output, item.options):
             item.status, item.reason = (
                 "skipped",
                 "up to date: made from this input with these options (--overwrite redoes it)",
@@ -173,7 +195,7 @@ class Batch:
     ) -> None:
         self.service, self.items, self.opts, self.say = service, items, opts, say
         self.engine: Engine = service.engine
-        self.log_path = opts.output_dir / LOG_NAME
+        self.log_path = opts.output_dir / opts.log_name
         self._logged: set[int] = set()
         self._units: dict[int, Item] = {}
         self.big: list[Item] = []
@@ -306,6 +328,8 @@ class Batch:
         counts = {s: sum(1 for i in self.items if i.status == s) for s in ("converted", "skipped", "failed")}
         mp = sum(i.pixels for i in self.items if i.status == "converted") / 1e6
         rate = f", {mp / seconds:.1f} MP/s" if seconds > 0 and mp else ""
+        if self.opts.task_count > 1:
+            self.say(f"task       {self.opts.task_index} of {self.opts.task_count} (0-based): its share of the inputs")
         self.say(
             f"batch      {len(self.items)} files: {counts['converted']} converted, {counts['skipped']} skipped,"
             f" {counts['failed']} failed ({mp:.1f} MP in {seconds:.2f} s{rate})"

@@ -18,6 +18,23 @@ from pathlib import Path
 from typing import Any
 
 LOG_NAME = "distgray-log.jsonl"
+#: Every job log of a folder: the batch's own and each indexed task's (``distgray-log-task-I-of-N.jsonl``).
+LOG_GLOB = "distgray-log*.jsonl"
+
+
+def task_log_name(index: int, count: int) -> str:
+    """The job log of task ``index`` of ``count`` (one a task, so tasks never write one file)."""
+    return LOG_NAME if count == 1 else f"distgray-log-task-{index}-of-{count}.jsonl"
+
+
+def logs_in(folder: Path) -> list[Path]:
+    """The job logs in ``folder`` (the batch's, and those of indexed tasks, whatever their count)."""
+    try:
+        return sorted(folder.glob(LOG_GLOB))
+    except OSError:
+        return []
+
+
 _HASH_CHUNK = 1 << 20
 
 
@@ -58,10 +75,14 @@ def latest(log: Path, output: Path) -> dict[str, Any] | None:
     return found
 
 
-def up_to_date(log: Path, source: Path, output: Path, options: dict[str, Any]) -> bool:
-    """Whether ``output`` exists and ``log`` says it was made from ``source`` as it is now, with ``options``."""
+def up_to_date(log: Path | list[Path], source: Path, output: Path, options: dict[str, Any]) -> bool:
+    """Whether ``output`` exists and a job log (``log``, or any of a list) says it was made from
+    ``source`` as it is now, with ``options``. A record pins the output's size and time, so one
+    log's say is enough whichever task wrote it."""
     if not output.is_file():
         return False
+    if isinstance(log, list):
+        return any(up_to_date(one, source, output, options) for one in log)
     record = latest(log, output)
     if record is None or record.get("input") != str(source) or record.get("options") != options:
         return False
@@ -100,8 +121,9 @@ def converted(source: Path, output: Path, before: dict[str, Any] | None, options
     try:
         found = fingerprint(source)
         made = output_state(output)
+        output_sha256 = fingerprint(output)["input_sha256"]
     except OSError:
         return {}
     if before is not None and any(found.get(k) != v for k, v in before.items()):
         found.pop("input_sha256")
-    return {"options": options, "output_state": made, **found}
+    return {"options": options, "output_state": made, "output_sha256": output_sha256, **found}

@@ -187,7 +187,14 @@ class MasterProcess:
 
     running: ClassVar[list[MasterProcess]] = []  # killed after each test if still alive
 
-    def __init__(self, args: list[str], cwd: Path, preexec_fn: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        cwd: Path,
+        preexec_fn: Callable[[], None] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """``env``: variables added to this process's environment for the master."""
         MasterProcess.running.append(self)
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
@@ -197,6 +204,7 @@ class MasterProcess:
             stderr=subprocess.PIPE,
             text=True,
             preexec_fn=preexec_fn,
+            env={**os.environ, **env} if env else None,
         )
         self.err_lines: list[str] = []
         self.out_lines: list[str] = []

@@ -287,3 +287,30 @@ def test_mutated_real_files_only_raise_image_errors(fmt: str, data: st.DataObjec
     except ImageError:
         return
     assert done.width * done.height <= 10_000_000
+
+
+def test_indexed_tasks_share_the_inputs_by_name_whatever_the_listing_order(folder: Path, tmp_path: Path) -> None:
+    """Each input in exactly one task's share, the same share whatever order the listing came in
+    (each task lists the folder itself), and outputs named as the whole listing would name them."""
+    from distgray.jobs.batch import share_of
+
+    names_ = [f"dir{i % 7}/photo_{i:05d}.jpg" for i in range(3000)]
+    counts = [sum(1 for n in names_ if share_of(n, 3) == k) for k in range(3)]
+    assert sum(counts) == 3000 and min(counts) > 900  # a fair split (the hash), not a lopsided one
+    assert [share_of(n, 3) for n in reversed(names_)] == [share_of(n, 3) for n in names_][::-1]
+    out = tmp_path / "out"
+    whole = BatchOptions(input_dir=folder, output_dir=out, recursive=True, format="PNG")
+    everything = discover(whole)
+    plan(everything, whole)
+    outputs = {i.name: i.output for i in everything}
+    seen: list[str] = []
+    for index in range(2):
+        opts = BatchOptions(
+            input_dir=folder, output_dir=out, recursive=True, format="PNG", task_index=index, task_count=2
+        )
+        shuffled = discover(opts)[::-1]  # another order of the same listing
+        plan(shuffled, opts)
+        assert all(outputs[i.name] == i.output for i in shuffled)  # a.png is still a-png_gray.png
+        seen += [i.name for i in shuffled]
+        assert opts.log_name == f"distgray-log-task-{index}-of-2.jsonl"
+    assert sorted(seen) == sorted(outputs)

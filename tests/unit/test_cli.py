@@ -57,6 +57,12 @@ def test_status_page_port_from_flask_port() -> None:
         (["--image", "x.jpg", "--tls-key", "k.pem"], {}),
         (["--image", "x.jpg", "--no-tls", "--tls-cert", "c.pem"], {}),
         (["--image", "x.jpg", "--handshake-timeout", "0"], {}),
+        (["--input-dir", ".", "--task-index", "1"], {}),  # an index without a count
+        (["--input-dir", ".", "--task-count", "2"], {}),  # a count without an index
+        (["--input-dir", ".", "--task-index", "2", "--task-count", "2"], {}),  # 0-based: 0 or 1
+        (["--input-dir", "."], {"CLOUD_RUN_TASK_INDEX": "3", "CLOUD_RUN_TASK_COUNT": "3"}),
+        (["--input-dir", "."], {"JOB_COMPLETION_INDEX": "0"}),  # Kubernetes: --task-count is needed
+        (["--image", "x.jpg", "--task-index", "0", "--task-count", "2"], {}),  # one image is not split
     ],
 )
 def test_usage_errors_exit_2(argv: list[str], env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
