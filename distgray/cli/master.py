@@ -113,6 +113,29 @@ def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         " and encoded there); bigger ones are split into strips (default %(default)s)",
     )
     io.add_argument(
+        "--watch",
+        action="store_true",
+        help="with --input-dir: keep running, converting each image that arrives once it is whole (closed"
+        " after writing or moved in, or unchanged for --watch-settle seconds), each once: the job log"
+        " says what earlier runs made, so a restart repeats and misses nothing. Ctrl+C stops",
+    )
+    io.add_argument(
+        "--watch-interval",
+        type=float,
+        default=env_default(p, env, ("DISTGRAY_WATCH_INTERVAL",), float, 5.0),
+        metavar="S",
+        help="--watch: list the folder every S seconds besides its events (env DISTGRAY_WATCH_INTERVAL;"
+        " default %(default)s)",
+    )
+    io.add_argument(
+        "--watch-settle",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="--watch: a file found by a listing (no event) is whole once unchanged for S seconds"
+        " (default %(default)s)",
+    )
+    io.add_argument(
         "--task-index",
         type=nonnegative,
         metavar="I",
@@ -398,6 +421,10 @@ def master_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
             parser.error("--output needs --image (in serve mode outputs go to --output-dir)")
         if args.no_dashboard:
             parser.error("serve mode (no --image) needs the status page: drop --no-dashboard")
+    if args.watch and args.input_dir is None:
+        parser.error("--watch watches a folder: give --input-dir")
+    if args.watch_interval <= 0 or args.watch_settle < 0:
+        parser.error("--watch-interval must be positive and --watch-settle not negative")
     if (args.task_index is None) != (args.task_count is None):
         parser.error("--task-index and --task-count go together (or CLOUD_RUN_TASK_INDEX and CLOUD_RUN_TASK_COUNT)")
     if args.task_count is not None:

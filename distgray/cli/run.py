@@ -121,6 +121,9 @@ class RunOptions:
     batch: BatchOptions | None = None  # several images: see distgray.batch
     engine: str = "builtin"  # or "dask"
     scheduler_address: str | None = None  # --engine dask: an existing cluster's scheduler
+    watch: bool = False  # --watch: keep converting what arrives in the batch's --input-dir
+    watch_interval: float = 5.0
+    watch_settle: float = 2.0
 
 
 def run_master(
@@ -196,6 +199,16 @@ def run_master(
 def _run_jobs(service: Service, opts: RunOptions, worker_cmd: str) -> tuple[int, str]:
     """Run what was asked on a started service: a batch, one image, or serve. Returns the exit
     code and what to tell the workers as they go."""
+    if opts.batch is not None and opts.watch:
+        from distgray.jobs.watch import Watch, WatchOptions
+
+        watch = Watch(service, opts.batch, WatchOptions(opts.watch_interval, opts.watch_settle), _say)
+        try:
+            code = watch.run(threading.Event())
+        except KeyboardInterrupt:
+            code = 1 if watch.failed_any else 0
+            _say(f"stopped    watching; {watch.converted} converted in this run")
+        return code, "master stopping"
     if opts.batch is not None:
         from distgray.jobs.batch import Batch, discover, plan
 

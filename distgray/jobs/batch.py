@@ -106,9 +106,7 @@ def discover(opts: BatchOptions) -> list[Item]:
     skip = opts.output_dir.resolve()
 
     def wanted(name: str) -> bool:
-        if opts.pattern:
-            return fnmatch.fnmatch(name.lower(), opts.pattern.lower())
-        return Path(name).suffix.lower() in formats.IMAGE_SUFFIXES
+        return wanted_name(name, opts)
 
     found: list[Path] = []
     for folder, dirs, files in os.walk(root, followlinks=False):
@@ -118,6 +116,13 @@ def discover(opts: BatchOptions) -> list[Item]:
         if not opts.recursive:
             break
     return items + [Item(p, str(p.relative_to(root)), p.relative_to(root)) for p in sorted(found)]
+
+
+def wanted_name(name: str, opts: BatchOptions) -> bool:
+    """Whether a file called ``name`` in the input folder is one of the batch's inputs."""
+    if opts.pattern:
+        return fnmatch.fnmatch(name.lower(), opts.pattern.lower())
+    return Path(name).suffix.lower() in formats.IMAGE_SUFFIXES
 
 
 def share_of(name: str, count: int) -> int:
@@ -132,6 +137,14 @@ def plan(items: list[Item], opts: BatchOptions) -> None:
     """Name every output; keep this task's share of the items (indexed tasks: ``items`` is cut
     down in place, after naming, so outputs are named alike in every task); mark same-file and
     unreadable inputs failed; completed outputs skipped."""
+    name_outputs(items, opts)
+    if opts.task_count > 1:
+        items[:] = [i for i in items if share_of(i.name, opts.task_count) == opts.task_index]
+    check(items, opts)
+
+
+def name_outputs(items: list[Item], opts: BatchOptions) -> None:
+    """Each item's output path, by the whole listing (the same names whatever its order)."""
     taken: set[Path] = set()
     for item in sorted(items, key=lambda i: i.name):  # named in one order, whatever the listing's
         parent = opts.output_dir / (item.rel.parent if item.rel is not None else Path())
@@ -141,8 +154,11 @@ def plan(items: list[Item], opts: BatchOptions) -> None:
             output = parent / formats.gray_name(item.source.stem, ext, f"-{item.source.suffix.lstrip('.').lower()}")
         taken.add(output)
         item.output = output
-    if opts.task_count > 1:
-        items[:] = [i for i in items if share_of(i.name, opts.task_count) == opts.task_index]
+
+
+def check(items: list[Item], opts: BatchOptions) -> None:
+    """Read each named item's header (bad inputs fail here, with the reason); mark those whose
+    output a job log shows made from the input as it is now skipped."""
     logs = provenance.logs_in(opts.output_dir)
     for item in items:
         assert item.output is not None

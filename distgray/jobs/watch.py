@@ -1,0 +1,250 @@
+"""Watch mode (``--watch``): keep converting what arrives in ``--input-dir``, each image once, only
+once it is whole.
+
+When is a file whole? The folder is watched with watchdog (inotify on Linux): a file closed after
+writing, or moved in, is ready at once. Events can be missed (a network filesystem, a burst that
+overflows the kernel's queue, a writer that keeps the file open), so the folder is also listed
+every ``interval`` seconds: a file that has not changed (size and mtime) for ``settle`` seconds
+is ready too. A ready file is converted unless it was converted (or failed) as it is now: the
+job log says what earlier runs made (so a restart repeats nothing, and misses nothing: every file
+not in the log as it is now is converted), and this run remembers what it has done. A file that
+changes afterwards is converted again.
+
+:class:`Inbox` owns the waiting room (pure bookkeeping, given a clock and what the listing sees);
+:class:`Watch` runs it: events in, listings, and :class:`~distgray.jobs.batch.Batch` runs of
+the ready files, one after another.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from distgray.jobs.batch import Batch, BatchOptions, Item, check, discover, name_outputs, share_of, wanted_name
+from distgray.jobs.report import silent
+from distgray.jobs.service import Service
+
+log = logging.getLogger(__name__)
+
+#: A file is the same file while its size and modification time (ns) stay the same.
+Stamp = tuple[int, int]
+
+
+def stamp_of(path: Path) -> Stamp | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+@dataclass
+class Waiting:
+    stamp: Stamp | None
+    since: float  # when it was last seen to change
+    closed: bool = False  # a close-after-write or a move-in event said it is whole
+
+
+class Inbox:
+    """Which files are waiting, which are ready, which are done (as they are now).
+
+    ``settle``: seconds a file must stay unchanged, seen by listings, to count as whole without
+    an event. Not thread-safe: :class:`Watch` calls it under its lock."""
+
+    def __init__(self, settle: float) -> None:
+        self.settle = settle
+        self.waiting: dict[Path, Waiting] = {}
+        self.done: dict[Path, Stamp] = {}  # converted or failed as it was then
+
+    def seen(self, path: Path, stamp: Stamp | None, now: float, closed: bool = False, age: float = 0.0) -> None:
+        """``path`` is in the folder with ``stamp`` (None: it is gone), from a listing or, when
+        ``closed``, an event saying it is whole. ``age``: seconds since it last changed, by its
+        mtime (a file older than ``settle`` at its first listing is ready at once)."""
+        if stamp is None:
+            self.waiting.pop(path, None)
+            return
+        if self.done.get(path) == stamp:
+            return  # already converted (or failed) as it is now
+        entry = self.waiting.get(path)
+        if entry is None or entry.stamp != stamp:
+            self.waiting[path] = Waiting(stamp, now - max(0.0, age), closed)
+        elif closed:
+            entry.closed = True
+
+    def ready(self, now: float) -> list[Path]:
+        """Files to convert now: whole by an event, or unchanged for ``settle`` seconds."""
+        return sorted(p for p, w in self.waiting.items() if w.closed or now - w.since >= self.settle)
+
+    def taken(self, path: Path, stamp: Stamp | None) -> None:
+        """``path`` as it was (``stamp``) has been converted, skipped or failed."""
+        self.waiting.pop(path, None)
+        if stamp is not None:
+            self.done[path] = stamp
+
+    def states(self) -> dict[str, int]:
+        return {"waiting": len(self.waiting), "finished": len(self.done)}
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    interval: float = 5.0  # seconds between listings of the folder
+    settle: float = 2.0  # seconds unchanged before a file found by a listing counts as whole
+
+
+class Watch:
+    """Converts what arrives in ``opts.input_dir`` until ``stop`` is set. ``say``: summary lines."""
+
+    def __init__(
+        self,
+        service: Service,
+        opts: BatchOptions,
+        watch: WatchOptions,
+        say: Callable[[str], None] = silent,
+    ) -> None:
+        assert opts.input_dir is not None
+        self.service, self.opts, self.watch, self.say = service, opts, watch, say
+        self.root = opts.input_dir
+        self.inbox = Inbox(watch.settle)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self.failed_any = False
+        self.converted = 0
+
+    # ------------------------------------------------------------------ events
+    def _event(self, path: str, closed: bool) -> None:
+        p = Path(path)
+        if not self._wanted(p):
+            return
+        with self._lock:
+            self.inbox.seen(p, stamp_of(p), time.monotonic(), closed)
+        self._wake.set()
+
+    def _wanted(self, path: Path) -> bool:
+        """An input of this watch: in the folder (or, with --recursive, below it), not in the
+        output folder, named as the batch's inputs are, in this task's share."""
+        try:
+            rel = path.relative_to(self.root)
+        except ValueError:
+            return False
+        if not self.opts.recursive and len(rel.parts) != 1:
+            return False
+        out = self.opts.output_dir.resolve()
+        if out == path.resolve().parent or out in path.resolve().parents:
+            return False
+        if self.opts.task_count > 1 and share_of(str(rel), self.opts.task_count) != self.opts.task_index:
+            return False
+        return wanted_name(path.name, self.opts)
+
+    def _observer(self) -> Any:
+        """A watchdog observer of the folder, or None when watchdog cannot watch it here."""
+        try:
+            from watchdog.events import FileClosedEvent, FileMovedEvent, FileSystemEventHandler
+            from watchdog.observers import Observer
+        except ImportError:  # pragma: no cover - a core dependency; listings still work
+            log.warning("watchdog is not installed: new files are found by listing the folder only")
+            return None
+        watch = self
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event: Any) -> None:
+                if event.is_directory:
+                    return
+                if isinstance(event, FileMovedEvent):
+                    watch._event(os.fsdecode(event.dest_path), closed=True)
+                elif isinstance(event, FileClosedEvent):
+                    watch._event(os.fsdecode(event.src_path), closed=True)
+                elif event.event_type in ("created", "modified"):
+                    watch._event(os.fsdecode(event.src_path), closed=False)
+
+        observer = Observer()
+        try:
+            observer.schedule(Handler(), str(self.root), recursive=self.opts.recursive)
+            observer.start()
+        except OSError as exc:  # no inotify watches left, a filesystem without events
+            log.warning("cannot watch %s for events (%s): new files are found by listing it", self.root, exc)
+            return None
+        return observer
+
+    # ------------------------------------------------------------------ the loop
+    def _list(self) -> None:
+        now, wall = time.monotonic(), time.time()
+        present = {item.source for item in discover(replace(self.opts, images=())) if self._wanted(item.source)}
+        with self._lock:
+            for path in present:
+                stamp = stamp_of(path)
+                age = wall - stamp[1] / 1e9 if stamp is not None else 0.0
+                self.inbox.seen(path, stamp, now, age=age)
+            for gone in [p for p in self.inbox.waiting if p not in present]:
+                self.inbox.waiting.pop(gone, None)
+
+    def run(self, stop: threading.Event) -> int:
+        """Until ``stop``: 0, or 1 if some file failed."""
+        observer = self._observer()
+        how = "events and a listing" if observer is not None else "a listing"
+        self.say(
+            f"watching   {self.root} ({how} every {self.watch.interval:g} s); outputs in {self.opts.output_dir};"
+            " Ctrl+C stops"
+        )
+        next_listing = 0.0
+        try:
+            while not stop.is_set():
+                now = time.monotonic()
+                if now >= next_listing:
+                    self._list()
+                    next_listing = now + self.watch.interval
+                with self._lock:
+                    ready = self.inbox.ready(time.monotonic())
+                if ready:
+                    self._convert(ready)
+                    continue
+                with self._lock:
+                    soonest = min(
+                        (w.since + self.watch.settle for w in self.inbox.waiting.values()), default=next_listing
+                    )
+                self._wake.wait(max(0.01, min(next_listing, soonest) - time.monotonic()))
+                self._wake.clear()
+        finally:
+            if observer is not None:
+                observer.stop()
+                observer.join(timeout=5)
+        return 1 if self.failed_any else 0
+
+    def _convert(self, ready: list[Path]) -> None:
+        """One batch of the ready files, their outputs named as a batch of the whole folder names them."""
+        stamps = {p: stamp_of(p) for p in ready}
+        listing = discover(replace(self.opts, images=()))
+        name_outputs(listing, self.opts)  # collisions (a.jpg, a.png) named as the whole folder's
+        chosen = [i for i in listing if i.source in stamps]
+        check(chosen, self.opts)  # headers read; what the job log shows made from it as it is: skipped
+        new = [i for i in chosen if i.status != "skipped"]
+        for item in chosen:
+            if item.status == "skipped":
+                log.info("%s: already converted as it is now (the job log says so)", item.name)
+        if new:
+            Batch(self.service, new, self.opts, self._say_file).run("(watch mode: start workers)")
+        listed = {i.source for i in chosen}
+        with self._lock:
+            for item in chosen:
+                self.inbox.taken(item.source, stamps.get(item.source))
+            for path in ready:  # gone before it could be listed: forget it
+                if path not in listed:
+                    self.inbox.waiting.pop(path, None)
+        for item in new:
+            self.failed_any |= item.status == "failed"
+            self.converted += item.status == "converted"
+            self.say(_line(item))
+
+    def _say_file(self, line: str) -> None:
+        log.debug("%s", line)  # a batch's own summary: one line per file is said instead
+
+
+def _line(item: Item) -> str:
+    if item.status == "failed":
+        return f"failed     {item.name}: {item.reason}"
+    return f"{item.status:<10} {item.name} -> {item.output}"
