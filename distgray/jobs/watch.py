@@ -156,13 +156,19 @@ class Watch:
                 if event.is_directory:
                     return
                 if isinstance(event, FileMovedEvent):
-                    watch._event(os.fsdecode(event.dest_path), closed=True)
+                    if event.dest_path:  # moved out (no destination): the listing forgets it
+                        watch._event(os.fsdecode(event.dest_path), closed=True)
                 elif isinstance(event, FileClosedEvent):
                     watch._event(os.fsdecode(event.src_path), closed=True)
                 elif event.event_type in ("created", "modified"):
                     watch._event(os.fsdecode(event.src_path), closed=False)
 
-        observer = Observer()
+        try:  # on Linux: a file moved in from outside the folder is a move too, not a creation
+            from watchdog.observers.inotify import InotifyObserver
+
+            observer: Any = InotifyObserver(generate_full_events=True)
+        except ImportError:  # other systems: their own observer
+            observer = Observer()
         try:
             observer.schedule(Handler(), str(self.root), recursive=self.opts.recursive)
             observer.start()
