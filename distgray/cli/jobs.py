@@ -7,9 +7,9 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from distgray.jobs import joblog
+from distgray.storage.remote import locate, options_of
 
 
 def jobs_main(argv: Sequence[str] | None = None) -> int:
@@ -22,13 +22,22 @@ def jobs_main(argv: Sequence[str] | None = None) -> int:
         "exit codes: 0 no input's last record failed, 1 some did, 2 usage error (no such log).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("logs", nargs="+", type=Path, metavar="LOG", help="a job log, or a folder of them")
+    parser.add_argument(
+        "logs", nargs="+", metavar="LOG", help="a job log, or a folder of them (a path, or a URL such as s3://b/out/)"
+    )
     parser.add_argument("--json", action="store_true", help="print the counts and failures as one JSON object")
+    parser.add_argument(
+        "--storage-option", action="append", default=[], metavar="KEY=VALUE", help="as distgray-master's"
+    )
     args = parser.parse_args(argv)
     try:
-        logs = joblog.logs_of(args.logs)
-    except FileNotFoundError as exc:
+        options = options_of(args.storage_option)
+        logs = joblog.logs_of([locate(text, options) for text in args.logs])
+    except (FileNotFoundError, ValueError, ImportError) as exc:
         parser.error(str(exc))
+    except OSError as exc:
+        print(f"distgray jobs: {exc}", file=sys.stderr)
+        return 2
     if not logs:
         parser.error(f"no job logs (distgray-log*.jsonl) in {', '.join(map(str, args.logs))}")
     try:

@@ -90,11 +90,16 @@ def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     io = p.add_argument_group("input and output")
     io.add_argument(
         "--image",
-        type=Path,
         action="append",
-        help="an image to convert; repeat for several (a batch). Without --image or --input-dir: serve mode",
+        metavar="PATH|URL",
+        help="an image to convert, a path or an fsspec URL (s3://bucket/a.jpg, gs://..., memory://...); repeat"
+        " for several (a batch). Without --image or --input-dir: serve mode",
     )
-    io.add_argument("--input-dir", type=Path, metavar="DIR", help="convert every image in DIR (a batch)")
+    io.add_argument(
+        "--input-dir",
+        metavar="DIR|URL",
+        help="convert every image in DIR (a batch); a folder or a URL prefix such as s3://bucket/photos/",
+    )
     io.add_argument("--recursive", action="store_true", help="with --input-dir: also its sub-folders")
     io.add_argument(
         "--pattern", metavar="GLOB", help="with --input-dir: only names matching GLOB, e.g. '*.jpg' (default: images)"
@@ -152,9 +157,26 @@ def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         help="how many tasks share the batch (env CLOUD_RUN_TASK_COUNT; Kubernetes: give it). Each task"
         " writes its own job log, distgray-log-task-I-of-N.jsonl",
     )
-    io.add_argument("--output", type=Path, help="output file (default: <output-dir>/<stem>_gray.<input extension>)")
     io.add_argument(
-        "--output-dir", type=Path, default=Path(D.DEFAULT_OUTPUT_DIR), help="where outputs go (default %(default)s)"
+        "--output",
+        metavar="PATH|URL",
+        help="output file, or URL (default: <output-dir>/<stem>_gray.<input extension>)",
+    )
+    io.add_argument(
+        "--output-dir",
+        metavar="DIR|URL",
+        default=D.DEFAULT_OUTPUT_DIR,
+        help="where outputs go, a folder or a URL prefix (default %(default)s)",
+    )
+    io.add_argument(
+        "--storage-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the URLs' fsspec backend, repeatable: endpoint_url=http://127.0.0.1:8333,"
+        " anon=true, config_kwargs.connect_timeout=5 (dotted keys nest; values are JSON where they parse)."
+        " Credentials come best from the backend's own environment (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL,"
+        " GOOGLE_APPLICATION_CREDENTIALS...); no option value is ever logged or shown",
     )
     io.add_argument(
         "--serve",
@@ -404,6 +426,10 @@ def master_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     try:
+        _locate(args)
+    except (ValueError, ImportError) as exc:
+        parser.error(str(exc))
+    try:
         output, fmt = _resolve_output(args)
     except ValueError as exc:
         parser.error(str(exc))
@@ -414,7 +440,7 @@ def master_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     if is_batch:
         if args.output is not None or args.serve or args.report is not None:
             parser.error("--output, --serve and --report are for one image; a batch writes into --output-dir")
-        if args.input_dir is not None and not args.input_dir.is_dir():
+        if isinstance(args.input_dir, Path) and not args.input_dir.is_dir():  # (a URL's is listed later)
             parser.error(f"--input-dir {args.input_dir}: not a folder")
     elif not images:
         if args.output is not None:
@@ -530,6 +556,19 @@ def _batch_options(args: argparse.Namespace) -> BatchOptions:
     )
 
 
+def _locate(args: argparse.Namespace) -> None:
+    """--image, --input-dir, --output and --output-dir as local paths, or as places behind fsspec
+    URLs (their backend loaded now, with the --storage-option options)."""
+    from distgray.storage.remote import is_url, locate, options_of
+
+    named = [*(args.image or []), args.input_dir, args.output, args.output_dir]
+    options = options_of(args.storage_option) if any(x is not None and is_url(x) for x in named) else {}
+    args.image = [locate(x, options) for x in args.image] if args.image else None
+    args.input_dir = locate(args.input_dir, options) if args.input_dir is not None else None
+    args.output = locate(args.output, options) if args.output is not None else None
+    args.output_dir = locate(args.output_dir, options)
+
+
 def _resolve_output(args: argparse.Namespace) -> tuple[Path | None, str | None]:
     if not args.format and (not args.image or len(args.image) > 1 or args.input_dir is not None):
         return None, None  # a batch or serve mode: nothing to check yet (and no Pillow to load)
@@ -553,7 +592,9 @@ def _resolve_output(args: argparse.Namespace) -> tuple[Path | None, str | None]:
         fmt = output_format(image)
         ext = formats.EXTENSIONS.get(fmt, image.suffix) if args.format else image.suffix
         output = args.output_dir / formats.gray_name(image.stem, ext)
-    if formats.same_file(image, output):
+    if str(image) == str(output) or (
+        isinstance(image, Path) and isinstance(output, Path) and formats.same_file(image, output)
+    ):
         raise ValueError(f"--output {output} would overwrite the input")
     return output, fmt
 

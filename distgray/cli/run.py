@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import sys
+import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from distgray.cli.local_workers import WorkerProcess, fork_local_workers, reap, 
 from distgray.errors import DistgrayError
 from distgray.net.channel import listen
 from distgray.net.tls import is_loopback
+from distgray.storage.places import Place
 
 if TYPE_CHECKING:
     from distgray.jobs.batch import BatchOptions
@@ -75,8 +77,8 @@ def busy_hint(exc: OSError, flag: str) -> str:
 class RunOptions:
     """Everything one ``distgray-master`` run needs (see ``--help`` for each)."""
 
-    image: Path | None = None
-    output: Path | None = None
+    image: Place | None = None  # a local path, or a place behind an fsspec URL
+    output: Place | None = None
     format: str | None = None
     serve: bool = False
     output_dir: Path = Path(config.DEFAULT_OUTPUT_DIR)
@@ -223,6 +225,8 @@ def _run_jobs(service: Service, opts: RunOptions, worker_cmd: str) -> tuple[int,
         assert opts.output is not None and opts.format is not None
         if not opts.serve:
             return _one_image(service, opts.image, opts.output, opts.format, opts), "job finished"
+        if not isinstance(opts.image, Path) or not isinstance(opts.output, Path):
+            raise DistgrayError("--serve keeps its first image local: give a path, or drop --serve for a URL")
         service.enqueue(opts.image, opts.output, opts.format)
     print("distgray-master: serving; Ctrl+C (or SIGTERM) stops", file=sys.stderr, flush=True)
     try:
@@ -264,14 +268,17 @@ def run_dask(opts: RunOptions) -> int:
         engine.close()
 
 
-def _one_image(service: Service, image: Path, output: Path, fmt: str, opts: RunOptions) -> int:
+def _one_image(service: Service, image: Place, output: Place, fmt: str, opts: RunOptions) -> int:
     """Convert one image, unless the job log says its output was made from it as it is now (the
-    same rule as a batch's): then say so and keep it."""
+    same rule as a batch's): then say so and keep it. Behind a URL, the image is copied to a
+    local temporary file (in chunks) and the output uploaded whole when it is done."""
     from distgray.imaging import save
     from distgray.jobs import provenance
     from distgray.jobs.batch import output_options
+    from distgray.storage.remote import Remote
 
-    save.remove_stale_parts(output)  # of a run that was killed
+    if isinstance(output, Path):
+        save.remove_stale_parts(output)  # of a run that was killed
     options = output_options(fmt, opts.quality, opts.png_level)
     log_file = provenance.log_path(output)
     if not opts.overwrite and provenance.up_to_date(log_file, image, output, options):
@@ -281,8 +288,21 @@ def _one_image(service: Service, image: Path, output: Path, fmt: str, opts: RunO
         before = provenance.fingerprint(image, with_hash=False)
     except OSError:
         before = None
-    entry = service.enqueue(image, output, fmt)
-    service.process(entry)
+    with tempfile.TemporaryDirectory(prefix="distgray-stage-") as tmp:
+        local_in = Path(tmp) / f"in{image.suffix}" if isinstance(image, Remote) else image
+        local_out = Path(tmp) / f"out{output.suffix}" if isinstance(output, Remote) else output
+        try:
+            if isinstance(image, Remote):
+                image.download(local_in)
+        except OSError as exc:
+            raise DistgrayError(f"{image}: cannot read: {exc}") from exc
+        entry = service.enqueue(local_in, local_out, fmt, name=image.name)
+        service.process(entry)
+        try:
+            if isinstance(output, Remote):
+                output.upload_atomic(local_out)
+        except OSError as exc:
+            raise DistgrayError(f"{output}: cannot write: {exc}") from exc
     made = provenance.converted(image, output, before, options)
     if made:
         provenance.record(log_file, {"input": str(image), "output": str(output), "status": "converted", **made})

@@ -49,6 +49,7 @@ from distgray.imaging.sparse import SparseRows
 from distgray.master.report import peak_rss_mb
 from distgray.net import shm
 from distgray.scheduling.files import FileQueue, FileUnit, UnitState
+from distgray.storage.remote import Remote
 
 log = logging.getLogger(__name__)
 
@@ -503,7 +504,9 @@ class DaskEngine:
             self._send_file(files_, unit)
 
     def _send_file(self, files_: _Files, unit: FileUnit) -> None:
-        source: str | Future = os.path.abspath(unit.source)  # the workers' working folder is not ours
+        # A path made absolute (the workers' working folder is not ours), or the URL's place
+        # itself (its filesystem and options travel with it: Dask's peers are trusted).
+        source: str | Remote | Future = unit.source if isinstance(unit.source, Remote) else os.path.abspath(unit.source)
         if not files_.by_path:
             try:
                 data = unit.source.read_bytes()

@@ -19,6 +19,7 @@ from distgray.imaging.encoded import EncodedStrip, Encoding
 from distgray.imaging.files import convert_encoded
 from distgray.imaging.kernel import U8Array
 from distgray.imaging.save import save_options
+from distgray.storage.remote import Remote
 
 
 @dataclass(frozen=True)
@@ -75,12 +76,19 @@ def convert_strip(pixels: U8Array, row_start: int, last: bool, above: bool, enco
     return StripDone(None, piece, worker_name(), time.perf_counter() - t0)
 
 
-def convert_file(source: str | bytes, name: str, fmt: str, quality: int, png_level: int, max_pixels: int) -> FileDone:
-    """A whole file (its path, read here, or its bytes) to the encoded gray file, as the built-in
-    worker's FILE_TASK does."""
+def convert_file(
+    source: str | Remote | bytes, name: str, fmt: str, quality: int, png_level: int, max_pixels: int
+) -> FileDone:
+    """A whole file (its path or URL, read here, or its bytes) to the encoded gray file, as the
+    built-in worker's FILE_TASK does."""
     t0 = time.perf_counter()
     who = worker_name()
-    if isinstance(source, str):
+    if isinstance(source, Remote):
+        try:
+            source = source.read_bytes()
+        except OSError as exc:
+            return FileDone(None, 0, 0, who, 0.0, f"{name}: cannot read here: {exc}", unreadable=True)
+    elif isinstance(source, str):
         try:
             with open(source, "rb") as fh:
                 source = fh.read()

@@ -20,6 +20,7 @@ from distgray.config import DEFAULT_MAX_PIXELS, THUMBNAIL_SIDE
 from distgray.errors import ImageError
 from distgray.imaging.load import LoadedImage, compose_output, load_image, pixel_limit
 from distgray.imaging.save import atomic_write, file_error, os_reason
+from distgray.storage.remote import Remote
 
 #: Formats the status page accepts as uploads (what Pillow reads that people actually send).
 UPLOAD_FORMATS = formats.COMMON
@@ -79,13 +80,16 @@ def preview_of(loaded: LoadedImage) -> Image.Image:
     return Image.frombuffer(mode, (loaded.width, loaded.height), loaded.pixels, "raw", mode, 0, 1)
 
 
-def probe_file(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, int, int]:
-    """(format, width, height) of an image file from its header, without decoding its pixels.
+def probe_file(path: Path | Remote, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, int, int]:
+    """(format, width, height) of an image file from its header, without decoding its pixels
+    (behind a URL: the header's bytes only are fetched).
 
     Raises:
         ImageError: with a one-line reason (missing, a directory, unreadable, empty, not an image,
             a decompression bomb...).
     """
+    if isinstance(path, Remote):
+        return _probe_remote(path, max_pixels)
     try:
         if path.is_dir():
             raise ImageError(f"{path}: is a directory, not an image")
@@ -99,6 +103,21 @@ def probe_file(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, i
     except OSError as exc:
         raise file_error(path, exc) or ImageError(f"{path}: cannot read: {os_reason(exc)}") from exc
     return fmt, width, height
+
+
+def _probe_remote(path: Remote, max_pixels: int) -> tuple[str, int, int]:
+    try:
+        if path.size() == 0:
+            raise ImageError(f"{path}: empty file")
+        with path.open(block_size=64 << 10) as fh:
+            try:
+                return probe_upload(fh, max_pixels, allowed=None)
+            except ImageError as exc:
+                raise ImageError(f"{path}: {exc}") from exc
+    except FileNotFoundError as exc:
+        raise ImageError(f"{path}: no such file") from exc
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -136,6 +155,13 @@ def convert_encoded(
     )
 
 
-def write_bytes_atomic(data: bytes | memoryview, path: Path) -> None:
-    """``data`` to ``path`` atomically (``imaging.atomic_write``); ImageError on failure."""
+def write_bytes_atomic(data: bytes | memoryview, path: Path | Remote) -> None:
+    """``data`` to ``path`` atomically (``imaging.atomic_write``; a URL: one upload, all or
+    nothing); ImageError on failure."""
+    if isinstance(path, Remote):
+        try:
+            path.write_atomic(data)
+        except OSError as exc:
+            raise ImageError(f"{path}: cannot write: {os_reason(exc)}") from exc
+        return
     atomic_write(path, lambda fh: fh.write(data))

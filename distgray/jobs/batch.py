@@ -22,11 +22,12 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from distgray import __version__, config, formats
@@ -39,6 +40,9 @@ from distgray.jobs.entries import JobEntry, JobState
 from distgray.jobs.report import silent
 from distgray.jobs.service import Service
 from distgray.scheduling.files import FileQueue, FileUnit, UnitState
+from distgray.storage import places
+from distgray.storage.places import Place
+from distgray.storage.remote import Remote
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +51,11 @@ LOG_NAME = provenance.LOG_NAME
 
 @dataclass(frozen=True)
 class BatchOptions:
-    images: tuple[Path, ...] = ()
-    input_dir: Path | None = None
+    images: tuple[Place, ...] = ()
+    input_dir: Place | None = None
     recursive: bool = False
     pattern: str | None = None
-    output_dir: Path = Path(config.DEFAULT_OUTPUT_DIR)
+    output_dir: Place = Path(config.DEFAULT_OUTPUT_DIR)
     format: str | None = None
     overwrite: bool = False
     whole_file_max_pixels: int = config.WHOLE_FILE_MAX_PIXELS
@@ -70,10 +74,10 @@ class BatchOptions:
 class Item:
     """One input of the batch and what became of it."""
 
-    source: Path
+    source: Place
     name: str  # relative path shown to people
-    rel: Path | None = None  # path inside --input-dir, kept under the output folder
-    output: Path | None = None
+    rel: PurePath | None = None  # path inside --input-dir, kept under the output folder
+    output: Place | None = None
     format: str = ""
     status: str = "pending"  # converted, skipped, failed
     reason: str = ""
@@ -103,6 +107,9 @@ def discover(opts: BatchOptions) -> list[Item]:
     if opts.input_dir is None:
         return items
     root = opts.input_dir
+    if isinstance(root, Remote):
+        return items + _discover_remote(root, opts)
+    assert isinstance(opts.output_dir, Path)
     skip = opts.output_dir.resolve()
 
     def wanted(name: str) -> bool:
@@ -116,6 +123,24 @@ def discover(opts: BatchOptions) -> list[Item]:
         if not opts.recursive:
             break
     return items + [Item(p, str(p.relative_to(root)), p.relative_to(root)) for p in sorted(found)]
+
+
+def _discover_remote(root: Remote, opts: BatchOptions) -> list[Item]:
+    """A folder behind a URL: its objects (and, with --recursive, those below), by name; the
+    output folder left out when it lies inside."""
+    out = str(opts.output_dir).rstrip("/") + "/"
+    try:
+        listing = list(root.files(opts.recursive))
+    except OSError as exc:
+        raise DistgrayError(f"{root}: cannot list: {exc}") from exc
+    found = [
+        entry
+        for entry, is_dir in listing
+        if wanted_name(entry.name, opts)
+        and not (str(entry) + "/").startswith(out)
+        and not (is_dir and not opts.recursive)
+    ]
+    return [Item(e, str(e.relative_to(root)), e.relative_to(root)) for e in found]
 
 
 def wanted_name(name: str, opts: BatchOptions) -> bool:
@@ -145,7 +170,7 @@ def plan(items: list[Item], opts: BatchOptions) -> None:
 
 def name_outputs(items: list[Item], opts: BatchOptions) -> None:
     """Each item's output path, by the whole listing (the same names whatever its order)."""
-    taken: set[Path] = set()
+    taken: set[Place] = set()
     for item in sorted(items, key=lambda i: i.name):  # named in one order, whatever the listing's
         parent = opts.output_dir / (item.rel.parent if item.rel is not None else Path())
         ext = formats.EXTENSIONS.get(opts.format.upper(), "") if opts.format else item.source.suffix.lower()
@@ -164,11 +189,11 @@ def check(items: list[Item], opts: BatchOptions) -> None:
         assert item.output is not None
         output = item.output
         try:
-            item.format = load.output_format(output, opts.format)
+            item.format = load.output_format(Path(output.name), opts.format)
         except ValueError as exc:
             _fail(item, str(exc))
             continue
-        if formats.same_file(item.source, output):
+        if _same_file(item.source, output):
             _fail(item, f"the output {output} would overwrite the input")
             continue
         try:
@@ -176,7 +201,8 @@ def check(items: list[Item], opts: BatchOptions) -> None:
         except ImageError as exc:
             _fail(item, str(exc).removeprefix(f"{item.source}: "))
             continue
-        save.remove_stale_parts(output)
+        if isinstance(output, Path):
+            save.remove_stale_parts(output)  # (an upload is whole or absent: no parts to remove)
         item.options = output_options(item.format, opts.quality, opts.png_level)
         with contextlib.suppress(OSError):
             item.before = provenance.fingerprint(item.source, with_hash=False)
@@ -189,6 +215,12 @@ def check(items: list[Item], opts: BatchOptions) -> None:
             log.info(
                 "%s: existing output %s is not from this input with these options: converting again", item.name, output
             )
+
+
+def _same_file(a: Place, b: Place) -> bool:
+    if isinstance(a, Path) and isinstance(b, Path):
+        return formats.same_file(a, b)
+    return str(a) == str(b)
 
 
 def _fail(item: Item, reason: str) -> None:
@@ -213,6 +245,7 @@ class Batch:
         self.engine: Engine = service.engine
         self.log_path = opts.output_dir / opts.log_name
         self._logged: set[int] = set()
+        self._log_lines: list[str] = []  # a job log behind a URL: its new lines, until written
         self._units: dict[int, Item] = {}
         self.big: list[Item] = []
 
@@ -226,10 +259,11 @@ class Batch:
             if item.status != "pending":
                 continue
             assert item.output is not None
-            item.entry = self.service.enqueue(item.source, item.output, item.format, name=item.name)
+            if isinstance(item.source, Path) and isinstance(item.output, Path):
+                item.entry = self.service.enqueue(item.source, item.output, item.format, name=item.name)
             if item.pixels <= self.opts.whole_file_max_pixels:
                 item.unit = "file"
-                size = _size(item.source) or 0
+                size = places.size_of(item.source) or 0
                 quality = self.opts.quality or 0
                 unit = FileUnit(len(units), item.source, item.output, item.format, item.width, item.height, size)
                 unit.quality, unit.png_level = quality, self.opts.png_level
@@ -263,16 +297,19 @@ class Batch:
                 waiting, seen_workers = none_left, seen_workers or not none_left
                 self.engine.wait_for_change(0.1)
         strips.join()
+        self._flush_log()
         return self._summary(time.monotonic() - t0)
 
     def _run_big(self) -> None:
         for item in self.big:  # the main thread logs an item once its status is final: set it last
-            assert item.entry is not None
             started = time.monotonic()
             try:
-                self.service.process(item.entry, quiet=True)
-                job = item.entry.job
-                item.worker = ",".join(job.worker_ids) if job else ""
+                if item.entry is None:  # behind a URL: through local copies (disk, not memory)
+                    self._run_big_remote(item)
+                else:
+                    self.service.process(item.entry, quiet=True)
+                    job = item.entry.job
+                    item.worker = ",".join(job.worker_ids) if job else ""
                 item.seconds, item.status = time.monotonic() - started, "converted"
             except DistgrayError as exc:
                 item.seconds = time.monotonic() - started
@@ -280,6 +317,32 @@ class Batch:
             except Exception as exc:  # one file's bug must not stop the batch
                 item.seconds = time.monotonic() - started
                 _fail(item, f"internal error: {type(exc).__name__}: {exc}")
+
+    def _run_big_remote(self, item: Item) -> None:
+        """An image too big for a whole-file task, read or written behind a URL: copied to a local
+        temporary file (in chunks), converted in strips as a local one, and the output uploaded
+        whole (a multipart upload completes only when all of it is there)."""
+        assert item.output is not None
+        with tempfile.TemporaryDirectory(prefix="distgray-stage-") as tmp:
+            output = Path(tmp) / f"out{item.output.suffix}"
+            if isinstance(item.source, Remote):
+                source = Path(tmp) / f"in{item.source.suffix}"
+                try:
+                    item.source.download(source)
+                except OSError as exc:
+                    raise ImageError(f"{item.source}: cannot read: {exc}") from exc
+            else:
+                source = item.source
+            entry = self.service.enqueue(source, output, item.format, name=item.name)
+            self.service.process(entry, quiet=True)
+            item.worker = ",".join(entry.job.worker_ids) if entry.job else ""
+            try:
+                if isinstance(item.output, Remote):
+                    item.output.upload_atomic(output)
+                else:
+                    save.atomic_write(item.output, lambda fh: fh.write(output.read_bytes()))
+            except OSError as exc:
+                raise ImageError(f"{item.output}: cannot write: {exc}") from exc
 
     def _collect(self, queue: FileQueue) -> int:
         """Move finished units' results onto their items; log each file once. Returns how many are final."""
@@ -312,7 +375,7 @@ class Batch:
         if id(item) in self._logged:
             return
         self._logged.add(id(item))
-        size = item.output.stat().st_size if item.status == "converted" and item.output else None
+        size = places.size_of(item.output) if item.status == "converted" and item.output else None
         made = {}
         if size is not None and item.output is not None:
             made = provenance.converted(item.source, item.output, item.before, item.options)
@@ -326,19 +389,34 @@ class Batch:
             "unit": item.unit or None,
             "width": item.width or None,
             "height": item.height or None,
-            "bytes_in": _size(item.source),
+            "bytes_in": places.size_of(item.source),
             "bytes_out": size,
             "worker": item.worker or None,
             "seconds": round(item.seconds, 3) if item.unit else None,
             **made,
         }
-        self.opts.output_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        line = json.dumps(record) + "\n"
+        if isinstance(self.log_path, Remote):
+            self._log_lines.append(line)  # an object store cannot append: written whole at the end
+        else:
+            assert isinstance(self.opts.output_dir, Path)
+            self.opts.output_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.log_path, "a") as fh:
+                fh.write(line)
         if item.status == "failed":
             log.warning("%s: failed: %s", item.name, item.reason)
         else:
             log.info("%s: %s%s", item.name, item.status, f" -> {item.output} ({item.worker})" if item.unit else "")
+
+    def _flush_log(self) -> None:
+        """The new records of a job log behind a URL, added to it (read, added to, written back whole)."""
+        if not self._log_lines or not isinstance(self.log_path, Remote):
+            return
+        try:
+            self.log_path.append_lines(self._log_lines)
+            self._log_lines = []
+        except OSError as exc:
+            log.error("%s: cannot write the job log: %s", self.log_path, exc)
 
     def _summary(self, seconds: float) -> int:
         counts = {s: sum(1 for i in self.items if i.status == s) for s in ("converted", "skipped", "failed")}

@@ -13,15 +13,15 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from distgray.jobs import provenance
+from distgray.storage.places import Place
 
 
 @dataclass
 class Summary:
-    logs: list[Path] = field(default_factory=list)
+    logs: list[Place] = field(default_factory=list)
     records: int = 0
     unreadable_lines: int = 0
     latest: dict[str, dict[str, Any]] = field(default_factory=dict)  # input -> its last record
@@ -52,10 +52,10 @@ class Summary:
         return out
 
 
-def logs_of(paths: list[Path]) -> list[Path]:
-    """The logs named, a folder standing for the job logs in it. FileNotFoundError for a path
-    that is neither."""
-    found: list[Path] = []
+def logs_of(paths: list[Place]) -> list[Place]:
+    """The logs named, a folder standing for the job logs in it (local, or behind a URL).
+    FileNotFoundError for a path that is neither."""
+    found: list[Place] = []
     for path in paths:
         if path.is_dir():
             found += provenance.logs_in(path)
@@ -66,21 +66,20 @@ def logs_of(paths: list[Path]) -> list[Path]:
     return found
 
 
-def summarize(logs: list[Path]) -> Summary:
+def summarize(logs: list[Place]) -> Summary:
     summary = Summary(logs=logs)
     for log in logs:
-        with open(log, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    record = None
-                if not isinstance(record, dict) or "input" not in record:
-                    summary.unreadable_lines += 1
-                    continue
-                summary.records += 1
-                key = str(record["input"])
-                seen = summary.latest.get(key)
-                if seen is None or str(record.get("time", "")) >= str(seen.get("time", "")):
-                    summary.latest[key] = record  # the later record wins; in one second, the later line
+        for line in log.read_bytes().decode("utf-8", "replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if not isinstance(record, dict) or "input" not in record:
+                summary.unreadable_lines += 1
+                continue
+            summary.records += 1
+            key = str(record["input"])
+            seen = summary.latest.get(key)
+            if seen is None or str(record.get("time", "")) >= str(seen.get("time", "")):
+                summary.latest[key] = record  # the later record wins; in one second, the later line
     return summary

@@ -17,6 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from distgray.storage import places
+from distgray.storage.places import Place
+from distgray.storage.remote import Remote
+
 LOG_NAME = "distgray-log.jsonl"
 #: Every job log of a folder: the batch's own and each indexed task's (``distgray-log-task-I-of-N.jsonl``).
 LOG_GLOB = "distgray-log*.jsonl"
@@ -27,10 +31,12 @@ def task_log_name(index: int, count: int) -> str:
     return LOG_NAME if count == 1 else f"distgray-log-task-{index}-of-{count}.jsonl"
 
 
-def logs_in(folder: Path) -> list[Path]:
+def logs_in(folder: Place) -> list[Place]:
     """The job logs in ``folder`` (the batch's, and those of indexed tasks, whatever their count)."""
     try:
-        return sorted(folder.glob(LOG_GLOB))
+        if isinstance(folder, Remote):
+            return [folder / name for name in sorted(folder.names_matching(LOG_GLOB))]
+        return list(sorted(folder.glob(LOG_GLOB)))
     except OSError:
         return []
 
@@ -38,16 +44,16 @@ def logs_in(folder: Path) -> list[Path]:
 _HASH_CHUNK = 1 << 20
 
 
-def log_path(output: Path) -> Path:
+def log_path(output: Place) -> Place:
     """The job log of a single image's output (a batch's is in its output folder)."""
     return output.parent / LOG_NAME
 
 
-def fingerprint(source: Path, with_hash: bool = True) -> dict[str, Any]:
-    """The input as the log records it: size, mtime (ns) and, unless asked not to, its SHA-256."""
-    st = source.stat()
-    found: dict[str, Any] = {"input_size": st.st_size, "input_mtime_ns": st.st_mtime_ns}
-    if with_hash:
+def fingerprint(source: Place, with_hash: bool = True) -> dict[str, Any]:
+    """The input as the log records it: size, mtime (ns) and, unless asked not to, its SHA-256.
+    Behind a URL: size and the store's content tag (its ETag), which the store computed."""
+    found = places.stamp(source)
+    if with_hash and isinstance(source, Path):
         digest = hashlib.sha256()
         with open(source, "rb") as fh:
             while chunk := fh.read(_HASH_CHUNK):
@@ -56,26 +62,26 @@ def fingerprint(source: Path, with_hash: bool = True) -> dict[str, Any]:
     return found
 
 
-def latest(log: Path, output: Path) -> dict[str, Any] | None:
+def latest(log: Place, output: Place) -> dict[str, Any] | None:
     """The last record of ``output`` being converted in the job log ``log`` (skips and failures
     since do not change what made the file)."""
     found: dict[str, Any] | None = None
     try:
-        with open(log, encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue  # a line cut short by a crash: ignore it
-                mine = isinstance(record, dict) and record.get("output") == str(output)
-                if mine and record.get("status") == "converted":
-                    found = record
+        text = log.read_bytes().decode("utf-8", "replace")
     except OSError:
         return None
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a crash: ignore it
+        mine = isinstance(record, dict) and record.get("output") == str(output)
+        if mine and record.get("status") == "converted":
+            found = record
     return found
 
 
-def up_to_date(log: Path | list[Path], source: Path, output: Path, options: dict[str, Any]) -> bool:
+def up_to_date(log: Place | list[Place], source: Place, output: Place, options: dict[str, Any]) -> bool:
     """Whether ``output`` exists and a job log (``log``, or any of a list) says it was made from
     ``source`` as it is now, with ``options``. A record pins the output's size and time, so one
     log's say is enough whichever task wrote it."""
@@ -92,14 +98,19 @@ def up_to_date(log: Path | list[Path], source: Path, output: Path, options: dict
             return False
         if record.get("output_state") != output_state(output):  # touched since: damaged, or replaced
             return False
+        if isinstance(source, Remote):
+            return "input_etag" in quick  # the store's content tag matched (the quick check)
         return bool(record.get("input_sha256") == fingerprint(source)["input_sha256"])
     except OSError:
         return False
 
 
-def record(log: Path, fields: dict[str, Any]) -> None:
+def record(log: Place, fields: dict[str, Any]) -> None:
     """Append one record to the job log ``log`` (one line, written in one call)."""
     line = json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **fields}) + "\n"
+    if isinstance(log, Remote):
+        log.append_lines([line])
+        return
     log.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -108,22 +119,27 @@ def record(log: Path, fields: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def output_state(output: Path) -> list[int]:
-    """An output's size and mtime (ns): what the log expects to find again."""
+def output_state(output: Place) -> list[int | str]:
+    """An output's size and mtime (ns), or behind a URL its size and ETag: what the log expects
+    to find again."""
+    if isinstance(output, Remote):
+        return list(output.version())
     st = output.stat()
     return [st.st_size, st.st_mtime_ns]
 
 
-def converted(source: Path, output: Path, before: dict[str, Any] | None, options: dict[str, Any]) -> dict[str, Any]:
+def converted(source: Place, output: Place, before: dict[str, Any] | None, options: dict[str, Any]) -> dict[str, Any]:
     """The provenance fields of a just-converted output (to put in its log record). ``before``:
     the input's size and time when the conversion began; if it changed since, no hash is
     recorded, so the next run converts it again."""
     try:
         found = fingerprint(source)
         made = output_state(output)
-        output_sha256 = fingerprint(output)["input_sha256"]
+        output_sha256 = fingerprint(output).get("input_sha256")  # (behind a URL: its ETag is in output_state)
     except OSError:
         return {}
     if before is not None and any(found.get(k) != v for k, v in before.items()):
-        found.pop("input_sha256")
-    return {"options": options, "output_state": made, "output_sha256": output_sha256, **found}
+        found.pop("input_sha256", None)
+        found.pop("input_etag", None)  # changed while converted: the next run converts it again
+    made_by = {"output_sha256": output_sha256} if output_sha256 else {}
+    return {"options": options, "output_state": made, **made_by, **found}

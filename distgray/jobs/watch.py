@@ -23,21 +23,26 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from distgray.jobs.batch import Batch, BatchOptions, Item, check, discover, name_outputs, share_of, wanted_name
 from distgray.jobs.report import silent
 from distgray.jobs.service import Service
+from distgray.storage.places import Place
+from distgray.storage.remote import Remote
 
 log = logging.getLogger(__name__)
 
-#: A file is the same file while its size and modification time (ns) stay the same.
-Stamp = tuple[int, int]
+#: A file is the same file while its size and modification time (ns) stay the same (behind a
+#: URL: its size and the store's content tag, its ETag).
+Stamp = tuple[int, int | str]
 
 
-def stamp_of(path: Path) -> Stamp | None:
+def stamp_of(path: Place) -> Stamp | None:
     try:
+        if isinstance(path, Remote):
+            return path.version()
         st = path.stat()
     except OSError:
         return None
@@ -59,10 +64,10 @@ class Inbox:
 
     def __init__(self, settle: float) -> None:
         self.settle = settle
-        self.waiting: dict[Path, Waiting] = {}
-        self.done: dict[Path, Stamp] = {}  # converted or failed as it was then
+        self.waiting: dict[Place, Waiting] = {}
+        self.done: dict[Place, Stamp] = {}  # converted or failed as it was then
 
-    def seen(self, path: Path, stamp: Stamp | None, now: float, closed: bool = False, age: float = 0.0) -> None:
+    def seen(self, path: Place, stamp: Stamp | None, now: float, closed: bool = False, age: float = 0.0) -> None:
         """``path`` is in the folder with ``stamp`` (None: it is gone), from a listing or, when
         ``closed``, an event saying it is whole. ``age``: seconds since it last changed, by its
         mtime (a file older than ``settle`` at its first listing is ready at once)."""
@@ -77,11 +82,11 @@ class Inbox:
         elif closed:
             entry.closed = True
 
-    def ready(self, now: float) -> list[Path]:
+    def ready(self, now: float) -> list[Place]:
         """Files to convert now: whole by an event, or unchanged for ``settle`` seconds."""
-        return sorted(p for p, w in self.waiting.items() if w.closed or now - w.since >= self.settle)
+        return sorted((p for p, w in self.waiting.items() if w.closed or now - w.since >= self.settle), key=str)
 
-    def taken(self, path: Path, stamp: Stamp | None) -> None:
+    def taken(self, path: Place, stamp: Stamp | None) -> None:
         """``path`` as it was (``stamp``) has been converted, skipped or failed."""
         self.waiting.pop(path, None)
         if stamp is not None:
@@ -125,24 +130,37 @@ class Watch:
             self.inbox.seen(p, stamp_of(p), time.monotonic(), closed)
         self._wake.set()
 
-    def _wanted(self, path: Path) -> bool:
+    def _wanted(self, path: Place) -> bool:
         """An input of this watch: in the folder (or, with --recursive, below it), not in the
         output folder, named as the batch's inputs are, in this task's share."""
+        rel: PurePath
         try:
-            rel = path.relative_to(self.root)
+            if isinstance(path, Remote):
+                if not isinstance(self.root, Remote):
+                    return False
+                rel = path.relative_to(self.root)
+            else:
+                rel = path.relative_to(str(self.root))
         except ValueError:
             return False
         if not self.opts.recursive and len(rel.parts) != 1:
             return False
-        out = self.opts.output_dir.resolve()
-        if out == path.resolve().parent or out in path.resolve().parents:
-            return False
+        if isinstance(path, Remote) or isinstance(self.opts.output_dir, Remote):
+            if str(path).startswith(str(self.opts.output_dir).rstrip("/") + "/"):
+                return False
+        else:
+            out = self.opts.output_dir.resolve()
+            if out == path.resolve().parent or out in path.resolve().parents:
+                return False
         if self.opts.task_count > 1 and share_of(str(rel), self.opts.task_count) != self.opts.task_index:
             return False
         return wanted_name(path.name, self.opts)
 
     def _observer(self) -> Any:
-        """A watchdog observer of the folder, or None when watchdog cannot watch it here."""
+        """A watchdog observer of the folder, or None when watchdog cannot watch it here (or it
+        is behind a URL: object stores are listed, and an object listed is whole)."""
+        if isinstance(self.root, Remote):
+            return None
         try:
             from watchdog.events import FileClosedEvent, FileMovedEvent, FileSystemEventHandler
             from watchdog.observers import Observer
@@ -184,7 +202,10 @@ class Watch:
         with self._lock:
             for path in present:
                 stamp = stamp_of(path)
-                age = wall - stamp[1] / 1e9 if stamp is not None else 0.0
+                if isinstance(path, Remote):  # an object is visible only once its upload completed
+                    self.inbox.seen(path, stamp, now, closed=True)
+                    continue
+                age = wall - int(stamp[1]) / 1e9 if stamp is not None else 0.0
                 self.inbox.seen(path, stamp, now, age=age)
             for gone in [p for p in self.inbox.waiting if p not in present]:
                 self.inbox.waiting.pop(gone, None)
@@ -221,7 +242,7 @@ class Watch:
                 observer.join(timeout=5)
         return 1 if self.failed_any else 0
 
-    def _convert(self, ready: list[Path]) -> None:
+    def _convert(self, ready: list[Place]) -> None:
         """One batch of the ready files, their outputs named as a batch of the whole folder names them."""
         stamps = {p: stamp_of(p) for p in ready}
         listing = discover(replace(self.opts, images=()))

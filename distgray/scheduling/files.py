@@ -10,9 +10,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from distgray.scheduling.strips import MAX_ATTEMPTS
+from distgray.storage.places import Place
 
 
 class UnitState(enum.StrEnum):
@@ -25,8 +25,8 @@ class UnitState(enum.StrEnum):
 @dataclass
 class FileUnit:
     id: int
-    source: Path
-    output: Path
+    source: Place  # a local path, or an object behind a URL
+    output: Place
     format: str  # Pillow's name of the output format
     width: int  # from the file's header, before decoding
     height: int
