@@ -570,6 +570,7 @@ def _locate(args: argparse.Namespace) -> None:
 
 
 def _resolve_output(args: argparse.Namespace) -> tuple[Path | None, str | None]:
+    _locate(args)  # (done already on the command line's way; tests call this alone)
     if not args.format and (not args.image or len(args.image) > 1 or args.input_dir is not None):
         return None, None  # a batch or serve mode: nothing to check yet (and no Pillow to load)
 

@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
@@ -47,6 +48,8 @@ from distgray.storage.remote import Remote
 log = logging.getLogger(__name__)
 
 LOG_NAME = provenance.LOG_NAME
+#: Headers read at once from a store behind a URL (each a round trip).
+REMOTE_CHECKS = 8
 
 
 @dataclass(frozen=True)
@@ -183,38 +186,48 @@ def name_outputs(items: list[Item], opts: BatchOptions) -> None:
 
 def check(items: list[Item], opts: BatchOptions) -> None:
     """Read each named item's header (bad inputs fail here, with the reason); mark those whose
-    output a job log shows made from the input as it is now skipped."""
-    logs = provenance.logs_in(opts.output_dir)
-    for item in items:
-        assert item.output is not None
-        output = item.output
-        try:
-            item.format = load.output_format(Path(output.name), opts.format)
-        except ValueError as exc:
-            _fail(item, str(exc))
-            continue
-        if _same_file(item.source, output):
-            _fail(item, f"the output {output} would overwrite the input")
-            continue
-        try:
-            _, item.width, item.height = probe_file(item.source, opts.max_pixels)
-        except ImageError as exc:
-            _fail(item, str(exc).removeprefix(f"{item.source}: "))
-            continue
-        if isinstance(output, Path):
-            save.remove_stale_parts(output)  # (an upload is whole or absent: no parts to remove)
-        item.options = output_options(item.format, opts.quality, opts.png_level)
-        with contextlib.suppress(OSError):
-            item.before = provenance.fingerprint(item.source, with_hash=False)
-        if not opts.overwrite and provenance.up_to_date(logs, item.source, output, item.options):
-            item.status, item.reason = (
-                "skipped",
-                "up to date: made from this input with these options (--overwrite redoes it)",
-            )
-        elif output.exists():
-            log.info(
-                "%s: existing output %s is not from this input with these options: converting again", item.name, output
-            )
+    output a job log shows made from the input as it is now skipped. Behind a URL, several
+    headers are read at once (each is a round trip to the store)."""
+    known = provenance.index(provenance.logs_in(opts.output_dir))
+    remote = any(isinstance(i.source, Remote) or isinstance(i.output, Remote) for i in items)
+    if remote and len(items) > 1:
+        with ThreadPoolExecutor(max_workers=REMOTE_CHECKS, thread_name_prefix="distgray-check") as pool:
+            list(pool.map(lambda item: _check_one(item, opts, known), items))
+    else:
+        for item in items:
+            _check_one(item, opts, known)
+
+
+def _check_one(item: Item, opts: BatchOptions, known: dict[str, dict[str, Any]]) -> None:
+    assert item.output is not None
+    output = item.output
+    try:
+        item.format = load.output_format(Path(output.name), opts.format)
+    except ValueError as exc:
+        _fail(item, str(exc))
+        return
+    if _same_file(item.source, output):
+        _fail(item, f"the output {output} would overwrite the input")
+        return
+    try:
+        _, item.width, item.height = probe_file(item.source, opts.max_pixels)
+    except ImageError as exc:
+        _fail(item, str(exc).removeprefix(f"{item.source}: "))
+        return
+    if isinstance(output, Path):
+        save.remove_stale_parts(output)  # (an upload is whole or absent: no parts to remove)
+    item.options = output_options(item.format, opts.quality, opts.png_level)
+    with contextlib.suppress(OSError):
+        item.before = provenance.fingerprint(item.source, with_hash=False)
+    if not opts.overwrite and provenance.up_to_date(known, item.source, output, item.options):
+        item.status, item.reason = (
+            "skipped",
+            "up to date: made from this input with these options (--overwrite redoes it)",
+        )
+    elif str(output) in known or (isinstance(output, Path) and output.exists()):
+        log.info(
+            "%s: existing output %s is not from this input with these options: converting again", item.name, output
+        )
 
 
 def _same_file(a: Place, b: Place) -> bool:
@@ -375,10 +388,11 @@ class Batch:
         if id(item) in self._logged:
             return
         self._logged.add(id(item))
-        size = places.size_of(item.output) if item.status == "converted" and item.output else None
-        made = {}
-        if size is not None and item.output is not None:
+        made: dict[str, Any] = {}
+        size = None
+        if item.status == "converted" and item.output is not None:
             made = provenance.converted(item.source, item.output, item.before, item.options)
+            size = int(made["output_state"][0]) if made else places.size_of(item.output)
         record: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "input": str(item.source),

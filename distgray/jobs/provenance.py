@@ -81,7 +81,28 @@ def latest(log: Place, output: Place) -> dict[str, Any] | None:
     return found
 
 
-def up_to_date(log: Place | list[Place], source: Place, output: Place, options: dict[str, Any]) -> bool:
+def index(logs: list[Place]) -> dict[str, dict[str, Any]]:
+    """Each output's latest "converted" record across ``logs`` (each read once): for checking
+    many outputs without reading the logs again for each."""
+    found: dict[str, dict[str, Any]] = {}
+    for log in logs:
+        try:
+            text = log.read_bytes().decode("utf-8", "replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("status") == "converted" and "output" in record:
+                found[str(record["output"])] = record
+    return found
+
+
+def up_to_date(
+    log: Place | list[Place] | dict[str, dict[str, Any]], source: Place, output: Place, options: dict[str, Any]
+) -> bool:
     """Whether ``output`` exists and a job log (``log``, or any of a list) says it was made from
     ``source`` as it is now, with ``options``. A record pins the output's size and time, so one
     log's say is enough whichever task wrote it."""
@@ -89,7 +110,7 @@ def up_to_date(log: Place | list[Place], source: Place, output: Place, options: 
         return False
     if isinstance(log, list):
         return any(up_to_date(one, source, output, options) for one in log)
-    record = latest(log, output)
+    record = log.get(str(output)) if isinstance(log, dict) else latest(log, output)
     if record is None or record.get("input") != str(source) or record.get("options") != options:
         return False
     try:
@@ -135,7 +156,8 @@ def converted(source: Place, output: Place, before: dict[str, Any] | None, optio
     try:
         found = fingerprint(source)
         made = output_state(output)
-        output_sha256 = fingerprint(output).get("input_sha256")  # (behind a URL: its ETag is in output_state)
+        # (behind a URL, the store's ETag in output_state stands for the output's hash)
+        output_sha256 = fingerprint(output).get("input_sha256") if isinstance(output, Path) else None
     except OSError:
         return {}
     if before is not None and any(found.get(k) != v for k, v in before.items()):

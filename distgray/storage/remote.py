@@ -33,11 +33,13 @@ OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl
 class Remote:
     """A path in an fsspec filesystem (``fs``): ``path`` as the filesystem spells it (no protocol)."""
 
-    __slots__ = ("fs", "path")
+    __slots__ = ("fs", "known", "path")
 
-    def __init__(self, fs: Any, path: str) -> None:
+    def __init__(self, fs: Any, path: str, known: dict[str, Any] | None = None) -> None:
+        """``known``: what a listing just said of it (size, ETag), so as not to ask again."""
         self.fs = fs
         self.path = path.rstrip("/") or path
+        self.known = known
 
     # ------------------------------------------------------------------ naming
     def __str__(self) -> str:
@@ -82,6 +84,8 @@ class Remote:
 
     # ------------------------------------------------------------------ reading
     def info(self) -> dict[str, Any]:
+        if self.known is not None:
+            return self.known
         return dict(_call(self, self.fs.info, self.path))
 
     def size(self) -> int:
@@ -135,7 +139,7 @@ class Remote:
         found = _call(self, self.fs.find, self.path, maxdepth=None if recursive else 1, withdirs=True, detail=True)
         for path, info in sorted(found.items()):
             if path.rstrip("/") != self.path:
-                yield Remote(self.fs, path), info.get("type") == "directory"
+                yield Remote(self.fs, path, dict(info)), info.get("type") == "directory"
 
     # ------------------------------------------------------------------ writing, whole or not at all
     def write_atomic(self, data: bytes | memoryview) -> None:
@@ -194,9 +198,12 @@ def is_url(text: str | PurePath) -> bool:
     return bool(sep) and head.isidentifier() and head.lower() != "file"
 
 
-def locate(text: str, options: Mapping[str, Any] | None = None) -> Path | Remote:
+def locate(text: str | Path | Remote, options: Mapping[str, Any] | None = None) -> Path | Remote:
     """A local path, or a Remote for an fsspec URL (its backend loaded now: ImportError names
-    the extra to install). ``options``: the backend's options (``--storage-option``)."""
+    the extra to install). ``options``: the backend's options (``--storage-option``). A place
+    already located is returned as it is."""
+    if isinstance(text, (Path, Remote)):
+        return text
     if not is_url(text):
         return Path(text[len("file://") :] if text.startswith("file://") else text)
     import fsspec
