@@ -224,3 +224,36 @@ def test_watch_mode_on_a_bucket_by_polling(s3: SeaweedS3, tmp_path: Path) -> Non
         assert out.count(f"converted  {name}") == 1, out
         gray = Image.open(io.BytesIO(fs.cat_file(f"results/{name[:-4]}_gray.png")))
         assert np.array_equal(np.asarray(gray), np.asarray(Image.open(io.BytesIO(data)).convert("L")))
+
+
+def test_dask_workers_read_the_bucket_themselves(
+    s3: SeaweedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, photo: Path
+) -> None:
+    """With --engine dask, a file task carries the object's URL (and its filesystem's options:
+    Dask's peers are trusted): workers that reach the store read it themselves, the master
+    sends no bytes, and the outputs are the built-in engine's."""
+    from tests.integration.test_dask import start_cluster
+
+    for key, value in s3.env.items():
+        monkeypatch.setenv(key, value)  # the Dask workers reach the store as the master does
+    cluster = start_cluster(tmp_path / "dask", 2)
+    try:
+        fs = s3.fs()
+        fs.mkdir("photos")
+        for k in range(4):
+            fs.pipe_file(f"photos/p{k}.jpg", photo.read_bytes())
+        args = ["--input-dir", "s3://photos/", "--engine", "dask", "--scheduler-address", cluster.address]
+        run = master([*args, "--output-dir", "s3://photos/dask"], tmp_path, s3)
+        run.finish(WAIT_S * 4)
+        assert run.proc.returncode == 0, run.stderr
+        assert "sending file contents" not in run.stderr  # no worker had to be sent the bytes
+        builtin = master(
+            ["--input-dir", "s3://photos/", "--output-dir", "s3://photos/builtin", "--local-workers", "2"], tmp_path, s3
+        )
+        builtin.finish(WAIT_S * 4)
+        assert builtin.proc.returncode == 0, builtin.stderr
+        fs = s3.fs()
+        for k in range(4):
+            assert fs.cat_file(f"photos/dask/p{k}_gray.jpg") == fs.cat_file(f"photos/builtin/p{k}_gray.jpg")
+    finally:
+        cluster.close()
