@@ -41,6 +41,8 @@ class Service:
         self._entries: dict[int, JobEntry] = {}
         self._ids = itertools.count(1)
         self.started_at = time.time()
+        # Watch mode: what the watched folder holds (waiting, converting, done, failed), for the page.
+        self.inbox: Callable[[], dict[str, Any]] | None = None
 
     # ------------------------------------------------------------------ the page's settings
     @property
@@ -147,6 +149,7 @@ class Service:
             "workers": snap["workers"],
             # which engine runs the work, and its own page if it has one (Dask's dashboard)
             "engine": snap.get("engine", {"name": "builtin", "dashboard": None}),
+            "inbox": self.inbox() if self.inbox is not None else None,
         }
 
     def health(self) -> dict[str, Any]:

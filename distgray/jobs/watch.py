@@ -34,6 +34,9 @@ from distgray.storage.remote import Remote
 
 log = logging.getLogger(__name__)
 
+#: Finished files the page lists at most (the latest).
+INBOX_SHOWN = 50
+
 #: A file is the same file while its size and modification time (ns) stay the same (behind a
 #: URL: its size and the store's content tag, its ETag).
 Stamp = tuple[int, int | str]
@@ -120,6 +123,10 @@ class Watch:
         self._wake = threading.Event()
         self.failed_any = False
         self.converted = 0
+        # What the page shows of each file (by its name in the folder): converting, done, failed
+        # (waiting comes from the inbox), the latest last; at most INBOX_SHOWN finished ones kept.
+        self.shown: dict[str, tuple[str, str]] = {}
+        service.inbox = self.snapshot
 
     # ------------------------------------------------------------------ events
     def _event(self, path: str, closed: bool) -> None:
@@ -253,6 +260,8 @@ class Watch:
         for item in chosen:
             if item.status == "skipped":
                 log.info("%s: already converted as it is now (the job log says so)", item.name)
+        for item in new:
+            self._show(item.name, "converting")
         if new:
             Batch(self.service, new, self.opts, self._say_file).run("(watch mode: start workers)")
         listed = {i.source for i in chosen}
@@ -265,7 +274,36 @@ class Watch:
         for item in new:
             self.failed_any |= item.status == "failed"
             self.converted += item.status == "converted"
+            self._show(item.name, "done" if item.status == "converted" else "failed", item.reason)
             self.say(_line(item))
+
+    def _name(self, path: Place) -> str:
+        try:
+            return str(
+                path.relative_to(self.root)
+                if isinstance(path, Remote) and isinstance(self.root, Remote)
+                else Path(str(path)).relative_to(str(self.root))
+            )
+        except ValueError:
+            return str(path)
+
+    def _show(self, name: str, state: str, reason: str = "") -> None:
+        with self._lock:
+            self.shown.pop(name, None)
+            self.shown[name] = (state, reason)
+            finished = [n for n, (st, _) in self.shown.items() if st in ("done", "failed")]
+            for old in finished[: max(0, len(finished) - INBOX_SHOWN)]:
+                del self.shown[old]
+
+    def snapshot(self) -> dict[str, Any]:
+        """The inbox for the page: the folder, counts by state, and the files (latest first)."""
+        with self._lock:
+            waiting = [self._name(p) for p in self.inbox.waiting]
+            files = [{"name": n, "state": "waiting", "reason": ""} for n in sorted(waiting)]
+            files += [{"name": n, "state": st, "reason": why} for n, (st, why) in reversed(self.shown.items())]
+        counts = {state: sum(1 for f in files if f["state"] == state) for state in ("waiting", "converting")}
+        counts.update(done=self.converted, failed=sum(1 for f in files if f["state"] == "failed"))
+        return {"folder": str(self.root), "counts": counts, "files": files[: INBOX_SHOWN + len(waiting)]}
 
     def _say_file(self, line: str) -> None:
         log.debug("%s", line)  # a batch's own summary: one line per file is said instead

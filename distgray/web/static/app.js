@@ -95,6 +95,19 @@ function renderEngine(status) {
   if (engine.dashboard && link.getAttribute("href") !== engine.dashboard) link.setAttribute("href", engine.dashboard);
 }
 
+function renderInbox(status) {
+  // Watch mode: the watched folder's files, waiting (not whole yet), converting, done, failed.
+  const inbox = status.inbox;
+  $("inbox").hidden = !inbox;
+  if (!inbox) return;
+  $("inbox-folder").textContent = inbox.folder;
+  $("inbox-counts").replaceChildren(...["waiting", "converting", "done", "failed"].map((state) =>
+    el("span", `${inbox.counts[state] || 0} ${state}`, { class: "badge state-" + state, "data-count": state })));
+  $("inbox-files").querySelector("tbody").replaceChildren(...inbox.files.map((f) =>
+    row([f.name, el("span", f.state, { class: "badge state-" + f.state }), f.reason || ""],
+      { "data-file": f.name, "data-state": f.state })));
+}
+
 function renderWorkers(status) {
   renderEngine(status);
   const ws = status.workers;
@@ -153,6 +166,7 @@ async function poll() {
     if (limit) limit.textContent = `up to ${Math.round(status.max_upload_bytes / 1048576)} MiB, ${(status.max_pixels / 1e6).toFixed(0)} MP`;
     renderJob(status);
     renderWorkers(status);
+    renderInbox(status);
     renderResult(status);
     renderHistory(status);
   } catch (err) {
