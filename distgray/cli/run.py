@@ -274,7 +274,7 @@ def _one_image(service: Service, image: Place, output: Place, fmt: str, opts: Ru
     local temporary file (in chunks) and the output uploaded whole when it is done."""
     from distgray.imaging import save
     from distgray.jobs import provenance
-    from distgray.jobs.batch import output_options
+    from distgray.jobs.batch import output_options, reads_in_bands
     from distgray.storage.remote import Remote
 
     if isinstance(output, Path):
@@ -289,10 +289,15 @@ def _one_image(service: Service, image: Place, output: Place, fmt: str, opts: Ru
     except OSError:
         before = None
     with tempfile.TemporaryDirectory(prefix="distgray-stage-") as tmp:
-        local_in = Path(tmp) / f"in{image.suffix}" if isinstance(image, Remote) else image
+        copy = isinstance(image, Remote) and not reads_in_bands(image)
+        if isinstance(image, Remote):
+            how = "copied to a local file first" if copy else "read from its store in bands (ranged reads)"
+            log.info("%s: %s", image, how)
+        local_in: Place = Path(tmp) / f"in{image.suffix}" if copy else image
         local_out = Path(tmp) / f"out{output.suffix}" if isinstance(output, Remote) else output
         try:
-            if isinstance(image, Remote):
+            if copy:
+                assert isinstance(image, Remote) and isinstance(local_in, Path)
                 image.download(local_in)
         except OSError as exc:
             raise DistgrayError(f"{image}: cannot read: {exc}") from exc

@@ -25,6 +25,7 @@ from distgray.config import DEFAULT_MAX_PIXELS
 from distgray.errors import ImageError
 from distgray.imaging.kernel import U8Array
 from distgray.imaging.save import file_error
+from distgray.storage.places import Place
 
 #: Modes already gray: copied unchanged, without workers ("1" too, as L).
 GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N"})
@@ -39,7 +40,7 @@ class Kind(enum.StrEnum):
 
 @dataclass
 class LoadedImage:
-    path: Path
+    path: Place  # (behind a URL: a TIFF read by ranges)
     format: str
     mode: str  # the file's own mode, before any conversion
     kind: Kind

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from distgray.errors import ImageError
+from distgray.storage.places import Place, open_place
 
 #: Lossless codecs whose output is the stored bytes, whoever decodes them.
 #: A compressed band (a strip, or a row of tiles) larger than this is not read in bands.
@@ -29,7 +29,7 @@ LOSSLESS = frozenset({1, 5, 8, 32773, 32946, 50000})  # none, LZW, deflate, Pack
 
 @dataclass(frozen=True)
 class TiffLayout:
-    path: Path
+    path: Place  # a local file, or an object behind a URL (read by ranges)
     width: int
     height: int
     segment_rows: int  # rows of one strip or one row of tiles
@@ -47,16 +47,16 @@ class TiffLayout:
         return (self.height, self.width, 3)
 
 
-def probe(path: Path) -> TiffLayout | None:
+def probe(path: Place) -> TiffLayout | None:
     """The file's layout if it is a TIFF that can be read in bands, else None (also for anything
     unreadable: the normal path then says what is wrong). Reads the first IFD only."""
     try:
         import tifffile
 
-        with open(path, "rb") as fh:
+        with open_place(path, 64 << 10) as fh:
             if fh.read(4) not in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
                 return None
-        with tifffile.TiffFile(path) as tif:
+        with open_place(path, 64 << 10) as fh, tifffile.TiffFile(fh) as tif:
             page = tif.pages.first
             orientation = page.tags.get("Orientation")
             plain = (
@@ -82,7 +82,7 @@ def probe(path: Path) -> TiffLayout | None:
                 raw = tuple(zip(page.dataoffsets, page.databytecounts, strict=True))
             elif band * page.imagewidth * 3 > MAX_BAND_BYTES:
                 return None  # one compressed strip or tile row would be too big a band
-            return TiffLayout(Path(path), page.imagewidth, page.imagelength, band, raw)
+            return TiffLayout(path, page.imagewidth, page.imagelength, band, raw)
     except Exception:  # tifffile raises many kinds for files it cannot read: not ours to stream
         return None
 
@@ -99,7 +99,7 @@ def decode_into(layout: TiffLayout, out: npt.NDArray[np.uint8], ready: Callable[
     rows_done = 0
     band_done: dict[int, int] = {}  # band index -> pixels of it decoded so far
     try:
-        with tifffile.TiffFile(layout.path) as tif:
+        with open_place(layout.path, READ_BYTES) as fh, tifffile.TiffFile(fh) as tif:
             page = tif.pages.first
             # tifffile reads up to `buffersize` of segments at a time (256 MB by default): keep it small
             for segment, index, shape in page.segments(sort=False, maxworkers=1, buffersize=READ_BYTES):
@@ -138,7 +138,7 @@ def _read_raw(layout: TiffLayout, out: npt.NDArray[np.uint8], ready: Callable[[i
     flat = out.reshape(-1)
     y = 0
     try:
-        with open(layout.path, "rb") as fh:
+        with open_place(layout.path, READ_BYTES) as fh:
             for offset, count in layout.raw_strips:
                 rows = min(layout.segment_rows, layout.height - y)
                 if count < rows * row_bytes:
@@ -149,7 +149,7 @@ def _read_raw(layout: TiffLayout, out: npt.NDArray[np.uint8], ready: Callable[[i
                 for part in range(0, rows, RAW_BAND_ROWS):
                     n = min(RAW_BAND_ROWS, rows - part)
                     view = flat[(y + part) * row_bytes : (y + part + n) * row_bytes].data
-                    if fh.readinto(view) != len(view):
+                    if fh.readinto(view) != len(view):  # type: ignore[attr-defined]
                         raise ImageError(f"{layout.path}: cannot decode image: TIFF data ends early")
                     ready(y + part + n)
                 y += rows

@@ -59,20 +59,26 @@ def plan(entry: JobEntry, opts: ServiceOptions) -> Layout | None:
     does not fit the window), or None to load it whole. Raises ImageError, up front, for an image
     beyond ``--max-pixels`` or one that does not fit and cannot be read or written in bands."""
     src = entry.source
-    layout: Layout | None = pngstream.probe(src, sys.maxsize) or tiffbands.probe(src)
-    fits = layout is not None and _layout_bytes(layout) <= opts.window_bytes
-    if fits and (
-        isinstance(layout, tiffbands.TiffLayout)
-        or (isinstance(layout, pngstream.PngLayout) and layout.mode in load.GRAY_MODES)
-    ):
-        layout = None  # fits: Pillow loads it whole, as any TIFF (and a gray PNG is copied as it is)
-    header = _header(src) if layout is None else None
-    if header is not None and header[0] == "JPEG" and _bytes(*header[1:]) > opts.window_bytes:
-        layout = jpegbands.probe(src)  # too big to hold: libvips reads it in bands, if it can
-    if layout is None:
-        if header is not None:  # loaded whole: refused first if it does not fit
-            _check_whole(entry, opts, *header)
-        return jpegfast.probe(src, opts.max_pixels)
+    layout: Layout | None
+    if not isinstance(src, Path):  # behind a URL: a TIFF read by ranges (the rest is copied first)
+        layout = tiffbands.probe(src)
+        if layout is None:
+            raise ImageError(f"{src}: cannot be read in bands from its store")
+    else:
+        layout = pngstream.probe(src, sys.maxsize) or tiffbands.probe(src)
+        fits = layout is not None and _layout_bytes(layout) <= opts.window_bytes
+        if fits and (
+            isinstance(layout, tiffbands.TiffLayout)
+            or (isinstance(layout, pngstream.PngLayout) and layout.mode in load.GRAY_MODES)
+        ):
+            layout = None  # fits: Pillow loads it whole, as any TIFF (and a gray PNG is copied as it is)
+        header = _header(src) if layout is None else None
+        if header is not None and header[0] == "JPEG" and _bytes(*header[1:]) > opts.window_bytes:
+            layout = jpegbands.probe(src)  # too big to hold: libvips reads it in bands, if it can
+        if layout is None:
+            if header is not None:  # loaded whole: refused first if it does not fit
+                _check_whole(entry, opts, *header)
+            return jpegfast.probe(src, opts.max_pixels)
     width, height = layout.width, layout.height
     if width * height > opts.max_pixels:
         why = (

@@ -34,7 +34,7 @@ from typing import Any
 from distgray import __version__, config, formats
 from distgray.engines.base import Engine
 from distgray.errors import DistgrayError, ImageError
-from distgray.imaging import load, save
+from distgray.imaging import load, save, tiffbands
 from distgray.imaging.files import probe_file
 from distgray.jobs import provenance
 from distgray.jobs.entries import JobEntry, JobState
@@ -230,6 +230,14 @@ def _check_one(item: Item, opts: BatchOptions, known: dict[str, dict[str, Any]])
         )
 
 
+def reads_in_bands(source: Remote) -> bool:
+    """Whether an image behind a URL is read straight from its store, a band at a time by ranged
+    reads (a TIFF of RGB strips or tiles), rather than copied to a local file first. A PNG is
+    copied: its band reader needs the list of all its chunks first (an eXIf chunk after the
+    pixels would turn the image), which costs a request a chunk behind a URL."""
+    return tiffbands.probe(source) is not None
+
+
 def _same_file(a: Place, b: Place) -> bool:
     if isinstance(a, Path) and isinstance(b, Path):
         return formats.same_file(a, b)
@@ -338,14 +346,15 @@ class Batch:
         assert item.output is not None
         with tempfile.TemporaryDirectory(prefix="distgray-stage-") as tmp:
             output = Path(tmp) / f"out{item.output.suffix}"
-            if isinstance(item.source, Remote):
+            source: Place = item.source
+            if isinstance(item.source, Remote) and reads_in_bands(item.source):
+                log.info("%s: read from its store in bands (ranged reads), not copied", item.name)
+            elif isinstance(item.source, Remote):
                 source = Path(tmp) / f"in{item.source.suffix}"
                 try:
                     item.source.download(source)
                 except OSError as exc:
                     raise ImageError(f"{item.source}: cannot read: {exc}") from exc
-            else:
-                source = item.source
             entry = self.service.enqueue(source, output, item.format, name=item.name)
             self.service.process(entry, quiet=True)
             item.worker = ",".join(entry.job.worker_ids) if entry.job else ""

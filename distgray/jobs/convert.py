@@ -66,8 +66,10 @@ class Converter:
                 height, width, channels = stream.shape
                 fmt, mode = bands.format_of(stream), bands.mode_of(stream)
                 loaded = load.LoadedImage(entry.source, fmt, mode, load.Kind.COLOR, width, height, channels=channels)
-            else:
+            elif isinstance(entry.source, Path):
                 loaded = load.load_image(entry.source, opts.max_pixels)
+            else:  # behind a URL, only what streams by ranges comes here (the rest is copied first)
+                raise ImageError(f"{entry.source}: cannot be read in bands from its store")
             t_loaded = time.monotonic()
             entry.width, entry.height, entry.mode = loaded.width, loaded.height, loaded.mode
             for note in loaded.notes:
@@ -261,7 +263,7 @@ class Converter:
                 if not isinstance(stream, jpegfast.JpegLayout):  # bands, in the background
                     decode = bands.decoder(stream, loaded.pixels, engine, segment, opts, encoding).start()
                 elif not jpegfast.decode_into(stream, loaded.pixels):
-                    _decode_with_pillow(loaded.pixels, entry.source, opts.max_pixels)
+                    _decode_with_pillow(loaded.pixels, stream.path, opts.max_pixels)
             self._wait_for_workers(entry, deadline)
             if stream is None:
                 # In shared memory (if a worker can read ours), the shared copy replaces the original.

@@ -10,6 +10,7 @@ from typing import Any
 
 from distgray import config
 from distgray.engines.base import RunningJob
+from distgray.storage.places import Place
 
 
 class JobState(enum.StrEnum):
@@ -27,7 +28,7 @@ class JobEntry:
     """One image's way through the master, as the status page and the history show it."""
 
     id: int
-    source: Path
+    source: Place  # a local path, or (streamed from the store) an object behind a URL
     output: Path
     format: str
     name: str

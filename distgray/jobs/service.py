@@ -23,6 +23,8 @@ from distgray.errors import DistgrayError
 from distgray.jobs.convert import Converter
 from distgray.jobs.entries import JobEntry, JobState, ServiceOptions
 from distgray.jobs.report import silent
+from distgray.storage import places
+from distgray.storage.places import Place
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +61,10 @@ class Service:
 
     # ------------------------------------------------------------------ the queue
     def enqueue(
-        self, source: Path, output: Path, fmt: str, *, name: str | None = None, uploaded: bool = False
+        self, source: Place, output: Path, fmt: str, *, name: str | None = None, uploaded: bool = False
     ) -> JobEntry:
-        try:
-            size = source.stat().st_size
-        except OSError:
-            size = 0  # load_image reports what is wrong with it, in order, like any other failure
+        """``source``: a local file, or a TIFF behind a URL read by ranges (see bands.plan)."""
+        size = places.size_of(source) or 0  # (unreadable: loading it says what is wrong, in order)
         with self._queued:
             entry = JobEntry(next(self._ids), source, output, fmt, name or source.name, size, uploaded)
             self._entries[entry.id] = entry
@@ -85,7 +85,7 @@ class Service:
         """Remove the files of finished uploads past the age or size budget. Returns their job ids."""
         with self._lock:
             uploads = [e for e in self._entries.values() if e.uploaded and not e.pruned]
-        sizes = {e.id: _size(e.source) + _size(e.output) for e in uploads}
+        sizes = {e.id: _size(e.source) + _size(e.output) for e in uploads if isinstance(e.source, Path)}
         total = sum(sizes.values())
         removed: list[int] = []
         for entry in sorted((e for e in uploads if e.finished), key=lambda e: e.finished_at or 0):
@@ -93,7 +93,8 @@ class Service:
             if not old and total <= self.options.keep_upload_bytes:
                 continue
             for path in (entry.source, entry.output):
-                path.unlink(missing_ok=True)
+                if isinstance(path, Path):  # (uploads are local files)
+                    path.unlink(missing_ok=True)
             entry.pruned = True
             total -= sizes[entry.id]
             removed.append(entry.id)

@@ -16,13 +16,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
 from distgray.engines.base import Engine, PixelBuffer, RunningJob
 from distgray.errors import ImageError
 from distgray.imaging.kernel import U8Array
+from distgray.storage.places import Place
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ Reader = Callable[[U8Array, Callable[[int], None]], None]
 class StreamDecode:
     def __init__(
         self,
-        path: Path,
+        path: Place,
         read: Reader,
         out: U8Array,
         engine: Engine,

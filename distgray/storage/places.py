@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from distgray.storage.remote import Remote
 
@@ -26,3 +26,10 @@ def stamp(place: Place) -> dict[str, Any]:
         return {"input_size": size, "input_etag": tag}
     st = place.stat()
     return {"input_size": st.st_size, "input_mtime_ns": st.st_mtime_ns}
+
+
+def open_place(place: Place, block_size: int = 1 << 20) -> IO[bytes]:
+    """A seekable binary reader of ``place`` (behind a URL: ranged reads of ``block_size``)."""
+    if isinstance(place, Remote):
+        return place.open(block_size=block_size)
+    return open(place, "rb")
