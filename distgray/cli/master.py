@@ -570,7 +570,6 @@ def _locate(args: argparse.Namespace) -> None:
 
 
 def _resolve_output(args: argparse.Namespace) -> tuple[Path | None, str | None]:
-    _locate(args)  # (done already on the command line's way; tests call this alone)
     if not args.format and (not args.image or len(args.image) > 1 or args.input_dir is not None):
         return None, None  # a batch or serve mode: nothing to check yet (and no Pillow to load)
 
@@ -593,9 +592,9 @@ def _resolve_output(args: argparse.Namespace) -> tuple[Path | None, str | None]:
         fmt = output_format(image)
         ext = formats.EXTENSIONS.get(fmt, image.suffix) if args.format else image.suffix
         output = args.output_dir / formats.gray_name(image.stem, ext)
-    if str(image) == str(output) or (
-        isinstance(image, Path) and isinstance(output, Path) and formats.same_file(image, output)
-    ):
+    from distgray.storage.places import same_place
+
+    if same_place(image, output):
         raise ValueError(f"--output {output} would overwrite the input")
     return output, fmt
 

@@ -19,7 +19,6 @@ import logging
 import os
 import socket
 import sys
-import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -270,44 +269,24 @@ def run_dask(opts: RunOptions) -> int:
 
 def _one_image(service: Service, image: Place, output: Place, fmt: str, opts: RunOptions) -> int:
     """Convert one image, unless the job log says its output was made from it as it is now (the
-    same rule as a batch's): then say so and keep it. Behind a URL, the image is copied to a
-    local temporary file (in chunks) and the output uploaded whole when it is done."""
+    same rule as a batch's): then say so and keep it. Either end may be behind a URL
+    (:func:`~distgray.jobs.batch.convert_place`)."""
     from distgray.imaging import save
     from distgray.jobs import provenance
-    from distgray.jobs.batch import output_options, reads_in_bands
-    from distgray.storage.remote import Remote
+    from distgray.jobs.batch import convert_place, output_options
 
     if isinstance(output, Path):
         save.remove_stale_parts(output)  # of a run that was killed
     options = output_options(fmt, opts.quality, opts.png_level)
     log_file = provenance.log_path(output)
-    if not opts.overwrite and provenance.up_to_date(log_file, image, output, options):
+    if not opts.overwrite and provenance.up_to_date(provenance.index([log_file]), image, output, options):
         _say(f"up to date {output} was made from {image} as it is now, with these options (--overwrite redoes it)")
         return 0
     try:
         before = provenance.fingerprint(image, with_hash=False)
     except OSError:
         before = None
-    with tempfile.TemporaryDirectory(prefix="distgray-stage-") as tmp:
-        copy = isinstance(image, Remote) and not reads_in_bands(image)
-        if isinstance(image, Remote):
-            how = "copied to a local file first" if copy else "read from its store in bands (ranged reads)"
-            log.info("%s: %s", image, how)
-        local_in: Place = Path(tmp) / f"in{image.suffix}" if copy else image
-        local_out = Path(tmp) / f"out{output.suffix}" if isinstance(output, Remote) else output
-        try:
-            if copy:
-                assert isinstance(image, Remote) and isinstance(local_in, Path)
-                image.download(local_in)
-        except OSError as exc:
-            raise DistgrayError(f"{image}: cannot read: {exc}") from exc
-        entry = service.enqueue(local_in, local_out, fmt, name=image.name)
-        service.process(entry)
-        try:
-            if isinstance(output, Remote):
-                output.upload_atomic(local_out)
-        except OSError as exc:
-            raise DistgrayError(f"{output}: cannot write: {exc}") from exc
+    convert_place(service, image, output, fmt, image.name)
     made = provenance.converted(image, output, before, options)
     if made:
         provenance.record(log_file, {"input": str(image), "output": str(output), "status": "converted", **made})

@@ -115,14 +115,11 @@ def discover(opts: BatchOptions) -> list[Item]:
     assert isinstance(opts.output_dir, Path)
     skip = opts.output_dir.resolve()
 
-    def wanted(name: str) -> bool:
-        return wanted_name(name, opts)
-
     found: list[Path] = []
     for folder, dirs, files in os.walk(root, followlinks=False):
         here = Path(folder)
         dirs[:] = sorted(d for d in dirs if (here / d).resolve() != skip)
-        found += [here / n for n in [*files, *dirs] if wanted(n)]
+        found += [here / n for n in [*files, *dirs] if wanted_name(n, opts)]
         if not opts.recursive:
             break
     return items + [Item(p, str(p.relative_to(root)), p.relative_to(root)) for p in sorted(found)]
@@ -206,7 +203,7 @@ def _check_one(item: Item, opts: BatchOptions, known: dict[str, dict[str, Any]])
     except ValueError as exc:
         _fail(item, str(exc))
         return
-    if _same_file(item.source, output):
+    if places.same_place(item.source, output):
         _fail(item, f"the output {output} would overwrite the input")
         return
     try:
@@ -230,18 +227,38 @@ def _check_one(item: Item, opts: BatchOptions, known: dict[str, dict[str, Any]])
         )
 
 
-def reads_in_bands(source: Remote) -> bool:
-    """Whether an image behind a URL is read straight from its store, a band at a time by ranged
-    reads (a TIFF of RGB strips or tiles), rather than copied to a local file first. A PNG is
-    copied: its band reader needs the list of all its chunks first (an eXIf chunk after the
-    pixels would turn the image), which costs a request a chunk behind a URL."""
-    return tiffbands.probe(source) is not None
-
-
-def _same_file(a: Place, b: Place) -> bool:
-    if isinstance(a, Path) and isinstance(b, Path):
-        return formats.same_file(a, b)
-    return str(a) == str(b)
+def convert_place(service: Service, source: Place, output: Place, fmt: str, name: str, quiet: bool = False) -> JobEntry:
+    """Convert one image through the strip path, either end behind a URL if need be, and return
+    its entry. A TIFF of RGB strips or tiles behind a URL is read straight from its store, a band
+    at a time by ranged reads; any other image there is first copied to a local temporary file
+    in chunks (disk, not memory: the PNG band reader needs the list of all its chunks before the
+    first row, as an eXIf chunk after the pixels turns the image, and behind a URL that list
+    costs a request a chunk). An output behind a URL is written to a local temporary file, then
+    uploaded whole (a multipart upload completes only when all of it is there)."""
+    with tempfile.TemporaryDirectory(prefix="distgray-stage-") as tmp:
+        local_in: Place = source
+        if isinstance(source, Remote):
+            copy = tiffbands.probe(source) is None
+            log.info(
+                "%s: %s",
+                source,
+                "copied to a local file first" if copy else "read from its store in bands (ranged reads)",
+            )
+            if copy:
+                local_in = Path(tmp) / f"in{source.suffix}"
+                try:
+                    source.download(local_in)
+                except OSError as exc:
+                    raise ImageError(f"{source}: cannot read: {exc}") from exc
+        local_out = Path(tmp) / f"out{output.suffix}" if isinstance(output, Remote) else output
+        entry = service.enqueue(local_in, local_out, fmt, name=name)
+        service.process(entry, quiet=quiet)
+        if isinstance(output, Remote):
+            try:
+                output.upload_atomic(local_out)
+            except OSError as exc:
+                raise ImageError(f"{output}: cannot write: {exc}") from exc
+    return entry
 
 
 def _fail(item: Item, reason: str) -> None:
@@ -325,12 +342,13 @@ class Batch:
         for item in self.big:  # the main thread logs an item once its status is final: set it last
             started = time.monotonic()
             try:
-                if item.entry is None:  # behind a URL: through local copies (disk, not memory)
-                    self._run_big_remote(item)
+                if item.entry is None:  # behind a URL
+                    assert item.output is not None
+                    entry = convert_place(self.service, item.source, item.output, item.format, item.name, quiet=True)
                 else:
-                    self.service.process(item.entry, quiet=True)
-                    job = item.entry.job
-                    item.worker = ",".join(job.worker_ids) if job else ""
+                    entry = item.entry
+                    self.service.process(entry, quiet=True)
+                item.worker = ",".join(entry.job.worker_ids) if entry.job else ""
                 item.seconds, item.status = time.monotonic() - started, "converted"
             except DistgrayError as exc:
                 item.seconds = time.monotonic() - started
@@ -338,33 +356,6 @@ class Batch:
             except Exception as exc:  # one file's bug must not stop the batch
                 item.seconds = time.monotonic() - started
                 _fail(item, f"internal error: {type(exc).__name__}: {exc}")
-
-    def _run_big_remote(self, item: Item) -> None:
-        """An image too big for a whole-file task, read or written behind a URL: copied to a local
-        temporary file (in chunks), converted in strips as a local one, and the output uploaded
-        whole (a multipart upload completes only when all of it is there)."""
-        assert item.output is not None
-        with tempfile.TemporaryDirectory(prefix="distgray-stage-") as tmp:
-            output = Path(tmp) / f"out{item.output.suffix}"
-            source: Place = item.source
-            if isinstance(item.source, Remote) and reads_in_bands(item.source):
-                log.info("%s: read from its store in bands (ranged reads), not copied", item.name)
-            elif isinstance(item.source, Remote):
-                source = Path(tmp) / f"in{item.source.suffix}"
-                try:
-                    item.source.download(source)
-                except OSError as exc:
-                    raise ImageError(f"{item.source}: cannot read: {exc}") from exc
-            entry = self.service.enqueue(source, output, item.format, name=item.name)
-            self.service.process(entry, quiet=True)
-            item.worker = ",".join(entry.job.worker_ids) if entry.job else ""
-            try:
-                if isinstance(item.output, Remote):
-                    item.output.upload_atomic(output)
-                else:
-                    save.atomic_write(item.output, lambda fh: fh.write(output.read_bytes()))
-            except OSError as exc:
-                raise ImageError(f"{item.output}: cannot write: {exc}") from exc
 
     def _collect(self, queue: FileQueue) -> int:
         """Move finished units' results onto their items; log each file once. Returns how many are final."""
@@ -418,14 +409,10 @@ class Batch:
             "seconds": round(item.seconds, 3) if item.unit else None,
             **made,
         }
-        line = json.dumps(record) + "\n"
-        if isinstance(self.log_path, Remote):
-            self._log_lines.append(line)  # an object store cannot append: written whole at the end
+        if isinstance(self.log_path, Remote):  # an object store cannot append: written whole at the end
+            self._log_lines.append(json.dumps(record) + "\n")
         else:
-            assert isinstance(self.opts.output_dir, Path)
-            self.opts.output_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.log_path, "a") as fh:
-                fh.write(line)
+            provenance.record(self.log_path, record)
         if item.status == "failed":
             log.warning("%s: failed: %s", item.name, item.reason)
         else:

@@ -10,7 +10,6 @@ for a converted file ``input_size``, ``input_mtime_ns``, ``input_sha256``, ``out
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,12 +68,8 @@ def logs_of(paths: list[Place]) -> list[Place]:
 def summarize(logs: list[Place]) -> Summary:
     summary = Summary(logs=logs)
     for log in logs:
-        for line in log.read_bytes().decode("utf-8", "replace").splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                record = None
-            if not isinstance(record, dict) or "input" not in record:
+        for record in provenance.records(log):
+            if record is None or "input" not in record:
                 summary.unreadable_lines += 1
                 continue
             summary.records += 1

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,55 +63,39 @@ def fingerprint(source: Place, with_hash: bool = True) -> dict[str, Any]:
     return found
 
 
-def latest(log: Place, output: Place) -> dict[str, Any] | None:
-    """The last record of ``output`` being converted in the job log ``log`` (skips and failures
-    since do not change what made the file)."""
-    found: dict[str, Any] | None = None
-    try:
-        text = log.read_bytes().decode("utf-8", "replace")
-    except OSError:
-        return None
-    for line in text.splitlines():
+def records(log: Place) -> Iterator[dict[str, Any] | None]:
+    """The job log ``log``'s records, line by line; None for a line that is not a JSON object
+    (one cut short by a crash, say). OSError when the log cannot be read."""
+    for line in log.read_bytes().decode("utf-8", "replace").splitlines():
         try:
-            record = json.loads(line)
+            found = json.loads(line)
         except ValueError:
-            continue  # a line cut short by a crash: ignore it
-        mine = isinstance(record, dict) and record.get("output") == str(output)
-        if mine and record.get("status") == "converted":
-            found = record
-    return found
+            found = None
+        yield found if isinstance(found, dict) else None
 
 
 def index(logs: list[Place]) -> dict[str, dict[str, Any]]:
-    """Each output's latest "converted" record across ``logs`` (each read once): for checking
-    many outputs without reading the logs again for each."""
+    """Each output's last "converted" record across ``logs`` (each read once; skips and failures
+    since do not change what made the file): for checking many outputs without reading the
+    logs again for each."""
     found: dict[str, dict[str, Any]] = {}
     for log in logs:
         try:
-            text = log.read_bytes().decode("utf-8", "replace")
+            for entry in records(log):
+                if entry is not None and entry.get("status") == "converted" and "output" in entry:
+                    found[str(entry["output"])] = entry
         except OSError:
             continue
-        for line in text.splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and record.get("status") == "converted" and "output" in record:
-                found[str(record["output"])] = record
     return found
 
 
-def up_to_date(
-    log: Place | list[Place] | dict[str, dict[str, Any]], source: Place, output: Place, options: dict[str, Any]
-) -> bool:
-    """Whether ``output`` exists and a job log (``log``, or any of a list) says it was made from
-    ``source`` as it is now, with ``options``. A record pins the output's size and time, so one
-    log's say is enough whichever task wrote it."""
+def up_to_date(known: dict[str, dict[str, Any]], source: Place, output: Place, options: dict[str, Any]) -> bool:
+    """Whether ``output`` exists and the job logs read into ``known`` (:func:`index`) say it was
+    made from ``source`` as it is now, with ``options``. A record pins the output's size and time,
+    so its log's say is enough whichever task wrote it."""
     if not output.is_file():
         return False
-    if isinstance(log, list):
-        return any(up_to_date(one, source, output, options) for one in log)
-    record = log.get(str(output)) if isinstance(log, dict) else latest(log, output)
+    record = known.get(str(output))
     if record is None or record.get("input") != str(source) or record.get("options") != options:
         return False
     try:
@@ -143,10 +128,7 @@ def record(log: Place, fields: dict[str, Any]) -> None:
 def output_state(output: Place) -> list[int | str]:
     """An output's size and mtime (ns), or behind a URL its size and ETag: what the log expects
     to find again."""
-    if isinstance(output, Remote):
-        return list(output.version())
-    st = output.stat()
-    return [st.st_size, st.st_mtime_ns]
+    return list(places.version(output))
 
 
 def converted(source: Place, output: Place, before: dict[str, Any] | None, options: dict[str, Any]) -> dict[str, Any]:

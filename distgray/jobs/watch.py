@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePath
@@ -29,6 +30,7 @@ from typing import Any
 from distgray.jobs.batch import Batch, BatchOptions, Item, check, discover, name_outputs, share_of, wanted_name
 from distgray.jobs.report import silent
 from distgray.jobs.service import Service
+from distgray.storage import places
 from distgray.storage.places import Place
 from distgray.storage.remote import Remote
 
@@ -43,13 +45,11 @@ Stamp = tuple[int, int | str]
 
 
 def stamp_of(path: Place) -> Stamp | None:
+    """:func:`~distgray.storage.places.version`, or None for a file gone (or unreadable)."""
     try:
-        if isinstance(path, Remote):
-            return path.version()
-        st = path.stat()
+        return places.version(path)
     except OSError:
         return None
-    return st.st_size, st.st_mtime_ns
 
 
 @dataclass
@@ -95,9 +95,6 @@ class Inbox:
         if stamp is not None:
             self.done[path] = stamp
 
-    def states(self) -> dict[str, int]:
-        return {"waiting": len(self.waiting), "finished": len(self.done)}
-
 
 @dataclass(frozen=True)
 class WatchOptions:
@@ -121,8 +118,7 @@ class Watch:
         self.inbox = Inbox(watch.settle)
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self.failed_any = False
-        self.converted = 0
+        self.finished: Counter[str] = Counter()  # "done" and "failed", this run
         # What the page shows of each file (by its name in the folder): converting, done, failed
         # (waiting comes from the inbox), the latest last; at most INBOX_SHOWN finished ones kept.
         self.shown: dict[str, tuple[str, str]] = {}
@@ -137,18 +133,28 @@ class Watch:
             self.inbox.seen(p, stamp_of(p), time.monotonic(), closed)
         self._wake.set()
 
+    @property
+    def failed_any(self) -> bool:
+        return self.finished["failed"] > 0
+
+    @property
+    def converted(self) -> int:
+        return self.finished["done"]
+
+    def _relative(self, path: Place) -> PurePath | None:
+        """``path`` inside the watched folder, or None when it is not in it."""
+        try:
+            if isinstance(path, Remote):
+                return path.relative_to(self.root) if isinstance(self.root, Remote) else None
+            return path.relative_to(str(self.root))
+        except ValueError:
+            return None
+
     def _wanted(self, path: Place) -> bool:
         """An input of this watch: in the folder (or, with --recursive, below it), not in the
         output folder, named as the batch's inputs are, in this task's share."""
-        rel: PurePath
-        try:
-            if isinstance(path, Remote):
-                if not isinstance(self.root, Remote):
-                    return False
-                rel = path.relative_to(self.root)
-            else:
-                rel = path.relative_to(str(self.root))
-        except ValueError:
+        rel = self._relative(path)
+        if rel is None:
             return False
         if not self.opts.recursive and len(rel.parts) != 1:
             return False
@@ -272,20 +278,10 @@ class Watch:
                 if path not in listed:
                     self.inbox.waiting.pop(path, None)
         for item in new:
-            self.failed_any |= item.status == "failed"
-            self.converted += item.status == "converted"
-            self._show(item.name, "done" if item.status == "converted" else "failed", item.reason)
+            state = "done" if item.status == "converted" else "failed"
+            self.finished[state] += 1
+            self._show(item.name, state, item.reason)
             self.say(_line(item))
-
-    def _name(self, path: Place) -> str:
-        try:
-            return str(
-                path.relative_to(self.root)
-                if isinstance(path, Remote) and isinstance(self.root, Remote)
-                else Path(str(path)).relative_to(str(self.root))
-            )
-        except ValueError:
-            return str(path)
 
     def _show(self, name: str, state: str, reason: str = "") -> None:
         with self._lock:
@@ -298,11 +294,11 @@ class Watch:
     def snapshot(self) -> dict[str, Any]:
         """The inbox for the page: the folder, counts by state, and the files (latest first)."""
         with self._lock:
-            waiting = [self._name(p) for p in self.inbox.waiting]
+            waiting = [str(self._relative(p) or p) for p in self.inbox.waiting]
             files = [{"name": n, "state": "waiting", "reason": ""} for n in sorted(waiting)]
             files += [{"name": n, "state": st, "reason": why} for n, (st, why) in reversed(self.shown.items())]
         counts = {state: sum(1 for f in files if f["state"] == state) for state in ("waiting", "converting")}
-        counts.update(done=self.converted, failed=sum(1 for f in files if f["state"] == "failed"))
+        counts.update(done=self.finished["done"], failed=self.finished["failed"])
         return {"folder": str(self.root), "counts": counts, "files": files[: INBOX_SHOWN + len(waiting)]}
 
     def _say_file(self, line: str) -> None:

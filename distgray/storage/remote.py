@@ -22,7 +22,7 @@ import contextlib
 import json
 import posixpath
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path, PurePath, PurePosixPath
 from typing import IO, Any
 
@@ -143,25 +143,23 @@ class Remote:
 
     # ------------------------------------------------------------------ writing, whole or not at all
     def write_atomic(self, data: bytes | memoryview) -> None:
-        if self.protocol in OBJECT_STORES:
-            _call(self, self.fs.pipe_file, self.path, bytes(data))  # one PUT (or multipart): all or nothing
-            return
-        part = f"{self.path}.part-{uuid.uuid4().hex[:12]}"
-        try:
-            _call(self, self.fs.pipe_file, part, bytes(data))
-            _call(self, self.fs.mv, part, self.path)
-        except OSError:
-            _remove_quietly(self.fs, part)
-            raise
+        """``data`` to this path, visible only when whole."""
+        payload = bytes(data)
+        self._whole(lambda dest: _call(self, self.fs.pipe_file, dest, payload))
 
     def upload_atomic(self, local: Path) -> None:
         """The local file ``local`` to this path, in chunks, visible only when whole."""
+        self._whole(lambda dest: _call(self, self.fs.put_file, str(local), dest))
+
+    def _whole(self, put: Callable[[str], object]) -> None:
+        """``put(dest)`` so that this path only ever holds a whole file: an object store's one PUT
+        (or multipart upload) is all or nothing; elsewhere a temporary name, then a rename."""
         if self.protocol in OBJECT_STORES:
-            _call(self, self.fs.put_file, str(local), self.path)
+            put(self.path)
             return
         part = f"{self.path}.part-{uuid.uuid4().hex[:12]}"
         try:
-            _call(self, self.fs.put_file, str(local), part)
+            put(part)
             _call(self, self.fs.mv, part, self.path)
         except OSError:
             _remove_quietly(self.fs, part)
@@ -198,12 +196,9 @@ def is_url(text: str | PurePath) -> bool:
     return bool(sep) and head.isidentifier() and head.lower() != "file"
 
 
-def locate(text: str | Path | Remote, options: Mapping[str, Any] | None = None) -> Path | Remote:
+def locate(text: str, options: Mapping[str, Any] | None = None) -> Path | Remote:
     """A local path, or a Remote for an fsspec URL (its backend loaded now: ImportError names
-    the extra to install). ``options``: the backend's options (``--storage-option``). A place
-    already located is returned as it is."""
-    if isinstance(text, (Path, Remote)):
-        return text
+    the extra to install). ``options``: the backend's options (``--storage-option``)."""
     if not is_url(text):
         return Path(text[len("file://") :] if text.startswith("file://") else text)
     import fsspec

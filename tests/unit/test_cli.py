@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
@@ -74,7 +75,11 @@ def test_usage_errors_exit_2(argv: list[str], env: dict[str, str], capsys: pytes
 
 
 def test_output_names(tmp_path: Path) -> None:
-    parse = cli.build_master_parser({}).parse_args
+    def parse(argv: list[str]) -> argparse.Namespace:  # as master_main does: parsed, then located
+        args = cli.build_master_parser({}).parse_args(argv)
+        cli._locate(args)
+        return args
+
     out, fmt = cli._resolve_output(parse(["--image", "in/photo.jpg"]))
     assert (out, fmt) == (Path("results/photo_gray.jpg"), "JPEG")
     out, fmt = cli._resolve_output(parse(["--image", "in/photo.jpg", "--format", "png"]))
