@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from distgray.errors import ImageError
 from distgray.imaging import stripcodec
@@ -83,17 +84,12 @@ def convert_file(
     built-in worker's FILE_TASK does."""
     t0 = time.perf_counter()
     who = worker_name()
-    if isinstance(source, Remote):
+    if not isinstance(source, bytes):
         try:
-            source = source.read_bytes()
+            source = source.read_bytes() if isinstance(source, Remote) else Path(source).read_bytes()
         except OSError as exc:
-            return FileDone(None, 0, 0, who, 0.0, f"{name}: cannot read here: {exc}", unreadable=True)
-    elif isinstance(source, str):
-        try:
-            with open(source, "rb") as fh:
-                source = fh.read()
-        except OSError as exc:
-            return FileDone(None, 0, 0, who, 0.0, f"{name}: cannot read here: {exc.strerror}", unreadable=True)
+            why = exc.strerror or exc
+            return FileDone(None, 0, 0, who, 0.0, f"{name}: cannot read here: {why}", unreadable=True)
     options = save_options(fmt, quality or None, png_level)
     try:
         done = convert_encoded(source, fmt, options, max_pixels, name=name)
