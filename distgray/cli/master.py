@@ -9,6 +9,7 @@ Exit codes: 0 all done, 1 the job (or some input) failed, 2 usage error, 130 int
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import signal
@@ -243,6 +244,25 @@ def build_master_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     io.add_argument(
         "--report", type=Path, metavar="FILE.json", help="write the job's figures, per strip and per worker, as JSON"
     )
+    ops_group = p.add_argument_group(
+        "operations after grayscale",
+        "A chain of operations on the gray image, applied in order, each the library's own (Pillow's"
+        " ImageFilter, resize, thumbnail and reduce; OpenCV's Canny): the output equals that"
+        " library's call on the whole gray image. Filters and Canny are split into strips with halos"
+        " (each strip gets the rows of context its chain needs); resizes run on the whole gray image"
+        " (on the master for one image, in the worker for a batch's file). Operations drop the alpha"
+        " channel. In a batch, serve mode and the page's uploads alike.",
+    )
+    ops_group.add_argument(
+        "--op",
+        action="append",
+        metavar="NAME[:ARGS]",
+        default=None,
+        help="an operation (repeatable; env DISTGRAY_OPS, ';'-separated): blur, sharpen, contour, detail,"
+        " edge_enhance, edge_enhance_more, smooth, smooth_more, find_edges, emboss; gaussian:R, box:R,"
+        " unsharp:R,PERCENT,THRESHOLD, median:SIZE (odd); canny:LOW,HIGH (pip install 'distgray[canny]');"
+        " resize:WxH, thumbnail:WxH (keeps the aspect ratio), reduce:N. E.g. --op gaussian:4 --op find_edges",
+    )
     net = p.add_argument_group("workers and network")
     net.add_argument(
         "--host",
@@ -461,6 +481,10 @@ def master_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     if args.whole_file_max_mp < 0:
         parser.error("--whole-file-max-mp must be 0 or more")
     try:
+        args.ops = _chain(args.op, env)
+    except ValueError as exc:
+        parser.error(f"--op {exc}")
+    try:
         given_token = None if args.no_auth else read_token(args.token, args.token_file, env)
     except ValueError as exc:
         parser.error(str(exc))
@@ -523,6 +547,18 @@ def master_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         signal.signal(signal.SIGTERM, previous)
 
 
+def _chain(given: list[str] | None, env: Mapping[str, str]) -> str:
+    """The operation chain of ``--op`` (else ``DISTGRAY_OPS``), parsed and spelled; ValueError
+    naming what exists. Canny needs OpenCV here (workers say whether they have it)."""
+    from distgray.imaging import ops
+
+    specs = given if given is not None else [env.get("DISTGRAY_OPS", "")]
+    chain = ops.parse_chain(specs)
+    if any(op.kind == "canny" for op in chain) and importlib.util.find_spec("cv2") is None:
+        raise ValueError("canny needs OpenCV: pip install 'distgray[canny]'")
+    return ops.spell(chain)
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -553,6 +589,7 @@ def _batch_options(args: argparse.Namespace) -> BatchOptions:
         max_pixels=args.max_pixels,
         task_index=args.task_index or 0,
         task_count=args.task_count or 1,
+        ops=args.ops,
     )
 
 

@@ -118,6 +118,7 @@ class RunOptions:
     heartbeat_timeout: float = config.HEARTBEAT_TIMEOUT_S
     timeout: float | None = None
     log_level: str = "info"
+    ops: str = ""  # the operation chain after gray (--op), spelled
     env: Mapping[str, str] = field(default_factory=dict)  # passed on to local worker processes
     batch: BatchOptions | None = None  # several images: see distgray.batch
     engine: str = "builtin"  # or "dask"
@@ -277,7 +278,7 @@ def _one_image(service: Service, image: Place, output: Place, fmt: str, opts: Ru
 
     if isinstance(output, Path):
         save.remove_stale_parts(output)  # of a run that was killed
-    options = output_options(fmt, opts.quality, opts.png_level)
+    options = output_options(fmt, opts.quality, opts.png_level, opts.ops)
     log_file = provenance.log_path(output)
     if not opts.overwrite and provenance.up_to_date(provenance.index([log_file]), image, output, options):
         _say(f"up to date {output} was made from {image} as it is now, with these options (--overwrite redoes it)")
@@ -313,6 +314,7 @@ def _service_options(opts: RunOptions, worker_cmd: str) -> ServiceOptions:
         strip_encoding=not opts.encode_on_master,
         window_bytes=opts.window_mb << 20,
         strip_rows=opts.strip_rows,
+        ops=opts.ops,
     )
 
 

@@ -100,10 +100,13 @@ class Engine(Protocol):
         buffer: PixelBuffer | None = None,
         rows_ready: int | None = None,
         streamed: bool = False,
+        ops: str = "",
     ) -> RunningJob:
         """Start converting ``pixels`` (returns at once). ``rows_ready``: only that many rows
         exist yet; more follow through :meth:`rows_ready`. ``streamed``: ``buffer`` is sparse,
-        and rows are let go as :meth:`written` says they are in the output file."""
+        and rows are let go as :meth:`written` says they are in the output file. ``ops``: the
+        operation chain (``imaging.ops.spell``, its strip part) each strip gets with its halo; the
+        output then holds the chain's rows (a Canny's map: 0, 1, 2)."""
         ...
 
     def rows_ready(self, job: RunningJob, rows: int) -> None: ...

@@ -72,12 +72,15 @@ class ClusterEngine:
         buffer: PixelBuffer | None = None,
         rows_ready: int | None = None,
         streamed: bool = False,
+        ops: str = "",
     ) -> RunningJob:
         segment = buffer if isinstance(buffer, Segment) else None
         store = buffer if streamed and isinstance(buffer, Segment | SparseRows) else None
         if streamed and store is None:
             raise TypeError(f"a streamed job needs a sparse buffer of this engine, not {buffer!r}")
-        return self.master.submit(pixels, name, encoding=encoding, segment=segment, rows_ready=rows_ready, store=store)
+        return self.master.submit(
+            pixels, name, encoding=encoding, segment=segment, rows_ready=rows_ready, store=store, ops=ops
+        )
 
     def rows_ready(self, job: RunningJob, rows: int) -> None:
         self.master.rows_ready(_own(job), rows)

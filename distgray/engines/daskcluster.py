@@ -43,6 +43,7 @@ from distgray.engines.base import FileState, PixelBuffer, RunningJob
 from distgray.engines.daskjob import DaskJob, DaskStrip
 from distgray.errors import DistgrayError, ImageError
 from distgray.imaging import files
+from distgray.imaging import ops as imaging_ops
 from distgray.imaging.encoded import EncodedStrip, Encoding
 from distgray.imaging.kernel import U8Array
 from distgray.imaging.sparse import SparseRows
@@ -219,6 +220,7 @@ class DaskEngine:
         buffer: PixelBuffer | None = None,
         rows_ready: int | None = None,
         streamed: bool = False,
+        ops: str = "",
     ) -> RunningJob:
         if pixels.ndim != 3 or pixels.shape[2] not in (3, 4) or not pixels.flags.c_contiguous:
             raise ValueError("pixels must be a C-contiguous (height, width, 3|4) uint8 array")
@@ -233,7 +235,8 @@ class DaskEngine:
         rows = -(-rows // align) * align
         ready = height if rows_ready is None else rows_ready
         segment = buffer if isinstance(buffer, shm.Segment) else None
-        job = DaskJob(next(self._ids), name, pixels, encoding, rows, ready, store, segment)
+        support = imaging_ops.support(imaging_ops.chain_of(ops)) if ops else 0
+        job = DaskJob(next(self._ids), name, pixels, encoding, rows, ready, store, segment, ops, support)
         with self._lock:
             self.job = job
         self._send_ready(job)
@@ -277,8 +280,10 @@ class DaskEngine:
         align = job.encoding.row_align if job.encoding is not None else 1
         new: list[DaskStrip] = []
         with self._lock:
-            while job.rows_assigned < job.rows_ready_now and not job.wait(0):
-                stop = min(job.height, job.rows_assigned + job.strip_rows, job.rows_ready_now)
+            # rows whose pixels exist, less a chain's halo below them until the last row is in
+            ready = job.rows_ready_now if job.rows_ready_now >= job.height else job.rows_ready_now - job.support
+            while job.rows_assigned < ready and not job.wait(0):
+                stop = min(job.height, job.rows_assigned + job.strip_rows, ready)
                 if stop < job.height:
                     stop -= stop % align
                 if stop <= job.rows_assigned:
@@ -317,20 +322,37 @@ class DaskEngine:
         if not batch:
             return
         sent = []
+        halos: dict[tuple[int, int], dict[str, Any]] = {}
         for job, strip in batch:
             enc = job.encoding
             above = enc is not None and enc.format == "PNG" and self.png_row_above and strip.row_start > 0
-            sent.append((job, strip, above, job.pixels[strip.row_start - above : strip.row_stop]))
+            # With a chain, the strip comes with its halo (the row above a PNG strip inside it).
+            halo_above = min(job.support + above, strip.row_start) if job.ops else int(above)
+            halo_below = min(job.support, job.height - strip.row_stop) if job.ops else 0
+            halos[job.id, strip.index] = (
+                {"ops": job.ops, "halo_above": halo_above, "halo_below": halo_below} if job.ops else {}
+            )
+            pixels = job.pixels[strip.row_start - halo_above : strip.row_stop + halo_below]
+            sent.append((job, strip, above, pixels))
         by_reference = [item for item in sent if item[0].segment is not None and self.shared_memory]
         sent = [item for item in sent if item[0].segment is None or not self.shared_memory]
         for job, strip, above, pixels in by_reference:
             assert job.segment is not None
-            offset = (strip.row_start - above) * job.width * job.channels
+            halo = halos[job.id, strip.index]
+            offset = (strip.row_start - halo.get("halo_above", above)) * job.width * job.channels
             key = f"distgray-strip-{job.id}-{strip.index}-{strip.attempts}"
             last = strip.row_stop == job.height
             where = (job.segment.name, offset, pixels.shape)
             by_ref = self.client.submit(
-                dasktasks.convert_shared, *where, strip.row_start, last, above, job.encoding, key=key, pure=False
+                dasktasks.convert_shared,
+                *where,
+                strip.row_start,
+                last,
+                above,
+                job.encoding,
+                **halo,
+                key=key,
+                pure=False,
             )
             self._register(job, strip, pixels, None, by_ref)
         if not sent:
@@ -345,6 +367,7 @@ class DaskEngine:
                     strip.row_stop == job.height,
                     above,
                     job.encoding,
+                    **halos[job.id, strip.index],
                     key=f"distgray-strip-{job.id}-{strip.index}-{strip.attempts}",
                     pure=False,
                     retries=0,
@@ -522,7 +545,8 @@ class DaskEngine:
                     files_.queue.failed(unit.id, f"{unit.source}: Dask: no worker took it: {exc}", time.monotonic())
                     self._change.notify_all()
                 return
-        args = (unit.source.name, unit.format, unit.quality, unit.png_level, files_.queue.max_pixels)
+        queue_ = files_.queue
+        args = (unit.source.name, unit.format, unit.quality, unit.png_level, queue_.max_pixels, queue_.ops)
         key = f"distgray-file-{files_.queue.id}-{unit.id}-{len(unit.tried_by)}"
         task = self.client.submit(dasktasks.convert_file, source, *args, key=key, pure=False)
         with self._lock:

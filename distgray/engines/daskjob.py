@@ -47,8 +47,11 @@ class DaskJob:
         rows_ready: int,
         store: SparseRows | shm.Segment | None,
         segment: shm.Segment | None = None,
+        ops: str = "",
+        support: int = 0,
     ) -> None:
         self.id, self.name, self.pixels, self.encoding = job_id, name, pixels, encoding
+        self.ops, self.support = ops, support  # the chain each strip gets, and its halo each way
         self.height, self.width, self.channels = pixels.shape
         self.strip_rows = strip_rows
         self.store = store
@@ -110,7 +113,8 @@ class DaskJob:
             return
         self.rows_written = row
         if self.store is not None:
-            self.store.release_below(max(0, row - 1))  # a PNG strip from ``row`` sends the row above
+            # a PNG strip from ``row`` sends the row above, and a chain's halo more
+            self.store.release_below(max(0, row - 1 - self.support))
         if self._output_rows is not None:
             self._output_rows.release_below(row)
 

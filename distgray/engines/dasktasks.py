@@ -58,13 +58,29 @@ def worker_name() -> str:
         return f"pid-{os.getpid()}"
 
 
-def convert_strip(pixels: U8Array, row_start: int, last: bool, above: bool, encoding: Encoding | None) -> StripDone:
+def convert_strip(
+    pixels: U8Array,
+    row_start: int,
+    last: bool,
+    above: bool,
+    encoding: Encoding | None,
+    ops: str = "",
+    halo_above: int = 0,
+    halo_below: int = 0,
+) -> StripDone:
     """Gray rows of ``pixels`` (rows x width x 3|4; with ``above``, the first row is the one above
-    the strip), encoded as ``encoding`` says if it says."""
+    the strip), encoded as ``encoding`` says if it says. With an operation chain ``ops``, the
+    pixels hold ``halo_above`` and ``halo_below`` rows of context (the row above, if any, is the
+    last of those above), as the built-in worker's OPS tasks."""
     t0 = time.perf_counter()
-    if encoding is None:
+    if ops:
+        rows = stripcodec.gray_with_ops(pixels, ops, halo_above, halo_below, keep_above=above)
+    elif encoding is None:
         return StripDone(stripcodec.gray_of(pixels), None, worker_name(), time.perf_counter() - t0)
-    rows = stripcodec.gray_of(pixels, encoding.alpha)
+    else:
+        rows = stripcodec.gray_of(pixels, encoding.alpha)
+    if encoding is None:
+        return StripDone(rows, None, worker_name(), time.perf_counter() - t0)
     piece = stripcodec.encode(
         rows,
         encoding.format,
@@ -78,7 +94,7 @@ def convert_strip(pixels: U8Array, row_start: int, last: bool, above: bool, enco
 
 
 def convert_file(
-    source: str | Remote | bytes, name: str, fmt: str, quality: int, png_level: int, max_pixels: int
+    source: str | Remote | bytes, name: str, fmt: str, quality: int, png_level: int, max_pixels: int, ops: str = ""
 ) -> FileDone:
     """A whole file (its path or URL, read here, or its bytes) to the encoded gray file, as the
     built-in worker's FILE_TASK does."""
@@ -92,7 +108,7 @@ def convert_file(
             return FileDone(None, 0, 0, who, 0.0, f"{name}: cannot read here: {why}", unreadable=True)
     options = save_options(fmt, quality or None, png_level)
     try:
-        done = convert_encoded(source, fmt, options, max_pixels, name=name)
+        done = convert_encoded(source, fmt, options, max_pixels, name=name, chain=ops)
     except ImageError as exc:
         return FileDone(None, 0, 0, who, time.perf_counter() - t0, str(exc))
     return FileDone(done.data, done.width, done.height, who, time.perf_counter() - t0)
@@ -113,6 +129,9 @@ def convert_shared(
     last: bool,
     above: bool,
     encoding: Encoding | None,
+    ops: str = "",
+    halo_above: int = 0,
+    halo_below: int = 0,
 ) -> StripDone | None:
     """:func:`convert_strip` of pixels the master left in its shared memory (``shape`` bytes of
     ``segment`` from ``offset``): a worker on the master's host reads them in place. None when
@@ -123,4 +142,4 @@ def convert_shared(
         pixels = shm.map_region(segment, offset, shape[0] * shape[1] * shape[2]).reshape(shape)
     except OSError:
         return None
-    return convert_strip(pixels, row_start, last, above, encoding)
+    return convert_strip(pixels, row_start, last, above, encoding, ops, halo_above, halo_below)

@@ -18,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from distgray import formats
 from distgray.config import DEFAULT_MAX_PIXELS, THUMBNAIL_SIDE
 from distgray.errors import ImageError
+from distgray.imaging import ops
 from distgray.imaging.load import LoadedImage, compose_output, load_image, pixel_limit
 from distgray.imaging.save import atomic_write, file_error, os_reason
 from distgray.storage.remote import Remote
@@ -132,7 +133,12 @@ class ConvertedFile:
 
 
 def convert_encoded(
-    data: bytes, fmt: str, options: dict[str, Any], max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image"
+    data: bytes,
+    fmt: str,
+    options: dict[str, Any],
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    name: str = "image",
+    chain: str = "",
 ) -> ConvertedFile:
     """A whole file in, the encoded grayscale file out: decode, convert, encode in one process.
 
@@ -143,7 +149,10 @@ def convert_encoded(
     t0 = time.perf_counter()
     loaded = load_image(name, max_pixels, data=data, packed=False)
     t1 = time.perf_counter()
-    image, _ = compose_output(loaded, None, fmt)
+    try:
+        image, _ = compose_output(loaded, None, fmt, ops.chain_of(chain) if chain else None)
+    except ValueError as exc:  # a chain this process cannot run (canny without OpenCV, say)
+        raise ImageError(f"{name}: {exc}") from exc
     t2 = time.perf_counter()
     buf = io.BytesIO()
     try:

@@ -13,7 +13,7 @@ import enum
 import io
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from distgray import formats
 from distgray.config import DEFAULT_MAX_PIXELS
 from distgray.errors import ImageError
+from distgray.imaging import ops
 from distgray.imaging.kernel import U8Array
 from distgray.imaging.save import file_error
 from distgray.storage.places import Place
@@ -162,9 +163,26 @@ def output_format(path: Path, requested: str | None = None) -> str:
     return fmt_by_ext[ext]
 
 
-def compose_output(loaded: LoadedImage, gray: U8Array | None, fmt: str) -> tuple[Image.Image, list[str]]:
-    """The output image: gray pixels, with the input's alpha where ``fmt`` can hold it."""
+def compose_output(
+    loaded: LoadedImage, gray: U8Array | None, fmt: str, chain: Sequence[ops.Op] | None = None
+) -> tuple[Image.Image, list[str]]:
+    """The output image: gray pixels, with the input's alpha where ``fmt`` can hold it; with an
+    operation ``chain`` (run here on the whole gray image; ``()``: operations ran already), the
+    chain's result, without alpha."""
     notes: list[str] = []
+    if chain is not None:
+        if loaded.has_alpha or (loaded.gray is not None and "A" in loaded.gray.getbands()):
+            notes.append("operations work on the gray image: alpha dropped")
+        if loaded.kind is Kind.GRAY:
+            assert loaded.gray is not None
+            base = loaded.gray.getchannel("L") if loaded.gray.mode == "LA" else loaded.gray
+            lum = base if base.mode == "L" else base.convert("L")
+        elif gray is not None:
+            lum = Image.frombuffer("L", (loaded.width, loaded.height), gray, "raw", "L", 0, 1)
+        else:
+            assert loaded.color is not None
+            lum = loaded.color.convert("L")
+        return ops.apply_image(lum, chain), notes
     if loaded.kind is Kind.GRAY:
         assert loaded.gray is not None
         out = loaded.gray

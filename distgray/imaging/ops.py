@@ -1,10 +1,22 @@
-"""Operations after grayscale (issue 17's first part): Pillow's own filters, and how many rows of
-context each needs so that a strip computed with that many extra rows above and below (its
-*halo*), then cropped, equals the operation on the whole image.
+"""Operations after grayscale (``--op``): Pillow's own filters and resizes, OpenCV's Canny, and
+how many rows of context each filter needs so that a strip computed with that many extra rows
+above and below (its *halo*), then cropped, equals the operation on the whole image.
 
-Not yet on the command line or the wire: this module is the kernel the strips will run, with
-its proofs in ``tests/unit/test_ops.py``. Each operation is Pillow's call on an ``L`` image, so a
-strip's result is Pillow's arithmetic, not a copy of it.
+Each operation is the library's own call (Pillow on an ``L`` image, ``cv2.Canny``), so a strip's
+result is that library's arithmetic, not a copy of it; ``tests/unit/test_ops.py`` proves the
+supports. Three kinds:
+
+* ``strip`` (the filters): split into strips with halos;
+* ``canny``: split too. Each strip, with a halo of 2 rows (Sobel 3x3, then the neighbours'
+  magnitudes for non-maximum suppression), is classified by OpenCV itself: ``cv2.Canny`` with
+  both thresholds at LOW gives every edge *candidate*, with both at HIGH the *strong* ones
+  (non-maximum suppression does not depend on the thresholds, only the gate ``m > LOW`` does).
+  The strip's answer is a map (0 none, 1 candidate, 2 strong); the hysteresis, which links
+  candidates across any distance, is done once on the joined map (:func:`canny_finish`: the
+  8-connected components of the candidates that hold a strong pixel), which is what OpenCV's
+  hysteresis computes;
+* ``whole`` (resizes): on the whole gray image, in one process (the master for one image, the
+  worker converting a file in a batch).
 
 Supports, from how Pillow computes each (``libImaging/Filter.c``, ``BoxBlur.c``, ``RankFilter``):
 
@@ -19,14 +31,19 @@ Supports, from how Pillow computes each (``libImaging/Filter.c``, ``BoxBlur.c``,
 * ``unsharp:R,PERCENT,THRESHOLD``: the Gaussian blur of radius R inside it.
 * ``median:SIZE``: ``SIZE // 2`` (Pillow pads by replicating the edges, again only in the halo).
 
-A chain's support is the sum of its operations' supports.
+A chain's support is the sum of its operations' supports; a chain is split as: its filters up
+to the first operation that is not one (plus a Canny there), in strips; the rest on the whole
+image.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -46,7 +63,23 @@ KERNELS: dict[str, type[ImageFilter.BuiltinFilter]] = {
     "smooth": ImageFilter.SMOOTH,
     "smooth_more": ImageFilter.SMOOTH_MORE,
 }
-PARAMETRIC = ("box:R", "gaussian:R", "unsharp:R,PERCENT,THRESHOLD", "median:SIZE")
+PARAMETRIC = (
+    "box:R",
+    "gaussian:R",
+    "unsharp:R,PERCENT,THRESHOLD",
+    "median:SIZE",
+    "canny:LOW,HIGH",
+    "resize:WxH",
+    "thumbnail:WxH",
+    "reduce:N",
+)
+#: The longest chain written out (``;``-joined specs) a worker accepts: ample for any real chain.
+MAX_CHAIN_CHARS = 1024
+#: Rows of context a Canny strip needs: Sobel 3x3 (1), then its neighbours' magnitudes (1).
+CANNY_SUPPORT = 2
+#: The biggest side a resize may ask for (Pillow's own limit is far beyond memory).
+MAX_SIDE = 1 << 16
+Kind = Literal["strip", "canny", "whole"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +90,7 @@ class Op:
     spec: str
     support: int
     filter: Callable[[Image.Image], Image.Image]
+    kind: Kind = "strip"
 
     def __call__(self, image: Image.Image) -> Image.Image:
         return self.filter(image)
@@ -79,10 +113,18 @@ def gaussian_support(radius: float) -> int:
     return 3 * (gaussian_box_whole(radius) + 1) if radius > 0 else 0
 
 
+def known() -> str:
+    """What exists, for error messages and ``--help``."""
+    return ", ".join([*KERNELS, *PARAMETRIC])
+
+
 def parse(spec: str) -> Op:
     """``NAME`` or ``NAME:ARGS`` to an Op. ValueError naming what exists for anything else."""
+    spec = spec.strip()
     name, _, raw = spec.partition(":")
     name = name.strip().lower()
+    if name in ("resize", "thumbnail"):
+        return _resize(spec, name, raw)
     args = [a for a in raw.split(",") if a.strip()] if raw else []
     if name in KERNELS:
         if args:
@@ -105,8 +147,100 @@ def parse(spec: str) -> Op:
     if name == "median" and len(values) == 1 and values[0] >= 1 and values[0] % 2 == 1:
         size = int(values[0])
         return Op(spec, size // 2, _with(ImageFilter.MedianFilter(size)))
-    known = ", ".join([*KERNELS, *PARAMETRIC])
-    raise ValueError(f"{spec!r}: not an operation with those arguments (known: {known})")
+    if name == "reduce" and len(values) == 1 and values[0] == int(values[0]) and 1 <= values[0] <= 256:
+        factor = int(values[0])
+        return Op(spec, 0, lambda image: image.reduce(factor), "whole")
+    if name == "canny" and len(values) == 2 and min(values) >= 0:
+        low, high = min(values), max(values)  # (OpenCV swaps them too)
+        return Op(spec, CANNY_SUPPORT, lambda image: _canny_image(image, low, high), "canny")
+    raise ValueError(f"{spec!r}: not an operation with those arguments (known: {known()})")
+
+
+def _resize(spec: str, name: str, raw: str) -> Op:
+    found = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", raw)
+    if not found or not all(0 < int(v) <= MAX_SIDE for v in found.groups()):
+        raise ValueError(f"{spec!r}: {name} takes WIDTHxHEIGHT, each 1-{MAX_SIDE} (known: {known()})")
+    size = (int(found[1]), int(found[2]))
+    if name == "resize":  # Pillow's default filter (bicubic for L) on the whole image
+        return Op(spec, 0, lambda image: image.resize(size), "whole")
+
+    def thumbnail(image: Image.Image) -> Image.Image:
+        image = image.copy()
+        image.thumbnail(size)  # keeps the aspect ratio, never enlarges
+        return image
+
+    return Op(spec, 0, thumbnail, "whole")
+
+
+def parse_chain(specs: Sequence[str]) -> tuple[Op, ...]:
+    """Each spec parsed, in order (a spec may itself hold several, ``;``-separated)."""
+    chain = tuple(parse(s) for spec in specs for s in spec.split(";") if s.strip())
+    if len(spell(chain)) > MAX_CHAIN_CHARS:
+        raise ValueError(f"the chain is longer than {MAX_CHAIN_CHARS} characters")
+    return chain
+
+
+@functools.lru_cache(maxsize=64)
+def chain_of(spelled: str) -> tuple[Op, ...]:
+    """:func:`parse_chain` of a spelled chain, remembered (a worker sees the same one each strip)."""
+    return parse_chain([spelled])
+
+
+def spell(chain: Sequence[Op]) -> str:
+    """The chain written out (``blur;gaussian:4``): what the wire, the report and the page carry."""
+    return ";".join(op.spec for op in chain)
+
+
+def split(chain: Sequence[Op]) -> tuple[tuple[Op, ...], tuple[Op, ...]]:
+    """(the part run in strips, the part run on the whole image): the filters up to the first
+    operation that is not one, plus a Canny there; the rest."""
+    for i, op in enumerate(chain):
+        if op.kind == "canny":
+            return tuple(chain[: i + 1]), tuple(chain[i + 1 :])
+        if op.kind == "whole":
+            return tuple(chain[:i]), tuple(chain[i:])
+    return tuple(chain), ()
+
+
+def ends_in_canny(chain: Sequence[Op]) -> bool:
+    """The strips' answer is a Canny map (0, 1, 2) for :func:`canny_finish`, not gray rows."""
+    return bool(chain) and chain[-1].kind == "canny"
+
+
+def _cv2() -> Any:
+    try:
+        import cv2
+    except ImportError:
+        raise ValueError("canny needs OpenCV: pip install 'distgray[canny]'") from None
+    return cv2
+
+
+def _canny_image(image: Image.Image, low: float, high: float) -> Image.Image:
+    """``cv2.Canny`` on a whole ``L`` image (default aperture 3, L1 gradient)."""
+    gray = np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+    return Image.fromarray(_cv2().Canny(gray, low, high), mode="L")
+
+
+def canny_map(gray: U8Array, op: Op) -> U8Array:
+    """A strip's Canny classification: 2 strong, 1 candidate, 0 neither (see the module's notes)."""
+    low, high = (float(v) for v in op.spec.partition(":")[2].split(","))
+    low, high = min(low, high), max(low, high)
+    cv2 = _cv2()
+    gray = np.ascontiguousarray(gray)
+    candidates = cv2.Canny(gray, low, low)
+    strong = cv2.Canny(gray, high, high)
+    found: U8Array = (candidates > 0).astype(np.uint8) + (strong > 0).astype(np.uint8)
+    return found
+
+
+def canny_finish(found: U8Array) -> U8Array:
+    """The hysteresis on a whole joined map: candidates 8-connected to a strong pixel, as 255."""
+    cv2 = _cv2()
+    count, labels = cv2.connectedComponents((found > 0).astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    keep = np.zeros(count, dtype=bool)
+    keep[np.unique(labels[found == 2])] = True
+    keep[0] = False
+    return np.where(keep[labels], np.uint8(255), np.uint8(0))
 
 
 def _with(f: ImageFilter.Filter) -> Callable[[Image.Image], Image.Image]:
@@ -122,16 +256,25 @@ def support(chain: Sequence[Op]) -> int:
 
 def apply(gray: U8Array, chain: Sequence[Op]) -> U8Array:
     """The chain on a whole gray image (rows x width), as one process would run it."""
-    image = Image.fromarray(np.ascontiguousarray(gray), mode="L")
+    return np.asarray(apply_image(Image.fromarray(np.ascontiguousarray(gray), mode="L"), chain), dtype=np.uint8)
+
+
+def apply_image(image: Image.Image, chain: Sequence[Op]) -> Image.Image:
+    """The chain on a whole ``L`` image."""
     for op in chain:
         image = op(image)
-    return np.asarray(image, dtype=np.uint8)
+    return image
 
 
 def apply_strip(rows: U8Array, above: int, below: int, chain: Sequence[Op]) -> U8Array:
-    """The chain on a strip given with ``above`` and ``below`` rows of context (fewer only at the
-    image's real edges), cropped to the strip's own rows."""
-    out = apply(rows, chain)
+    """The strip part of a chain (:func:`split`) on a strip given with ``above`` and ``below``
+    rows of context (fewer only at the image's real edges), cropped to the strip's own rows. A
+    chain that ends in a Canny gives the strip's Canny map (for :func:`canny_finish`)."""
+    if ends_in_canny(chain):
+        before = apply(rows, chain[:-1]) if len(chain) > 1 else np.ascontiguousarray(rows)
+        out = canny_map(before, chain[-1])
+    else:
+        out = apply(rows, chain)
     return out[above : out.shape[0] - below]
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from distgray.imaging import jpegstrip, pngstrip, tiffstrip
+from distgray.imaging import jpegstrip, ops, pngstrip, tiffstrip
 from distgray.imaging.encoded import EncodedStrip
 from distgray.imaging.kernel import U8Array, to_grayscale
 
@@ -19,6 +19,17 @@ def gray_of(pixels: U8Array, alpha: bool = False) -> U8Array:
     gray = np.empty((rows, width), dtype=np.uint8)
     to_grayscale(pixels, gray)
     return np.stack([gray, pixels[:, :, 3]], axis=-1) if alpha else gray
+
+
+def gray_with_ops(
+    pixels: U8Array, chain: str, halo_above: int, halo_below: int, keep_above: bool = False, alpha: bool = False
+) -> U8Array:
+    """:func:`gray_of` a strip's pixels, then the strip part of the operation ``chain`` (as
+    ``ops.spell`` writes it) on them with their halo, cropped to the strip (and, ``keep_above``,
+    the row above it: the last halo row above). ValueError for a chain that does not parse."""
+    if not chain:
+        return gray_of(pixels, alpha)
+    return ops.apply_strip(gray_of(pixels), halo_above - keep_above, halo_below, ops.chain_of(chain))
 
 
 def encode(

@@ -10,7 +10,8 @@ here is pure (arrays and bytes in, a reason or None out) and cheap beside the wo
   markers, with no other marker inside;
 * every TIFF piece lists sizes that account for all its bytes, and each of its TIFF strips is
   one complete zlib stream of exactly its rows;
-* ``rows`` sampled rows of every strip are recomputed from the source pixels and compared: plain
+* ``rows`` sampled rows of every strip are recomputed from the source pixels (with an operation
+  chain: gray, then the chain on the row and its halo) and compared: plain
   rows directly, PNG rows through the filter the worker chose (the decoder's arithmetic), TIFF
   rows through the horizontal predictor, JPEG MCU rows by encoding them again (each restart
   interval depends on its own 8 rows only);
@@ -29,7 +30,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
-from distgray.imaging import jpegstrip, tiffstrip
+from distgray.imaging import jpegstrip, ops, tiffstrip
 from distgray.imaging.encoded import EncodedStrip
 from distgray.imaging.kernel import U8Array, to_grayscale
 
@@ -47,29 +48,42 @@ def sample(first: int, stop: int, count: int) -> list[int]:
     return sorted(rng.sample(rows, count))
 
 
-def gray_rows(pixels: U8Array, rows: list[int]) -> dict[int, U8Array]:
-    """The true gray value of each of ``rows`` of the source (height, width, 3|4)."""
+def chain_rows(pixels: U8Array, top: int, bottom: int, chain: str = "") -> U8Array:
+    """The true rows [top, bottom) of the source (height, width, 3|4): gray, then the strip part
+    of an operation ``chain`` computed here on them with their own halo."""
+    if not chain:
+        gray = np.empty((bottom - top, pixels.shape[1]), dtype=np.uint8)
+        to_grayscale(np.ascontiguousarray(pixels[top:bottom]), gray)
+        return gray
+    parsed = ops.chain_of(chain)
+    need = ops.support(parsed)
+    above, below = min(need, top), min(need, pixels.shape[0] - bottom)
+    window = np.empty((bottom - top + above + below, pixels.shape[1]), dtype=np.uint8)
+    to_grayscale(np.ascontiguousarray(pixels[top - above : bottom + below]), window)
+    return ops.apply_strip(window, above, below, parsed)
+
+
+def gray_rows(pixels: U8Array, rows: list[int], chain: str = "") -> dict[int, U8Array]:
+    """The true value of each of ``rows`` of the source (gray, after ``chain`` if any)."""
     out: dict[int, U8Array] = {}
     for r in rows:
         if r not in out:
-            gray = np.empty((1, pixels.shape[1]), dtype=np.uint8)
-            to_grayscale(np.ascontiguousarray(pixels[r : r + 1]), gray)
-            out[r] = gray[0]
+            out[r] = chain_rows(pixels, r, r + 1, chain)[0]
     return out
 
 
-def check_plain(pixels: U8Array, got: U8Array, row_start: int, count: int) -> str | None:
+def check_plain(pixels: U8Array, got: U8Array, row_start: int, count: int, chain: str = "") -> str | None:
     """Sampled rows of a plain RESULT (``got``: its rows) against the source."""
     rows = sample(row_start, row_start + got.shape[0], count)
-    for r, want in gray_rows(pixels, rows).items():
+    for r, want in gray_rows(pixels, rows, chain).items():
         if not np.array_equal(got[r - row_start], want):
             return f"row {r} differs from the source's gray ({_diff(got[r - row_start], want)} pixels)"
     return None
 
 
-def true_rows(pixels: U8Array, rows: list[int], alpha: bool) -> dict[int, U8Array]:
+def true_rows(pixels: U8Array, rows: list[int], alpha: bool, chain: str = "") -> dict[int, U8Array]:
     """:func:`gray_rows`, as (gray, alpha) pairs a row (width x 2) when the output keeps the alpha."""
-    gray = gray_rows(pixels, rows)
+    gray = gray_rows(pixels, rows, chain)
     if not alpha:
         return gray
     return {r: np.stack([g, pixels[r, :, 3]], axis=-1) for r, g in gray.items()}
@@ -103,7 +117,14 @@ def inflate_png_strip(
 
 
 def check_png(
-    pixels: U8Array, piece: EncodedStrip, row_start: int, row_stop: int, last: bool, count: int, alpha: bool = False
+    pixels: U8Array,
+    piece: EncodedStrip,
+    row_start: int,
+    row_stop: int,
+    last: bool,
+    count: int,
+    alpha: bool = False,
+    chain: str = "",
 ) -> str | None:
     """A PNG_RESULT's piece: inflates right, and sampled rows filter to the bytes it holds
     (``alpha``: rows of gray + alpha pairs, from the source's 4th channel)."""
@@ -112,7 +133,7 @@ def check_png(
     if filtered is None:
         return problem
     rows = sample(row_start, row_stop, count)
-    truth = true_rows(pixels, [*rows, *(r - 1 for r in rows if r > 0)], alpha)
+    truth = true_rows(pixels, [*rows, *(r - 1 for r in rows if r > 0)], alpha, chain)
     bpp = 2 if alpha else 1
     zero = np.zeros(width * bpp, dtype=np.uint8)
     line = width * bpp + 1
@@ -152,7 +173,14 @@ def png_filter(kind: int, row: U8Array, above: U8Array, bpp: int = 1) -> U8Array
 
 
 def check_jpeg(
-    pixels: U8Array, piece: EncodedStrip, row_start: int, row_stop: int, last: bool, quality: int, count: int
+    pixels: U8Array,
+    piece: EncodedStrip,
+    row_start: int,
+    row_stop: int,
+    last: bool,
+    quality: int,
+    count: int,
+    chain: str = "",
 ) -> str | None:
     """A JPEG_RESULT's piece: one segment per MCU row behind the right restart markers, and
     sampled MCU rows byte for byte what encoding them here gives."""
@@ -179,8 +207,7 @@ def check_jpeg(
     for band in sample(0, bands, count):
         top = row_start + band * mcu
         bottom = min(row_stop, top + mcu)
-        gray = np.empty((bottom - top, pixels.shape[1]), dtype=np.uint8)
-        to_grayscale(np.ascontiguousarray(pixels[top:bottom]), gray)
+        gray = chain_rows(pixels, top, bottom, chain)
         want = jpegstrip.encode_strip(gray, quality, top, last and bottom == row_stop).data
         got = segments[band] + (b"" if last and bottom == row_stop else jpegstrip.rst(first + band))
         if got != want:
@@ -189,7 +216,14 @@ def check_jpeg(
 
 
 def check_tiff(
-    pixels: U8Array, piece: EncodedStrip, row_start: int, row_stop: int, per_strip: int, count: int, alpha: bool = False
+    pixels: U8Array,
+    piece: EncodedStrip,
+    row_start: int,
+    row_stop: int,
+    per_strip: int,
+    count: int,
+    alpha: bool = False,
+    chain: str = "",
 ) -> str | None:
     """A TIFF_RESULT's piece: its TIFF strips inflate to exactly their rows, and sampled rows are
     the predicted gray (``alpha``: gray + alpha) rows of the source."""
@@ -205,7 +239,7 @@ def check_tiff(
         if got is None:
             return f"TIFF strip at row {top}: {problem}"
         stored.append(got)
-    for r, want in true_rows(pixels, sample(row_start, row_stop, count), alpha).items():
+    for r, want in true_rows(pixels, sample(row_start, row_stop, count), alpha, chain).items():
         at = r - row_start
         got_row = stored[at // per_strip][at % per_strip].reshape(want.shape)
         expected = tiffstrip.predict(want[np.newaxis])[0]

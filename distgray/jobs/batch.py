@@ -67,6 +67,7 @@ class BatchOptions:
     max_pixels: int = config.DEFAULT_MAX_PIXELS
     task_index: int = 0  # indexed tasks: this task converts the inputs of share task_index ...
     task_count: int = 1  # ... of task_count (see share_of)
+    ops: str = ""  # the operation chain after gray (``imaging.ops.spell``)
 
     @property
     def log_name(self) -> str:
@@ -213,7 +214,7 @@ def _check_one(item: Item, opts: BatchOptions, known: dict[str, dict[str, Any]])
         return
     if isinstance(output, Path):
         save.remove_stale_parts(output)  # (an upload is whole or absent: no parts to remove)
-    item.options = output_options(item.format, opts.quality, opts.png_level)
+    item.options = output_options(item.format, opts.quality, opts.png_level, opts.ops)
     with contextlib.suppress(OSError):
         item.before = provenance.fingerprint(item.source, with_hash=False)
     if not opts.overwrite and provenance.up_to_date(known, item.source, output, item.options):
@@ -265,9 +266,11 @@ def _fail(item: Item, reason: str) -> None:
     item.status, item.reason = "failed", reason
 
 
-def output_options(fmt: str, quality: int | None, png_level: int) -> dict[str, Any]:
-    """The options that shape an output's bytes, as its job-log record keeps them."""
-    return {"format": fmt, "quality": quality, "png_level": png_level, "distgray": __version__}
+def output_options(fmt: str, quality: int | None, png_level: int, ops: str = "") -> dict[str, Any]:
+    """The options that shape an output's bytes, as its job-log record keeps them (an operation
+    chain only when there is one, so gray-only records stay as they were)."""
+    found = {"format": fmt, "quality": quality, "png_level": png_level, "distgray": __version__}
+    return {**found, "ops": ops} if ops else found
 
 
 # ---------------------------------------------------------------------------------- running
@@ -298,7 +301,9 @@ class Batch:
                 continue
             assert item.output is not None
             if isinstance(item.source, Path) and isinstance(item.output, Path):
-                item.entry = self.service.enqueue(item.source, item.output, item.format, name=item.name)
+                item.entry = self.service.enqueue(
+                    item.source, item.output, item.format, name=item.name, ops=self.opts.ops
+                )
             if item.pixels <= self.opts.whole_file_max_pixels:
                 item.unit = "file"
                 size = places.size_of(item.source) or 0
@@ -310,7 +315,7 @@ class Batch:
             else:
                 item.unit = "strips"
                 self.big.append(item)
-        queue = FileQueue(1, units, self.opts.max_pixels)
+        queue = FileQueue(1, units, self.opts.max_pixels, ops=self.opts.ops)
         if units:
             self.engine.submit_files(queue)
         strips = threading.Thread(target=self._run_big, name="distgray-batch-strips", daemon=True)

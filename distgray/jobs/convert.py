@@ -28,7 +28,7 @@ from PIL import Image
 from distgray.config import DEFAULT_JPEG_QUALITY
 from distgray.engines.base import Engine, PixelBuffer, RunningJob
 from distgray.errors import ImageError, TaskFailed
-from distgray.imaging import files, jpegfast, jpegstrip, load, save
+from distgray.imaging import files, jpegfast, jpegstrip, load, ops, save
 from distgray.imaging.encoded import Encoding
 from distgray.imaging.kernel import U8Array
 from distgray.jobs import bands, sinks
@@ -75,18 +75,30 @@ class Converter:
             for note in loaded.notes:
                 log.info("%s: %s", entry.source, note)
             job: RunningJob | None
-            encoding = self._strip_encoding(entry, loaded)
+            chain = ops.chain_of(entry.ops) if entry.ops else ()
+            in_strips, on_whole = ops.split(chain)
+            # Strips encoded by the workers only when the strips' rows are the output's.
+            plain = not on_whole and not ops.ends_in_canny(in_strips)
+            encoding = self._strip_encoding(entry, loaded, alpha=not chain) if plain else None
             streamed = stream is not None and bands.streams(stream, opts)
+            if streamed and not plain:
+                raise ImageError(
+                    f"{entry.source}: {ops.spell(on_whole or in_strips[-1:])} needs the whole gray image in memory,"
+                    f" which is over the window (--window-mb {opts.window_bytes >> 20})"
+                )
             if streamed and encoding is None:  # TIFF encoded here: written in strips as rows come in
                 assert stream is not None
                 job, t_save = self._convert_tiff(entry, loaded, quiet, stream)
             elif encoding is not None:
                 # Encoded by the workers strip by strip and written as the strips come in.
                 job, t_save = self._convert_encoded(entry, loaded, quiet, stream, encoding)
-                if not streamed:  # a streamed job's rows are gone by now
+                if not streamed and entry.ops and self.options.previews and isinstance(entry.output, Path):
+                    with Image.open(entry.output) as written:  # the chain's result, as written
+                        self._preview(entry, "output", written)
+                elif not streamed:  # a streamed job's rows are gone by now
                     self._preview(entry, "output", loaded, gray=True)
             else:
-                job, t_save = self._convert_whole(entry, loaded, quiet, stream)
+                job, t_save = self._convert_whole(entry, loaded, quiet, stream, chain)
             t_saved = time.monotonic()
             self._finish_report(entry, job, t0, t_loaded, t_save, t_saved, quiet)
             entry.state = JobState.DONE
@@ -118,6 +130,7 @@ class Converter:
         report.update(
             output=str(entry.output),
             input=str(entry.source),
+            ops=entry.ops or None,
             total_s=round(total, 4),
             load_s=round(t_loaded - t0, 4),
             save_s=round(t_saved - t_save, 4),
@@ -129,18 +142,34 @@ class Converter:
             write_json_atomic(report, self.options.report)
 
     def _convert_whole(
-        self, entry: JobEntry, loaded: load.LoadedImage, quiet: bool, stream: Source | None
+        self,
+        entry: JobEntry,
+        loaded: load.LoadedImage,
+        quiet: bool,
+        stream: Source | None,
+        chain: tuple[ops.Op, ...] = (),
     ) -> tuple[RunningJob | None, float]:
-        """Convert on the workers (unless already gray), then compose and save the output here."""
+        """Convert on the workers (unless already gray), then compose and save the output here.
+        With an operation ``chain``: its filters (and a Canny's classification) run in the
+        workers' strips with halos; a Canny's hysteresis and the resizes run here on the whole
+        gray image (an input already gray: the whole chain here)."""
         job = None
+        in_strips, on_whole = ops.split(chain)
         if loaded.kind is load.Kind.GRAY:
-            log.info("%s: already grayscale (%s): copied unchanged, no workers needed", entry.source, loaded.mode)
+            if chain:
+                log.info("%s: already grayscale (%s): %s run here", entry.source, loaded.mode, entry.ops)
+                on_whole = chain
+            else:
+                log.info("%s: already grayscale (%s): copied unchanged, no workers needed", entry.source, loaded.mode)
         else:
-            job = self._convert(entry, loaded, quiet, stream=stream)
+            job = self._convert(entry, loaded, quiet, stream=stream, ops_in_strips=ops.spell(in_strips))
         if "input" not in entry.thumbnails:
             self._preview(entry, "input", loaded)
         entry.state = JobState.SAVING
-        image, notes = load.compose_output(loaded, job.output if job is not None else None, entry.format)
+        gray = job.output if job is not None else None
+        if gray is not None and ops.ends_in_canny(in_strips):
+            gray = ops.canny_finish(gray)  # the hysteresis, across the strips' joined maps
+        image, notes = load.compose_output(loaded, gray, entry.format, on_whole if chain else None)
         for note in notes:
             log.warning("%s: %s", entry.output, note)
         t_save = time.monotonic()
@@ -149,19 +178,20 @@ class Converter:
         self._preview(entry, "output", image)
         return job, t_save
 
-    def _strip_encoding(self, entry: JobEntry, loaded: load.LoadedImage) -> Encoding | None:
+    def _strip_encoding(self, entry: JobEntry, loaded: load.LoadedImage, alpha: bool = True) -> Encoding | None:
         """How the workers can encode this output strip by strip: PNG or TIFF (gray + alpha when
-        the input has alpha), or JPEG within its limits (alpha dropped)."""
+        the input has alpha, unless ``alpha`` is off: an operation chain drops it), or JPEG
+        within its limits (alpha dropped)."""
         if not self.options.strip_encoding or loaded.kind is not load.Kind.COLOR:
             return None
-        alpha = loaded.has_alpha
+        alpha = alpha and loaded.has_alpha
         if entry.format == "PNG":
             return Encoding("PNG", self.options.png_level, alpha=alpha)
         if entry.format == "TIFF":
             rows = bands.tiff_rows(loaded.width, self.options)
             return Encoding("TIFF", self.options.png_level, rows, alpha=alpha)
         if entry.format == "JPEG" and max(loaded.width, loaded.height) <= jpegstrip.MAX_SIDE:
-            if loaded.has_alpha:
+            if alpha:
                 log.warning("%s: JPEG has no alpha channel: alpha dropped", entry.output)
             quality = self.options.quality if self.options.quality is not None else DEFAULT_JPEG_QUALITY
             return Encoding("JPEG", quality)
@@ -191,7 +221,9 @@ class Converter:
                         row = stop
                     self._written(job, decode, row)
 
-                job = self._convert(entry, loaded, quiet, encoding=encoding, tick=drain, stream=stream)
+                job = self._convert(
+                    entry, loaded, quiet, encoding=encoding, tick=drain, stream=stream, ops_in_strips=entry.ops
+                )
                 done.append((job, time.monotonic()))  # "saving": what is left once the job is done
                 entry.state = JobState.SAVING
                 drain(job, None)
@@ -207,7 +239,7 @@ class Converter:
         done: list[tuple[RunningJob, float]] = []
 
         def write(fh: BinaryIO) -> None:
-            rows, alpha = bands.tiff_rows(loaded.width, self.options), loaded.has_alpha
+            rows, alpha = bands.tiff_rows(loaded.width, self.options), loaded.has_alpha and not entry.ops
             with sinks.TiffSink(fh, loaded.width, loaded.height, rows, self.options.png_level, alpha) as sink:
 
                 def drain(job: RunningJob, decode: StreamDecode | None) -> None:
@@ -215,7 +247,7 @@ class Converter:
                     row = sink.put(job.output, frontier, loaded.pixels)
                     self._written(job, decode, row)
 
-                job = self._convert(entry, loaded, quiet, tick=drain, stream=stream)
+                job = self._convert(entry, loaded, quiet, tick=drain, stream=stream, ops_in_strips=entry.ops)
                 done.append((job, time.monotonic()))
                 entry.state = JobState.SAVING
                 drain(job, None)
@@ -245,9 +277,10 @@ class Converter:
         encoding: Encoding | None = None,
         tick: Callable[[RunningJob, StreamDecode | None], None] | None = None,
         stream: Source | None = None,
+        ops_in_strips: str = "",
     ) -> RunningJob:
         """Run the job on the workers with a progress bar; ``tick(job, decode)`` is called while
-        it runs.
+        it runs; ``ops_in_strips``: the operation chain the workers run on each strip.
 
         With ``stream``, ``loaded`` has no pixels yet: they are decoded into a new buffer from
         now on, while the job waits for workers and runs (rows are handed out as they appear).
@@ -269,7 +302,9 @@ class Converter:
                 # In shared memory (if a worker can read ours), the shared copy replaces the original.
                 assert loaded.pixels is not None
                 loaded.pixels, segment = engine.share(loaded.pixels)
-            return self._run_job(entry, loaded, segment, quiet, encoding, tick, deadline, decode, streamed)
+            return self._run_job(
+                entry, loaded, segment, quiet, encoding, tick, deadline, decode, streamed, ops_in_strips
+            )
         finally:
             if decode is not None:
                 decode.stop()
@@ -298,6 +333,7 @@ class Converter:
         deadline: float | None,
         decode: StreamDecode | None,
         streamed: bool = False,
+        ops_in_strips: str = "",
     ) -> RunningJob:
         from tqdm import tqdm
         from tqdm.contrib.logging import logging_redirect_tqdm
@@ -306,7 +342,13 @@ class Converter:
         assert loaded.pixels is not None
         rows_ready = 0 if decode is not None else None
         job = engine.submit(
-            loaded.pixels, entry.name, encoding=encoding, buffer=segment, rows_ready=rows_ready, streamed=streamed
+            loaded.pixels,
+            entry.name,
+            encoding=encoding,
+            buffer=segment,
+            rows_ready=rows_ready,
+            streamed=streamed,
+            ops=ops_in_strips,
         )
         entry.job, entry.state = job, JobState.RUNNING
         if decode is not None:

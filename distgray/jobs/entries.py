@@ -46,6 +46,7 @@ class JobEntry:
     job: RunningJob | None = None  # the engine's job while (and after) it converts
     report: dict[str, Any] | None = None
     thumbnails: dict[str, bytes] = field(default_factory=dict)  # "input"/"output" -> PNG
+    ops: str = ""  # the operation chain after gray (``imaging.ops.spell``), "" for gray only
 
     @property
     def finished(self) -> bool:
@@ -78,6 +79,7 @@ class JobEntry:
             "finished_at": self.finished_at,
             "seconds": took,
             "thumbnails": sorted(self.thumbnails),
+            "ops": self.ops,
             "download": self.state is JobState.DONE,
             "summary": _page_summary(self.report) if detail else None,
         }
@@ -107,4 +109,5 @@ class ServiceOptions:
     previews: bool = True  # thumbnails for the status page (~40 ms each for 8K): off without one
     strip_encoding: bool = True  # PNG/JPEG outputs encoded by the workers strip by strip
     window_bytes: int = config.DEFAULT_WINDOW_MB << 20  # an image's pixels in memory, at most
+    ops: str = ""  # the operation chain every job gets unless it names its own (--op, spelled)
     strip_rows: int | None = None  # fixed strip height (--strip-rows): a streamed window holds one

@@ -61,23 +61,32 @@ class Service:
 
     # ------------------------------------------------------------------ the queue
     def enqueue(
-        self, source: Place, output: Path, fmt: str, *, name: str | None = None, uploaded: bool = False
+        self,
+        source: Place,
+        output: Path,
+        fmt: str,
+        *,
+        name: str | None = None,
+        uploaded: bool = False,
+        ops: str | None = None,
     ) -> JobEntry:
-        """``source``: a local file, or a TIFF behind a URL read by ranges (see bands.plan)."""
+        """``source``: a local file, or a TIFF behind a URL read by ranges (see bands.plan).
+        ``ops``: the job's operation chain (spelled), else the run's (``--op``)."""
         size = places.size_of(source) or 0  # (unreadable: loading it says what is wrong, in order)
         with self._queued:
             entry = JobEntry(next(self._ids), source, output, fmt, name or source.name, size, uploaded)
+            entry.ops = self.options.ops if ops is None else ops
             self._entries[entry.id] = entry
             self._queued.notify_all()
         return entry
 
-    def enqueue_upload(self, source: Path, output: Path, fmt: str, name: str) -> JobEntry:
+    def enqueue_upload(self, source: Path, output: Path, fmt: str, name: str, ops: str | None = None) -> JobEntry:
         """An image uploaded through the page, stored at ``source`` (from :meth:`upload_paths`).
 
         Uploads and their outputs are kept within the budget (``keep_upload_bytes``, and
         ``keep_upload_s`` of age): the oldest finished ones are removed first, so that pages on
         other sites, or forgetful users, cannot fill the disk."""
-        entry = self.enqueue(source, output, fmt, name=name, uploaded=True)
+        entry = self.enqueue(source, output, fmt, name=name, uploaded=True, ops=ops)
         self.prune_uploads(time.time())
         return entry
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from distgray.imaging import ops as imaging_ops
 from distgray.imaging.encoded import EncodedStrip, Encoding
 from distgray.imaging.kernel import U8Array
 from distgray.imaging.sparse import RowStore, SparseRows
@@ -116,6 +117,7 @@ class Job:
         encoding: Encoding | None = None,
         segment: Segment | None = None,
         store: RowStore | None = None,
+        ops: str = "",
     ) -> None:
         if pixels.ndim != 3 or pixels.shape[2] not in (3, 4) or not pixels.flags.c_contiguous:
             raise ValueError("pixels must be a C-contiguous (height, width, 3|4) uint8 array")
@@ -133,9 +135,12 @@ class Job:
             else np.empty((self.height, self.width), dtype=np.uint8)
         )
         self.rows_written = 0  # rows [0, rows_written) of the output are in its file
+        # The operation chain each strip gets, and the rows of context (halo) it needs each way.
+        self.ops = ops
+        self.support = imaging_ops.support(imaging_ops.chain_of(ops)) if ops else 0
         align = encoding.row_align if encoding is not None else 1
         self.scheduler = Scheduler(
-            self.height, self.width * self.channels, policy, strip_rows=strip_rows, row_align=align
+            self.height, self.width * self.channels, policy, strip_rows=strip_rows, row_align=align, halo=self.support
         )
         self.started: float | None = None
         self.finished_at: float | None = None
@@ -178,12 +183,13 @@ class Job:
 
     def written(self, row: int) -> None:
         """Rows [0, row) are in the output file: a streamed job's memory for them goes (the input
-        keeps one row more: a PNG strip starting at ``row`` is sent the row above it)."""
+        keeps one row more: a PNG strip starting at ``row`` is sent the row above it, and the
+        chain's halo more)."""
         if row <= self.rows_written:
             return
         self.rows_written = row
         if self.store is not None:
-            self.store.release_below(max(0, row - 1))
+            self.store.release_below(max(0, row - 1 - self.support))
         if self._output_rows is not None:
             self._output_rows.release_below(row)
 

@@ -207,6 +207,7 @@ class Cluster:
         segment: Segment | None = None,
         rows_ready: int | None = None,
         store: RowStore | None = None,
+        ops: str = "",
     ) -> Job:
         if self.job is not None and not self.job.done:
             raise RuntimeError("a job is already running")
@@ -220,6 +221,7 @@ class Cluster:
             encoding=encoding,
             segment=segment,
             store=store,
+            ops=ops,
         )
         job.started = now
         if rows_ready is not None:
@@ -261,7 +263,8 @@ class Cluster:
                 return SendHeartbeat()
             return Wait(min(heartbeat_s, w.quarantined_until - now))
         room = w.tasks_held < self.config.prefetch and not self.probing(w, now)
-        if room and job is not None and not job.scheduler.finished:
+        able = job is not None and P.can_run(w.capabilities, job.ops)
+        if room and job is not None and able and not job.scheduler.finished:
             strip = job.scheduler.next_strip(w.id, now, [x.id for x in self.live()])
             if strip is not None:
                 task, payload = task_for(w, job, strip, self.config.png_row_above)
@@ -269,7 +272,8 @@ class Cluster:
                     now, strip.row_start, strip.row_stop, job.width, ANSWERS[task.TYPE]
                 )
                 return SendStrip(job, task, payload)
-        if room and self.files is not None and P.CAPABILITY_FILES in w.capabilities:  # strips first: they hold memory
+        files_ok = self.files is not None and P.can_run(w.capabilities, self.files.ops)
+        if room and self.files is not None and files_ok and P.CAPABILITY_FILES in w.capabilities:  # strips first
             unit = self.files.next_for(w.id, now)
             if unit is not None:
                 w.files_in_flight[unit.id] = self.files.id

@@ -39,19 +39,20 @@ def check_strip(job: Job, result: StripResult, piece: EncodedStrip | None, rows:
     last = result.row_stop == job.height
     alpha = job.encoding is not None and job.encoding.alpha
     if isinstance(result, P.PngResult) and piece is not None:
-        return verify.check_png(job.pixels, piece, result.row_start, result.row_stop, last, rows, alpha)
+        return verify.check_png(job.pixels, piece, result.row_start, result.row_stop, last, rows, alpha, job.ops)
     if isinstance(result, P.JpegResult) and piece is not None:
         assert job.encoding is not None
         q = job.encoding.setting
-        return verify.check_jpeg(job.pixels, piece, result.row_start, result.row_stop, last, q, rows)
+        return verify.check_jpeg(job.pixels, piece, result.row_start, result.row_stop, last, q, rows, job.ops)
     if isinstance(result, P.TiffResult) and piece is not None:
         assert job.encoding is not None
         if result.rows_per_strip != job.encoding.tiff_rows:
             return f"TIFF strips of {result.rows_per_strip} rows, the job's have {job.encoding.tiff_rows}"
         start, stop = result.row_start, result.row_stop
-        return verify.check_tiff(job.pixels, piece, start, stop, result.rows_per_strip, rows, alpha)
+        return verify.check_tiff(job.pixels, piece, start, stop, result.rows_per_strip, rows, alpha, job.ops)
     if rows and isinstance(result, P.Result):
-        return verify.check_plain(job.pixels, job.output[result.row_start : result.row_stop], result.row_start, rows)
+        got = job.output[result.row_start : result.row_stop]
+        return verify.check_plain(job.pixels, got, result.row_start, rows, job.ops)
     return None
 
 
@@ -128,7 +129,9 @@ class Connection:
                 self.guard.cluster.file_unreadable(wid, queue, unit.id, reason, time.monotonic())
                 self.guard.work.notify_all()
             return
-        task = P.FileTask(queue.id, unit.id, len(data), queue.max_pixels, unit.format, unit.quality, unit.png_level)
+        task = P.FileTask(
+            queue.id, unit.id, len(data), queue.max_pixels, unit.format, unit.quality, unit.png_level, queue.ops
+        )
         log.debug("worker %s: file %s (%d bytes)", wid, unit.source, len(data))
         sent = channel.send(task, data)
         with self.guard.lock:

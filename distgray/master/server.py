@@ -242,16 +242,26 @@ class Master:
         segment: Segment | None = None,
         rows_ready: int | None = None,
         store: RowStore | None = None,
+        ops: str = "",
     ) -> Job:
         """Start converting ``pixels``; returns at once. One job runs at a time.
 
         ``encoding``: the output is encoded strip by strip (collect it with ``take_encoded``);
         ``segment``: ``pixels`` live in it (from ``share``/``pixel_buffer``);
         ``rows_ready``: only that many rows exist yet (more follow through ``rows_ready()``);
-        ``store``: a streamed job's rows, given back as ``written()`` says they are in the file."""
+        ``store``: a streamed job's rows, given back as ``written()`` says they are in the file;
+        ``ops``: the operation chain the workers run on each strip with its halo (``imaging.ops``;
+        only workers that offer ``ops`` get its strips)."""
         with self._work:
             job = self.cluster.submit(
-                pixels, name, time.monotonic(), encoding=encoding, segment=segment, rows_ready=rows_ready, store=store
+                pixels,
+                name,
+                time.monotonic(),
+                encoding=encoding,
+                segment=segment,
+                rows_ready=rows_ready,
+                store=store,
+                ops=ops,
             )
             self._work.notify_all()
         log.info("job %d: %s, %dx%d", job.id, name, job.width, job.height)

@@ -40,22 +40,35 @@ def task_for(w: WorkerBook, job: Job, strip: Strip, png_row_above: bool) -> tupl
     jpeg = able and enc is not None and enc.format == "JPEG" and P.CAPABILITY_JPEG in w.capabilities
     tiff = able and enc is not None and enc.format == "TIFF" and P.CAPABILITY_TIFF in w.capabilities
     above = png and png_row_above and strip.row_start > 0
-    first = strip.row_start - above
+    # With an operation chain, the strip comes with its halo: the chain's support each way (the
+    # row above a PNG strip needs its own), none past the image's edges.
+    halo_above = min(job.support + above, strip.row_start) if job.ops else 0
+    halo_below = min(job.support, job.height - strip.row_stop) if job.ops else 0
+    first = strip.row_start - (halo_above if job.ops else above)
     segment, offset = "", 0
     if job.segment is not None and w.shm:
         segment, offset = job.segment.name, first * job.width * job.channels
     common = (job.id, strip.id, strip.row_start, strip.row_stop, job.width, job.channels, segment, offset)
     task: P.Task
     last = strip.row_stop == job.height
+    halo = {"ops": job.ops, "halo_above": halo_above, "halo_below": halo_below}
     if png and enc is not None:
-        task = P.PngTask(*common, enc.setting, above, last, enc.alpha)
+        task = P.PngTask(*common, enc.setting, above, last, enc.alpha, **halo)  # type: ignore[arg-type]
     elif jpeg and enc is not None:
-        task = P.JpegTask(*common, enc.setting, last)
+        task = P.JpegTask(*common, enc.setting, last, **halo)  # type: ignore[arg-type]
     elif tiff and enc is not None:
-        task = P.TiffTask(*common, enc.setting, tiffstrip.PREDICTOR_HORIZONTAL, enc.tiff_rows, last, enc.alpha)
+        task = P.TiffTask(
+            *common,
+            enc.setting,
+            tiffstrip.PREDICTOR_HORIZONTAL,
+            enc.tiff_rows,
+            last,
+            enc.alpha,
+            **halo,  # type: ignore[arg-type]
+        )
     else:
-        task = P.Task(*common)
-    payload = None if segment else job.pixels[first : strip.row_stop].data
+        task = P.Task(*common, **halo)  # type: ignore[arg-type]
+    payload = None if segment else job.pixels[first : strip.row_stop + halo_below].data
     return task, payload
 
 
@@ -66,6 +79,10 @@ def encode_here(job: Job, result: P.Result) -> EncodedStrip | None:
         return None
     rows = job.output[result.row_start : result.row_stop]
     enc = job.encoding
+    if job.ops:  # a worker without strip encoding sent the chain's rows: encoded here alike
+        return stripcodec.encode(
+            rows, enc.format, enc.setting, row_start=result.row_start, last=result.row_stop == job.height
+        )
     if enc.alpha:  # gray + alpha pairs, the alpha from the source
         rows = np.stack([rows, job.pixels[result.row_start : result.row_stop, :, 3]], axis=-1)
     last = result.row_stop == job.height

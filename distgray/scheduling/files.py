@@ -56,10 +56,19 @@ class FileUnit:
 class FileQueue:
     """The file units of one batch, in order. Not thread-safe: the master holds its lock."""
 
-    def __init__(self, queue_id: int, units: Iterable[FileUnit], max_pixels: int, max_attempts: int = MAX_ATTEMPTS):
+    def __init__(
+        self,
+        queue_id: int,
+        units: Iterable[FileUnit],
+        max_pixels: int,
+        max_attempts: int = MAX_ATTEMPTS,
+        ops: str = "",
+    ):
+        """``ops``: the operation chain every file gets after gray (``imaging.ops.spell``)."""
         self.id = queue_id
         self.units: dict[int, FileUnit] = {u.id: u for u in units}
         self.max_pixels = max_pixels
+        self.ops = ops
         self.max_attempts = max_attempts
         self.requeued: list[dict[str, object]] = []
 

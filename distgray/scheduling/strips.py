@@ -118,7 +118,10 @@ class Scheduler:
         *,
         strip_rows: int | None = None,
         row_align: int = 1,
+        halo: int = 0,
     ) -> None:
+        """``halo``: rows of context each strip needs below it too (an operation chain's
+        support): a strip is handed out once those rows exist as well."""
         if height <= 0 or row_bytes <= 0:
             raise ValueError(f"height and row_bytes must be positive, got {height}, {row_bytes}")
         self.policy = policy or Policy()
@@ -130,6 +133,7 @@ class Scheduler:
         self.rows_ready = height  # rows whose pixels exist (less while the image is still decoding)
         self._frontier = 0  # strips[:_frontier] are all done
         self.row_align = row_align  # strips start on multiples of this (JPEG strips: whole MCU rows)
+        self.halo = halo
         if strip_rows is not None:
             strip_rows = -(-strip_rows // row_align) * row_align
             for a, b in plan_strips(height, row_bytes, strip_rows=strip_rows):
@@ -229,7 +233,7 @@ class Scheduler:
         #    failed stay where they are for the next worker that may take them.
         for index, sid in enumerate(self._pending):
             strip = self.strips[sid]
-            if worker_id not in strip.tried_by and strip.row_stop <= self.rows_ready:
+            if worker_id not in strip.tried_by and self._ready(strip.row_stop):
                 del self._pending[index]
                 return self._start(strip, worker_id, now)
         # 2. new rows, sized for this worker
@@ -237,18 +241,22 @@ class Scheduler:
             rows = min(
                 self.rows_unassigned, -(-self.strip_rows_for(worker_id, live) // self.row_align) * self.row_align
             )
-            available = self.rows_ready - self._next_row
+            available = self.rows_ready - self._next_row - (self.halo if self.rows_ready < self.height else 0)
             if self.rows_ready < self.height:
                 available -= available % self.row_align
             if rows > available:  # the image is still decoding: what there is, unless a sliver
                 rows = available if available >= min(rows, max(1, self.policy.min_strip_bytes // self.row_bytes)) else 0
-            if rows == 0:
+            if rows <= 0:
                 return None
             strip = self._new_strip(self._next_row, self._next_row + rows)
             self._next_row += rows
             return self._start(strip, worker_id, now)
         # 3. a backup copy of the most overdue straggler
         return self._speculate(worker_id, now)
+
+    def _ready(self, row_stop: int) -> bool:
+        """The pixels of a strip ending at ``row_stop``, and of its halo below, exist."""
+        return min(row_stop + self.halo, self.height) <= self.rows_ready
 
     def _start(self, strip: Strip, worker_id: str, now: float) -> Strip:
         strip.state = StripState.RUNNING

@@ -53,7 +53,9 @@ class JobBoard(Protocol):
         """Fresh (upload, output) paths for an uploaded file (the upload's name is claimed)."""
         ...
 
-    def enqueue_upload(self, source: Path, output: Path, fmt: str, name: str) -> BoardEntry: ...
+    def enqueue_upload(self, source: Path, output: Path, fmt: str, name: str, ops: str | None = None) -> BoardEntry:
+        """Queue an upload; ``ops``: its operation chain (spelled), else the run's."""
+        ...
 
     def health(self) -> dict[str, Any]:
         """Liveness: ``{"status": "ok", "workers": N}``."""

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from distgray.errors import ProtocolError
 from distgray.wire.fields import MAX_DIMENSION, MessageType, Reader, check_strip_bytes, clamp_u32
-from distgray.wire.work import FLAG_ABOVE, FLAG_ALPHA, FLAG_LAST, FLAG_SHM, Task, payload_matches
+from distgray.wire.work import FLAG_ABOVE, FLAG_ALPHA, FLAG_LAST, FLAG_OPS, FLAG_SHM, Task, payload_matches
 
 CAPABILITY_PNG = "png-strip"
 #: The worker also takes PNG_TASKs and TIFF_TASKs with the ALPHA flag (gray + alpha output).
@@ -38,8 +38,8 @@ class PngTask(Task):
     alpha: bool = False
 
     @property
-    def pixel_rows(self) -> int:
-        return self.rows + self.above
+    def pixel_rows(self) -> int:  # with a chain, the row above is the last of the halo above
+        return super().pixel_rows + (self.above and not self.ops)
 
     def _flags(self) -> int:
         flags = (FLAG_ABOVE if self.above else 0) | (FLAG_LAST if self.last else 0)
@@ -48,24 +48,28 @@ class PngTask(Task):
     def encode(self) -> bytes:
         if not 0 <= self.level <= 9 or (self.above and self.row_start == 0) or (self.alpha and self.channels != 4):
             raise ValueError("PNG_TASK: level 0-9, no row above the first strip, alpha from 4 channels")
+        if self.ops and ((self.above and self.halo_above < 1) or self.alpha):
+            raise ValueError("PNG_TASK: with a chain, the row above is in the halo and there is no alpha")
         return self._fixed() + _PNG_EXTRA.pack(self.level, 0, 0, 0) + self._trailer()
 
     @classmethod
     def decode(cls, buf: bytes, payload_len: int) -> PngTask:
         r = Reader(buf, "PNG_TASK")
         job, strip, start, stop, width, channels, flags = cls._read_fixed(
-            r, "PNG_TASK", FLAG_SHM | FLAG_ABOVE | FLAG_LAST | FLAG_ALPHA
+            r, "PNG_TASK", FLAG_SHM | FLAG_ABOVE | FLAG_LAST | FLAG_ALPHA | FLAG_OPS
         )
         level, *reserved = r.unpack(_PNG_EXTRA)
         segment, offset = cls._read_shm(r, flags)
+        extra = cls._read_ops(r, flags, start)
         r.end()
         above, alpha = bool(flags & FLAG_ABOVE), bool(flags & FLAG_ALPHA)
-        if level > 9 or any(reserved) or (above and start == 0) or (alpha and channels != 4):
+        in_halo = extra and above and int(extra["halo_above"]) < 1  # with a chain, the row above is halo
+        if level > 9 or any(reserved) or (above and start == 0) or (alpha and channels != 4) or in_halo:
             raise ProtocolError(
                 f"PNG_TASK: level {level}, reserved {reserved}, row above for row {start}, alpha of {channels} channels"
             )
         last = bool(flags & FLAG_LAST)
-        task = cls(job, strip, start, stop, width, channels, segment, offset, level, above, last, alpha)
+        task = cls(job, strip, start, stop, width, channels, segment, offset, level, above, last, alpha, **extra)  # type: ignore[arg-type]
         check_strip_bytes("PNG_TASK", task.pixel_rows, width, channels, task.pixel_bytes)
         payload_matches("PNG_TASK", task.payload_len, payload_len)
         return task
@@ -96,14 +100,17 @@ class JpegTask(Task):
     @classmethod
     def decode(cls, buf: bytes, payload_len: int) -> JpegTask:
         r = Reader(buf, "JPEG_TASK")
-        job, strip, start, stop, width, channels, flags = cls._read_fixed(r, "JPEG_TASK", FLAG_SHM | FLAG_LAST)
+        job, strip, start, stop, width, channels, flags = cls._read_fixed(
+            r, "JPEG_TASK", FLAG_SHM | FLAG_LAST | FLAG_OPS
+        )
         quality, *reserved = r.unpack(_JPEG_EXTRA)
         segment, offset = cls._read_shm(r, flags)
+        extra = cls._read_ops(r, flags, start)
         r.end()
         last = bool(flags & FLAG_LAST)
         if not 1 <= quality <= 100 or any(reserved) or start % 8 or (not last and (stop - start) % 8):
             raise ProtocolError(f"JPEG_TASK: quality {quality}, reserved {reserved}, rows [{start}, {stop})")
-        task = cls(job, strip, start, stop, width, channels, segment, offset, quality, last)
+        task = cls(job, strip, start, stop, width, channels, segment, offset, quality, last, **extra)  # type: ignore[arg-type]
         check_strip_bytes("JPEG_TASK", task.pixel_rows, width, channels, task.pixel_bytes)
         payload_matches("JPEG_TASK", task.payload_len, payload_len)
         return task
@@ -255,10 +262,11 @@ class TiffTask(Task):
     def decode(cls, buf: bytes, payload_len: int) -> TiffTask:
         r = Reader(buf, "TIFF_TASK")
         job, strip, start, stop, width, channels, flags = cls._read_fixed(
-            r, "TIFF_TASK", FLAG_SHM | FLAG_LAST | FLAG_ALPHA
+            r, "TIFF_TASK", FLAG_SHM | FLAG_LAST | FLAG_ALPHA | FLAG_OPS
         )
         level, predictor, reserved, per_strip = r.unpack(_TIFF_EXTRA)
         segment, offset = cls._read_shm(r, flags)
+        extra = cls._read_ops(r, flags, start)
         r.end()
         last, alpha = bool(flags & FLAG_LAST), bool(flags & FLAG_ALPHA)
         problem = _tiff_task_problem(level, predictor, per_strip, start, stop - start, last)
@@ -266,7 +274,8 @@ class TiffTask(Task):
             problem = f"alpha of {channels} channels"
         if problem or reserved:
             raise ProtocolError(f"TIFF_TASK: {problem or f'reserved {reserved}'}")
-        task = cls(job, strip, start, stop, width, channels, segment, offset, level, predictor, per_strip, last, alpha)
+        fields = (job, strip, start, stop, width, channels, segment, offset, level, predictor, per_strip, last, alpha)
+        task = cls(*fields, **extra)  # type: ignore[arg-type]
         check_strip_bytes("TIFF_TASK", task.pixel_rows, width, channels, task.pixel_bytes)
         payload_matches("TIFF_TASK", task.payload_len, payload_len)
         return task

@@ -93,7 +93,9 @@ from distgray.wire.fields import (
     MessageType,
 )
 from distgray.wire.work import (
+    CAPABILITY_CANNY,
     CAPABILITY_FILES,
+    CAPABILITY_OPS,
     CAPABILITY_SHM,
     FILE_FORMATS,
     FileResult,
@@ -101,6 +103,7 @@ from distgray.wire.work import (
     FileTask,
     Result,
     Task,
+    can_run,
 )
 
 Message = (
@@ -165,9 +168,11 @@ CARRIES_PAYLOAD = frozenset(
 
 __all__ = [
     "CAPABILITY_ALPHA",
+    "CAPABILITY_CANNY",
     "CAPABILITY_FILES",
     "CAPABILITY_JPEG",
     "CAPABILITY_LUMA_U8",
+    "CAPABILITY_OPS",
     "CAPABILITY_PNG",
     "CAPABILITY_SHM",
     "CAPABILITY_TIFF",
@@ -211,6 +216,7 @@ __all__ = [
     "TiffResult",
     "TiffTask",
     "Welcome",
+    "can_run",
     "decode_message",
     "decode_prefix",
     "encode_frame",

@@ -8,12 +8,21 @@ from __future__ import annotations
 import enum
 import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from distgray import formats
 from distgray.errors import ProtocolError
-from distgray.wire.fields import DTYPE_UINT8, OP_LUMA, MessageType, Reader, check_strip_bytes, clamp_u32, pack_string
+from distgray.wire.fields import (
+    DTYPE_UINT8,
+    MAX_DIMENSION,
+    OP_LUMA,
+    MessageType,
+    Reader,
+    check_strip_bytes,
+    clamp_u32,
+    pack_string,
+)
 
 #: Output formats a FILE_TASK may ask for (Pillow's names).
 FILE_FORMATS = formats.COMMON
@@ -28,13 +37,35 @@ _U64 = struct.Struct(">Q")
 #: the payload. ABOVE (PNG_TASK): the pixels start with the row above the strip. LAST (PNG_TASK):
 #: the strip ends the image, so its deflate stream is finished. ALPHA (PNG_TASK, TIFF_TASK, with
 #: 4 channels): the encoded rows are gray + alpha pairs, the alpha taken from the 4th channel.
+#: OPS: after the gray conversion the worker runs the operation chain named in the header on the
+#: strip and its halo (``halo_above`` rows before it, ``halo_below`` after it in the pixels), then
+#: crops the halo: the answer covers the strip's rows only (PNG_TASK with ABOVE: and the row above,
+#: which is then the last halo row above).
 FLAG_SHM = 0x01
 FLAG_ABOVE = 0x02
 FLAG_LAST = 0x04
 FLAG_ALPHA = 0x08
+FLAG_OPS = 0x10
 MAX_SEGMENT_BYTES = 64
 _SEGMENT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 CAPABILITY_SHM = "shm"
+#: The worker runs operation chains (FLAG_OPS, FILE_TASK's OPS flag) as ``imaging.ops`` spells them.
+CAPABILITY_OPS = "ops"
+#: ... and Canny among them (it has OpenCV).
+CAPABILITY_CANNY = "ops-canny"
+
+
+def can_run(capabilities: tuple[str, ...] | list[str] | set[str], chain: str) -> bool:
+    """Whether a worker offering ``capabilities`` runs the spelled ``chain`` ("" : any worker)."""
+    if not chain:
+        return True
+    needs_canny = any(op.partition(":")[0].strip().lower() == "canny" for op in chain.split(";"))
+    return CAPABILITY_OPS in capabilities and (not needs_canny or CAPABILITY_CANNY in capabilities)
+
+
+MAX_CHAIN_BYTES = 1024
+_CHAIN = re.compile(r"[A-Za-z0-9_.:,;]{1,1024}")
+_HALO = struct.Struct(">II")
 
 
 @dataclass(frozen=True)
@@ -54,6 +85,10 @@ class Task:
     channels: int = 3
     shm_segment: str = ""
     shm_offset: int = 0
+    #: the operation chain (``imaging.ops.spell``), and the rows of context around the strip
+    ops: str = field(default="", kw_only=True)
+    halo_above: int = field(default=0, kw_only=True)
+    halo_below: int = field(default=0, kw_only=True)
 
     @property
     def rows(self) -> int:
@@ -61,8 +96,8 @@ class Task:
 
     @property
     def pixel_rows(self) -> int:
-        """Rows of pixels the task carries (PNG_TASK adds the row above)."""
-        return self.rows
+        """Rows of pixels the task carries (with its halo; PNG_TASK adds the row above)."""
+        return self.halo_above + self.rows + self.halo_below
 
     @property
     def pixel_bytes(self) -> int:
@@ -77,7 +112,7 @@ class Task:
         return self.rows * self.width
 
     def _flags(self) -> int:
-        return FLAG_SHM if self.shm_segment else 0
+        return (FLAG_SHM if self.shm_segment else 0) | (FLAG_OPS if self.ops else 0)
 
     def _fixed(self) -> bytes:
         return _TASK.pack(
@@ -93,9 +128,14 @@ class Task:
         )
 
     def _trailer(self) -> bytes:
-        if not self.shm_segment:
-            return b""
-        return pack_string(self.shm_segment, MAX_SEGMENT_BYTES) + _U64.pack(self.shm_offset)
+        shm = pack_string(self.shm_segment, MAX_SEGMENT_BYTES) + _U64.pack(self.shm_offset) if self.shm_segment else b""
+        if not self.ops:
+            if self.halo_above or self.halo_below:
+                raise ValueError("a halo without an operation chain")
+            return shm
+        if not _CHAIN.fullmatch(self.ops) or self.halo_above > self.row_start:
+            raise ValueError(f"bad chain {self.ops!r} or halo {self.halo_above} above row {self.row_start}")
+        return shm + _HALO.pack(self.halo_above, self.halo_below) + pack_string(self.ops, MAX_CHAIN_BYTES)
 
     def encode(self) -> bytes:
         return self._fixed() + self._trailer()
@@ -119,14 +159,27 @@ class Task:
             raise ProtocolError(f"bad shared-memory segment name {segment!r}")
         return segment, offset
 
+    @staticmethod
+    def _read_ops(r: Reader, flags: int, row_start: int) -> dict[str, int | str]:
+        """The OPS tail: the halo and the chain (checked for its characters here; the worker
+        parses it)."""
+        if not flags & FLAG_OPS:
+            return {}
+        above, below = r.unpack(_HALO)
+        chain = r.string(MAX_CHAIN_BYTES)
+        if not _CHAIN.fullmatch(chain) or above > row_start or above > MAX_DIMENSION or below > MAX_DIMENSION:
+            raise ProtocolError(f"{r.what}: bad chain {chain[:40]!r} or halo ({above}, {below}) at row {row_start}")
+        return {"ops": chain, "halo_above": above, "halo_below": below}
+
     @classmethod
     def decode(cls, buf: bytes, payload_len: int) -> Task:
         r = Reader(buf, "TASK")
-        job, strip, start, stop, width, channels, flags = cls._read_fixed(r, "TASK", FLAG_SHM)
+        job, strip, start, stop, width, channels, flags = cls._read_fixed(r, "TASK", FLAG_SHM | FLAG_OPS)
         segment, offset = cls._read_shm(r, flags)
+        extra = cls._read_ops(r, flags, start)
         r.end()
-        task = cls(job, strip, start, stop, width, channels, segment, offset)
-        check_strip_bytes("TASK", stop - start, width, channels, task.pixel_bytes)
+        task = cls(job, strip, start, stop, width, channels, segment, offset, **extra)  # type: ignore[arg-type]
+        check_strip_bytes("TASK", task.pixel_rows, width, channels, task.pixel_bytes)
         payload_matches("TASK", task.payload_len, payload_len)
         return task
 
@@ -193,6 +246,8 @@ class FileStatus(enum.IntEnum):
 
 
 _FILE_TASK = struct.Struct(">IIQQBBBB")
+#: FILE_TASK flags (its last header byte): OPS, the chain follows the format.
+FILE_FLAG_OPS = 0x01
 
 
 @dataclass(frozen=True)
@@ -211,6 +266,7 @@ class FileTask:
     format: str
     quality: int = 0
     png_level: int = 6
+    ops: str = ""  # the operation chain after gray (FILE_FLAG_OPS), as ``imaging.ops.spell`` writes it
 
     @property
     def payload_len(self) -> int:
@@ -219,22 +275,29 @@ class FileTask:
     def encode(self) -> bytes:
         if self.format not in FILE_FORMATS or not (0 <= self.quality <= 100 and 0 <= self.png_level <= 9):
             raise ValueError(f"FILE_TASK: bad format {self.format!r}, quality or png_level")
+        if self.ops and not _CHAIN.fullmatch(self.ops):
+            raise ValueError(f"FILE_TASK: bad chain {self.ops!r}")
+        flags = FILE_FLAG_OPS if self.ops else 0
         fixed = _FILE_TASK.pack(
-            self.job_id, self.task_id, self.size, self.max_pixels, self.quality, self.png_level, OP_LUMA, 0
+            self.job_id, self.task_id, self.size, self.max_pixels, self.quality, self.png_level, OP_LUMA, flags
         )
-        return fixed + pack_string(self.format, MAX_FORMAT_BYTES)
+        chain = pack_string(self.ops, MAX_CHAIN_BYTES) if self.ops else b""
+        return fixed + pack_string(self.format, MAX_FORMAT_BYTES) + chain
 
     @classmethod
     def decode(cls, buf: bytes, payload_len: int) -> FileTask:
         r = Reader(buf, "FILE_TASK")
-        job, task, size, max_pixels, quality, level, op, reserved = r.unpack(_FILE_TASK)
+        job, task, size, max_pixels, quality, level, op, flags = r.unpack(_FILE_TASK)
         fmt = r.string(MAX_FORMAT_BYTES)
+        chain = r.string(MAX_CHAIN_BYTES) if flags & FILE_FLAG_OPS else ""
         r.end()
-        if op != OP_LUMA or reserved or quality > 100 or level > 9 or fmt not in FILE_FORMATS:
+        if op != OP_LUMA or flags & ~FILE_FLAG_OPS or quality > 100 or level > 9 or fmt not in FILE_FORMATS:
             raise ProtocolError(f"FILE_TASK: unsupported format={fmt!r} quality={quality} png_level={level} op={op}")
+        if flags & FILE_FLAG_OPS and not _CHAIN.fullmatch(chain):
+            raise ProtocolError(f"FILE_TASK: bad chain {chain[:40]!r}")
         if size != payload_len or size == 0:
             raise ProtocolError(f"FILE_TASK: size {size} does not match payload_len {payload_len}")
-        return cls(job, task, size, max_pixels, fmt, quality, level)
+        return cls(job, task, size, max_pixels, fmt, quality, level, chain)
 
 
 _FILE_RESULT = struct.Struct(">IIQBBHIIIII")

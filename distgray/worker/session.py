@@ -13,6 +13,7 @@ retrying cannot fix it.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import queue
@@ -193,7 +194,10 @@ class Worker:
             P.CAPABILITY_JPEG,
             P.CAPABILITY_TIFF,
             P.CAPABILITY_ALPHA,
+            P.CAPABILITY_OPS,
         ]
+        if importlib.util.find_spec("cv2") is not None:
+            capabilities.append(P.CAPABILITY_CANNY)
         if self.config.shared_memory and shm.available():
             capabilities.append(P.CAPABILITY_SHM)
         welcome = client_handshake(
@@ -257,9 +261,13 @@ class Worker:
                 log.debug(
                     "worker %s: strip %d, rows %d-%d", self.worker_id, task.strip_id, task.row_start, task.row_stop - 1
                 )
-                gray = np.empty((task.rows, task.width), dtype=np.uint8)
-                to_grayscale(data.reshape(task.rows, task.width, task.channels), gray)
-                out = gray.data
+                if task.ops:
+                    pixels = data.reshape(task.pixel_rows, task.width, task.channels)
+                    out = _with_ops(task, pixels).data
+                else:
+                    gray = np.empty((task.rows, task.width), dtype=np.uint8)
+                    to_grayscale(data.reshape(task.rows, task.width, task.channels), gray)
+                    out = gray.data
                 self._pace(cpu_started, recv_cpu_s)
                 compute_us = int((time.perf_counter() - started) * 1e6)
                 result = P.Result(
@@ -303,7 +311,10 @@ class Worker:
             task.row_stop - 1,
         )
         pixels = data.reshape(task.pixel_rows, task.width, task.channels)
-        gray = stripcodec.gray_of(pixels, isinstance(task, P.PngTask | P.TiffTask) and task.alpha)
+        if task.ops:
+            gray = _with_ops(task, pixels)
+        else:
+            gray = stripcodec.gray_of(pixels, isinstance(task, P.PngTask | P.TiffTask) and task.alpha)
         result: P.PngResult | P.JpegResult | P.TiffResult
         start, last = task.row_start, task.last
         if isinstance(task, P.PngTask):
@@ -423,12 +434,24 @@ class Worker:
                     return
 
 
+def _with_ops(task: P.Task, pixels: np.ndarray) -> np.ndarray:
+    """The strip's gray rows after its operation chain (a chain this worker cannot run is the
+    master's fault: its connection ends, as for any malformed task)."""
+    keep_above = isinstance(task, P.PngTask) and task.above
+    try:
+        return stripcodec.gray_with_ops(pixels, task.ops, task.halo_above, task.halo_below, keep_above)
+    except ValueError as exc:
+        raise ProtocolError(f"{task.TYPE.name}: {exc}") from exc
+
+
 def convert_file(task: P.FileTask, data: np.ndarray, worker_id: str) -> tuple[P.FileResult, bytes | None]:
     """A FILE_TASK's answer: the encoded gray file, or BAD_INPUT with the reason."""
     options = save_options(task.format, task.quality or None, task.png_level)  # as the master would save
     log.debug("worker %s: file task %d (%d bytes -> %s)", worker_id, task.task_id, task.size, task.format)
     try:
-        done = convert_encoded(data.tobytes(), task.format, options, task.max_pixels, name=f"file {task.task_id}")
+        done = convert_encoded(
+            data.tobytes(), task.format, options, task.max_pixels, name=f"file {task.task_id}", chain=task.ops
+        )
     except ImageError as exc:
         reason = str(exc).removeprefix(f"file {task.task_id}: ")  # the master knows which file
         message = reason.encode()[:1000].decode("utf-8", "ignore")

@@ -94,3 +94,115 @@ def test_bad_operations_are_refused_naming_what_exists(spec: str) -> None:
     assert spec in str(info.value)
     if "known" in str(info.value):
         assert "gaussian:R" in str(info.value) and "find_edges" in str(info.value)
+
+
+# ---------------------------------------------------------------------------------- Canny
+CANNY = ["canny:50,150", "canny:10,30", "canny:100,100", "canny:0,0", "canny:200,40"]
+
+
+def canny_in_strips(gray: np.ndarray, chain: list[ops.Op], cuts: list[int], halo_cut: int = 0) -> np.ndarray:
+    """The strips' Canny maps joined, then the one hysteresis pass."""
+    return ops.canny_finish(in_strips(gray, chain, cuts, halo_cut))
+
+
+def canny_reference(gray: np.ndarray, spec: str) -> np.ndarray:
+    cv2 = pytest.importorskip("cv2")
+    low, high = (float(v) for v in spec.split(":")[1].split(","))
+    return cv2.Canny(np.ascontiguousarray(gray), low, high)
+
+
+@pytest.mark.parametrize("spec", CANNY)
+def test_canny_in_strips_equals_opencv_on_the_whole_image(spec: str) -> None:
+    cv2 = pytest.importorskip("cv2")
+    rng = np.random.default_rng(11)
+    noise = rng.integers(0, 256, (67, 91), dtype=np.uint8)
+    smooth = cv2.GaussianBlur(rng.integers(0, 256, (120, 150), dtype=np.uint8), (5, 5), 2)
+    photo = np.asarray(Image.open(PHOTO).convert("L"))[700:961, 900:1377]
+    chain = [ops.parse(spec)]
+    for gray in (noise, smooth, photo):
+        want = canny_reference(gray, spec)
+        height = gray.shape[0]
+        for rows in (1, 2, 5, 33, height):
+            assert np.array_equal(canny_in_strips(gray, chain, cuts_every(height, rows)), want), (spec, rows)
+        for _ in range(3):
+            cuts = sorted({int(c) for c in rng.integers(1, height, size=int(rng.integers(1, 9)))})
+            assert np.array_equal(canny_in_strips(gray, chain, cuts), want), (spec, cuts)
+
+
+def test_canny_hysteresis_joins_edges_across_many_strips() -> None:
+    """A long weak edge that reaches a strong pixel only several strips away is kept whole: the
+    join is global, not per strip."""
+    pytest.importorskip("cv2")
+    gray = np.zeros((60, 40), dtype=np.uint8)
+    gray[:, 20:] = 20  # a weak vertical edge the whole height (Sobel: 80) ...
+    gray[50:, 20:] = 250  # ... strong only near the bottom
+    spec = "canny:20,200"
+    want = canny_reference(gray, spec)
+    assert want[5].any()  # the top of the weak edge is an edge in OpenCV's answer
+    chain = [ops.parse(spec)]
+    assert np.array_equal(canny_in_strips(gray, chain, cuts_every(60, 4)), want)
+    # per-strip hysteresis would lose it: each 4-row strip alone has no strong pixel at the top
+    alone = np.concatenate([canny_reference(gray[s : s + 4], spec) for s in range(0, 60, 4)])
+    assert not np.array_equal(alone, want)
+
+
+def test_canny_needs_two_rows_of_halo() -> None:
+    pytest.importorskip("cv2")
+    rng = np.random.default_rng(5)
+    gray = rng.integers(0, 256, (50, 70), dtype=np.uint8)
+    chain = [ops.parse("canny:40,120")]
+    assert chain[0].support == ops.CANNY_SUPPORT == 2
+    want = canny_reference(gray, "canny:40,120")
+    assert np.array_equal(canny_in_strips(gray, chain, cuts_every(50, 5)), want)
+    assert not np.array_equal(canny_in_strips(gray, chain, cuts_every(50, 5), halo_cut=1), want)
+
+
+def test_a_filter_then_canny_in_strips() -> None:
+    pytest.importorskip("cv2")
+    rng = np.random.default_rng(8)
+    gray = rng.integers(0, 256, (71, 64), dtype=np.uint8)
+    chain = ops.parse_chain(["gaussian:1.5", "canny:30,90"])
+    blurred = ops.apply(gray, chain[:1])
+    want = canny_reference(blurred, "canny:30,90")
+    for rows in (1, 3, 10):
+        assert np.array_equal(canny_in_strips(gray, list(chain), cuts_every(71, rows)), want), rows
+
+
+# ---------------------------------------------------------------------------------- chains, resizes
+def test_chains_split_into_strips_and_whole_image_parts() -> None:
+    chain = ops.parse_chain(["blur;gaussian:2", "resize:30x20", "sharpen"])
+    in_strips_, on_whole = ops.split(chain)
+    assert ops.spell(in_strips_) == "blur;gaussian:2" and ops.spell(on_whole) == "resize:30x20;sharpen"
+    chain = ops.parse_chain(["median:3", "canny:1,2", "blur"])
+    assert [ops.spell(p) for p in ops.split(chain)] == ["median:3;canny:1,2", "blur"]
+    assert [ops.spell(p) for p in ops.split(ops.parse_chain(["thumbnail:9x9"]))] == ["", "thumbnail:9x9"]
+    assert ops.support(ops.parse_chain(["blur", "gaussian:4", "median:5"])) == 2 + 12 + 2  # (BLUR is a 5x5 kernel)
+
+
+@pytest.mark.parametrize("spec", ["resize:123x45", "thumbnail:100x100", "thumbnail:500x500", "reduce:3", "reduce:1"])
+def test_resizes_are_pillows_own_calls(spec: str) -> None:
+    gray = np.asarray(Image.open(PHOTO).convert("L"))[:301, :457]
+    image = Image.fromarray(gray)
+    name, _, arg = spec.partition(":")
+    if name == "resize":
+        want = image.resize(tuple(int(v) for v in arg.split("x")))  # type: ignore[arg-type]
+    elif name == "thumbnail":
+        want = image.copy()
+        want.thumbnail(tuple(int(v) for v in arg.split("x")))  # type: ignore[arg-type]
+    else:
+        want = image.reduce(int(arg))
+    got = ops.apply(gray, ops.parse_chain([spec]))
+    assert got.shape == (want.height, want.width)
+    assert np.array_equal(got, np.asarray(want))
+
+
+@pytest.mark.parametrize("spec", ["resize:0x5", "resize:12", "thumbnail:axb", "reduce:0", "reduce:1.5", "canny:1"])
+def test_bad_resizes_and_canny_are_refused(spec: str) -> None:
+    with pytest.raises(ValueError, match="known"):
+        ops.parse(spec)
+
+
+def test_the_chain_as_spelled_round_trips() -> None:
+    spelled = ops.spell(ops.parse_chain(["blur", "gaussian:4;canny:10,20", "thumbnail:64x64"]))
+    assert spelled == "blur;gaussian:4;canny:10,20;thumbnail:64x64"
+    assert ops.spell(ops.chain_of(spelled)) == spelled

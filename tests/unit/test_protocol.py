@@ -258,7 +258,7 @@ PNG_RESULT_FMT = struct.Struct(">IIIIIIQIII")
             _with_header(P.MessageType.PNG_TASK, PNG_TASK_FMT.pack(1, 1, 5, 7, 4, 3, 1, 1, 2, 6, 0, 0, 0), 24),
             "needs 36",
         ),
-        (_with_header(P.MessageType.PNG_TASK, PNG_TASK_FMT.pack(1, 1, 0, 2, 4, 3, 1, 1, 16, 6, 0, 0, 0), 24), "flags"),
+        (_with_header(P.MessageType.PNG_TASK, PNG_TASK_FMT.pack(1, 1, 0, 2, 4, 3, 1, 1, 32, 6, 0, 0, 0), 24), "flags"),
         (
             _with_header(P.MessageType.PNG_TASK, PNG_TASK_FMT.pack(1, 1, 0, 2, 4, 3, 1, 1, 8, 6, 0, 0, 0), 24),
             "alpha of 3 channels",
