@@ -128,14 +128,14 @@ def parse(spec: str) -> Op:
     args = [a for a in raw.split(",") if a.strip()] if raw else []
     if name in KERNELS:
         if args:
-            raise ValueError(f"{spec!r}: {name} takes no arguments")
+            raise ValueError(f"{spec!r}: {name} takes no arguments (known: {known()})")
         kernel = KERNELS[name]
         size = kernel.filterargs[0][0]
         return Op(spec, size // 2, _with(kernel()))
     try:
         values = [float(a) for a in args]
     except ValueError:
-        raise ValueError(f"{spec!r}: arguments must be numbers") from None
+        raise ValueError(f"{spec!r}: arguments must be numbers (known: {known()})") from None
     if name in ("box", "gaussian") and len(values) == 1 and values[0] >= 0:
         r = values[0]
         if name == "box":

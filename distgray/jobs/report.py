@@ -29,6 +29,8 @@ def format_summary(report: dict[str, Any]) -> str:
             else ""
         ),
     ]
+    if report.get("ops"):
+        lines.append(f"operations {report['ops']}")
     if report.get("output"):
         lines.append(f"output     {report['output']}")
     header = (

@@ -6,7 +6,10 @@ Routes (all read-only unless the master runs in serve mode):
 - ``GET /api/status``: workers, the current job's progress and ETA, the run's job history.
 - ``GET /api/jobs/<id>``: one job; ``GET /jobs/<id>/thumbnail/<input|output>.png``: its previews;
   ``GET /jobs/<id>/download``: its output file.
-- ``POST /api/jobs``: upload an image as a new job (serve mode only).
+- ``POST /api/jobs``: upload one image or several (a batch: the form field ``image`` repeated) as
+  new jobs, with an operation chain (fields ``op`` and ``ops``; serve mode only).
+- ``GET /jobs/download.zip?ids=1,2``: the outputs of those jobs in one ZIP.
+- ``GET /api/ops``: the operations the chain may name.
 - ``GET /healthz``: liveness; ``GET /metrics``: Prometheus text format.
 
 No route takes a file path from the request: files are found through job records only, and
@@ -25,6 +28,8 @@ import hmac
 import ipaddress
 import logging
 import socket
+import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,7 +40,7 @@ from werkzeug.utils import secure_filename
 
 from distgray import formats
 from distgray.errors import ImageError
-from distgray.imaging import files
+from distgray.imaging import files, ops
 from distgray.web.board import BoardEntry, JobBoard
 from distgray.web.metrics import metrics_text
 
@@ -48,6 +53,21 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 MAX_NAME_BYTES = 255
 #: Stored names keep at most this many bytes of the stem (room for "-NN_gray" and the extension).
 STEM_BYTES = 120
+#: Files in one upload (a batch), and jobs in one ZIP, at most.
+MAX_UPLOAD_FILES = 100
+#: The operations the upload form offers (any chain can be typed as well).
+OFFERED_OPS = (
+    *ops.KERNELS,
+    "gaussian:2",
+    "gaussian:4",
+    "box:2",
+    "unsharp:2,150,3",
+    "median:3",
+    "canny:50,150",
+    "thumbnail:512x512",
+    "resize:640x480",
+    "reduce:2",
+)
 
 
 @dataclass(frozen=True)
@@ -202,32 +222,85 @@ def create_app(board: JobBoard, security: PageSecurity | None = None) -> Flask:
             abort(404, description=f"job {job_id} has no output to download ({entry.describe(detail=False)['state']})")
         return send_file(entry.output.resolve(), as_attachment=True, download_name=entry.output.name)
 
+    @app.get("/api/ops")
+    def operations() -> Any:
+        return jsonify({"offered": list(OFFERED_OPS), "known": ops.known()})
+
+    @app.get("/jobs/download.zip")
+    def download_zip() -> Response:
+        try:
+            ids = [int(i) for i in request.args.get("ids", "").split(",") if i.strip()]
+        except ValueError:
+            abort(400, description="ids: job numbers, comma-separated")
+        if not ids or len(ids) > MAX_UPLOAD_FILES:
+            abort(400, description=f"ids: 1 to {MAX_UPLOAD_FILES} job numbers")
+        entries = [_entry(board, i) for i in dict.fromkeys(ids)]
+        ready = [e for e in entries if e.downloadable]
+        if not ready:
+            abort(404, description="none of these jobs has an output to download (yet)")
+        spool = tempfile.SpooledTemporaryFile(max_size=64 << 20)  # noqa: SIM115 (send_file closes it)
+        with zipfile.ZipFile(spool, "w", zipfile.ZIP_STORED) as archive:  # images are compressed already
+            for entry in ready:
+                archive.write(entry.output, arcname=entry.output.name)
+        spool.seek(0)
+        name = f"distgray-jobs-{ids[0]}-{ids[-1]}.zip" if len(ids) > 1 else f"distgray-job-{ids[0]}.zip"
+        return send_file(spool, mimetype="application/zip", as_attachment=True, download_name=name)
+
     @app.post("/api/jobs")
     def upload() -> Any:
         if not board.serve:
             abort(403, description="uploads are off: start the master without --image (or with --serve)")
-        file = request.files.get("image")
-        if file is None or not file.filename:
-            abort(400, description="no file: send the image as the form field 'image'")
-        if len(file.filename.encode()) > MAX_NAME_BYTES:
-            abort(400, description=f"file name too long: {MAX_NAME_BYTES} bytes at most")
+        given = [f for f in request.files.getlist("image") if f.filename]
+        if not given:
+            abort(400, description="no file: send the image as the form field 'image' (repeat it for several)")
+        if len(given) > MAX_UPLOAD_FILES:
+            abort(400, description=f"{len(given)} files: {MAX_UPLOAD_FILES} at most in one upload")
         try:
-            fmt, width, height = files.probe_upload(file.stream, board.max_pixels)
-        except ImageError as exc:
-            abort(400, description=f"{file.filename}: {exc}")
-        file.stream.seek(0)
-        source, output = board.upload_paths(safe_upload_name(file.filename, fmt), fmt)
-        try:
-            file.save(source)
-        except OSError as exc:
-            source.unlink(missing_ok=True)
-            abort(507, description=f"cannot store the upload: {exc.strerror or exc}")
-        entry = board.enqueue_upload(source, output, fmt, file.filename)
-        described = entry.describe()
-        log.info("job %d: %s uploaded (%dx%d %s), queued", described["id"], file.filename, width, height, fmt)
-        return jsonify(described), 201
+            chain = ops.spell(ops.parse_chain([request.form.get("op", ""), request.form.get("ops", "")]))
+        except ValueError as exc:
+            abort(400, description=f"operations: {exc}")
+        accepted, rejected = [], []
+        for file in given:
+            try:
+                accepted.append(_store_upload(board, file, chain))
+            except _Refused as exc:
+                if len(given) == 1:
+                    abort(exc.code, description=str(exc))
+                rejected.append({"name": file.filename, "error": str(exc)})
+        if len(given) == 1:
+            return jsonify(accepted[0]), 201
+        body = {"jobs": accepted, "rejected": rejected, "ops": chain}
+        return jsonify(body), 201 if accepted else 400
 
     return app
+
+
+class _Refused(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+def _store_upload(board: JobBoard, file: Any, chain: str) -> dict[str, Any]:
+    """One uploaded file stored and queued with ``chain``; its job described. _Refused (a
+    one-line reason) for a file that is not an image this run takes."""
+    if len(file.filename.encode()) > MAX_NAME_BYTES:
+        raise _Refused(400, f"file name too long: {MAX_NAME_BYTES} bytes at most")
+    try:
+        fmt, width, height = files.probe_upload(file.stream, board.max_pixels)
+    except ImageError as exc:
+        raise _Refused(400, f"{file.filename}: {exc}") from exc
+    file.stream.seek(0)
+    source, output = board.upload_paths(safe_upload_name(file.filename, fmt), fmt)
+    try:
+        file.save(source)
+    except OSError as exc:
+        source.unlink(missing_ok=True)
+        raise _Refused(507, f"cannot store the upload: {exc.strerror or exc}") from exc
+    entry = board.enqueue_upload(source, output, fmt, file.filename, ops=chain)
+    described = entry.describe()
+    log.info("job %d: %s uploaded (%dx%d %s), queued", described["id"], file.filename, width, height, fmt)
+    return described
 
 
 def _entry(board: JobBoard, job_id: int) -> BoardEntry:

@@ -171,7 +171,7 @@ def test_watch_a_job_from_start_to_finish(
     browser.find_element(By.ID, "upload-file").send_keys(str(photo))
     browser.find_element(By.ID, "upload-button").click()
     wait_until(lambda: "Queued as job 2" in text("upload-ok"), what="the upload to be queued")
-    job2 = "return (document.querySelector('#history tr[data-job=\"2\"]') || {cells: []}).cells[3]?.innerText"
+    job2 = "return (document.querySelector('#history tr[data-job=\"2\"]') || {cells: []}).cells[4]?.innerText"
     wait_until(lambda: js(job2) == "done", timeout=WAIT_S * 2, what="the uploaded job to finish")
     outputs = sorted(p.name for p in (tmp_path / "results").iterdir() if p.is_file())
     assert outputs == ["sample_4k_gray.jpg", "sample_8k_odd_gray.png"]

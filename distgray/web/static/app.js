@@ -48,7 +48,8 @@ function renderJob(status) {
   $("job-state").textContent = state;
   $("job-state").className = "badge state-" + state.split(" ")[0];
   $("job-info").textContent = cur && cur.width
-    ? `${cur.width}×${cur.height} ${cur.mode}, ${fmtBytes(cur.file_bytes)} → ${cur.output}` : "";
+    ? `${cur.width}×${cur.height} ${cur.mode}, ${fmtBytes(cur.file_bytes)} → ${cur.output}`
+      + (cur.ops ? ` after ${cur.ops}` : "") : "";
   $("job-error").hidden = !(cur && cur.error);
   $("job-error").textContent = cur && cur.error ? "Failed: " + cur.error : "";
   const frac = p ? p.fraction_done : (cur && cur.state === "done" ? 1 : 0);
@@ -147,8 +148,44 @@ function renderResult(status) {
 function renderHistory(status) {
   $("history").querySelector("tbody").replaceChildren(...status.jobs.map((j) => {
     const link = j.download ? el("a", "download", { href: `/jobs/${j.id}/download` }) : el("span", j.error || "");
-    return row([j.id, j.name, fmtBytes(j.file_bytes), el("span", j.state, { class: "badge state-" + j.state.split(" ")[0] }),
+    return row([j.id, j.name, j.ops || "–", fmtBytes(j.file_bytes),
+      el("span", j.state, { class: "badge state-" + j.state.split(" ")[0] }),
       fmtS(j.seconds), link], { "data-job": String(j.id) });
+  }));
+}
+
+// The last upload of this page (one file or several): each input beside its output, and a ZIP.
+let batch = null;
+
+function thumb(job, which) {
+  if (!job.thumbnails.includes(which)) return el("span", "–", { class: "muted" });
+  return el("img", null, { src: `/jobs/${job.id}/thumbnail/${which}.png`, alt: `${job.name} ${which}`,
+    class: "thumb thumb-" + which });
+}
+
+function renderBatch(status) {
+  const card = $("batch");
+  if (!card || !batch) return;
+  card.hidden = false;
+  const byId = new Map(status.jobs.map((j) => [j.id, j]));
+  const jobs = batch.ids.map((id) => byId.get(id)).filter(Boolean);
+  const done = jobs.filter((j) => j.state === "done").length;
+  const failed = jobs.filter((j) => j.state === "failed").length;
+  $("batch-ops").textContent = batch.ops ? "— " + batch.ops : "— grayscale only";
+  $("batch-count").textContent = `${done} of ${batch.ids.length} done` + (failed ? `, ${failed} failed` : "")
+    + (batch.rejected.length ? `; refused: ${batch.rejected.map((r) => r.error).join("; ")}` : "");
+  const zip = $("batch-zip");
+  zip.hidden = done === 0;
+  zip.setAttribute("href", "/jobs/download.zip?ids=" + batch.ids.join(","));
+  $("batch-files").querySelector("tbody").replaceChildren(...jobs.map((j) => {
+    const key = `${j.id}:${j.state}:${j.thumbnails.join(",")}`;
+    const old = document.querySelector(`#batch-files tr[data-job="${j.id}"]`);
+    if (old && old.dataset.key === key) return old;  // unchanged: keep its images loaded
+    const link = j.download ? el("a", "download", { href: `/jobs/${j.id}/download` }) : el("span", j.error || "");
+    const tr = row([j.id, j.name, el("span", j.state, { class: "badge state-" + j.state.split(" ")[0] }),
+      thumb(j, "input"), thumb(j, "output"), link], { "data-job": String(j.id) });
+    tr.dataset.key = key;
+    return tr;
   }));
 }
 
@@ -169,6 +206,7 @@ async function poll() {
     renderInbox(status);
     renderResult(status);
     renderHistory(status);
+    renderBatch(status);
   } catch (err) {
     failures += 1;
     $("connection").textContent = failures > 2 ? "master unreachable (stopped?)" : "reconnecting…";
@@ -178,9 +216,21 @@ async function poll() {
   }
 }
 
+async function offerOperations() {
+  const select = $("upload-op");
+  if (!select) return;
+  try {
+    const resp = await fetch("/api/ops", { cache: "no-store" });
+    const body = await resp.json();
+    for (const op of body.offered) select.append(el("option", op, { value: op }));
+    $("upload-known").textContent = "Operations: " + body.known + ". A chain: several, ';'-separated.";
+  } catch (err) { /* the form still converts to gray */ }
+}
+
 function setupUpload() {
   const form = $("upload-form");
   if (!form) return;
+  offerOperations();
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const error = $("upload-error"), ok = $("upload-ok"), button = $("upload-button");
@@ -188,8 +238,12 @@ function setupUpload() {
     try {
       const resp = await fetch("/api/jobs", { method: "POST", body: new FormData(form) });
       const body = await resp.json().catch(() => ({ error: "HTTP " + resp.status }));
-      if (!resp.ok) throw new Error(body.error || "HTTP " + resp.status);
-      ok.textContent = `Queued as job ${body.id}.`;
+      if (!resp.ok) throw new Error(body.error || (body.rejected || []).map((r) => r.error).join("; ") || "HTTP " + resp.status);
+      const jobs = body.jobs || [body];
+      batch = { ids: jobs.map((j) => j.id), ops: body.ops !== undefined ? body.ops : (jobs[0].ops || ""),
+        rejected: body.rejected || [] };
+      ok.textContent = jobs.length === 1 ? `Queued as job ${jobs[0].id}.`
+        : `Queued ${jobs.length} files as jobs ${jobs[0].id}–${jobs[jobs.length - 1].id}.`;
       ok.hidden = false;
       form.reset();
     } catch (err) {
