@@ -47,6 +47,7 @@ class FakeBoard:
     entries: dict[int, FakeEntry] = field(default_factory=dict)
     shown: dict[str, Any] = field(default_factory=lambda: {"current": None, "jobs": [], "workers": []})
     uploads: list[tuple[Path, Path, str, str]] = field(default_factory=list)
+    chains: list[str | None] = field(default_factory=list)
 
     def status(self) -> dict[str, Any]:
         return self.shown
@@ -60,8 +61,9 @@ class FakeBoard:
         upload.parent.mkdir(parents=True, exist_ok=True)
         return upload, self.root / "results" / f"{n}-{filename}"
 
-    def enqueue_upload(self, source: Path, output: Path, fmt: str, name: str) -> FakeEntry:
+    def enqueue_upload(self, source: Path, output: Path, fmt: str, name: str, ops: str | None = None) -> FakeEntry:
         self.uploads.append((source, output, fmt, name))
+        self.chains.append(ops)
         entry = FakeEntry(len(self.entries) + 1, name, output)
         self.entries[entry.id] = entry
         return entry
@@ -327,3 +329,47 @@ def test_long_upload_names_are_shortened_or_refused_cleanly(board: FakeBoard, cl
     name = "x" * 250 + ".png"
     resp = client.post("/api/jobs", data={"image": (io.BytesIO(png_bytes()), name)})
     assert resp.status_code == 201 and len(board.uploads[-1][0].name) <= 130
+
+
+def test_several_files_with_an_operation_make_a_batch(board: FakeBoard, client: FlaskClient) -> None:
+    files = [
+        (io.BytesIO(png_bytes()), "one.png"),
+        (io.BytesIO(b"not a picture"), "bad.jpg"),
+        (io.BytesIO(png_bytes()), "two.png"),
+    ]
+    resp = client.post("/api/jobs", data={"image": files, "op": "gaussian:4", "ops": "find_edges"})
+    assert resp.status_code == 201, resp.get_json()
+    body = resp.get_json()
+    assert [j["name"] for j in body["jobs"]] == ["one.png", "two.png"]
+    assert body["ops"] == "gaussian:4;find_edges" and board.chains == ["gaussian:4;find_edges"] * 2
+    ((name, why),) = [(r["name"], r["error"]) for r in body["rejected"]]
+    assert name == "bad.jpg" and "not an image" in why  # one bad file, the rest queued
+
+
+@pytest.mark.parametrize("chain", ["sepia", "gaussian:x", "resize:12"])
+def test_an_unknown_operation_is_refused_naming_what_exists(client: FlaskClient, chain: str) -> None:
+    resp = client.post("/api/jobs", data={"image": (io.BytesIO(png_bytes()), "a.png"), "ops": chain})
+    assert resp.status_code == 400
+    assert chain in resp.get_json()["error"] and "canny:LOW,HIGH" in resp.get_json()["error"]
+
+
+def test_the_operations_offered(client: FlaskClient) -> None:
+    body = client.get("/api/ops").get_json()
+    assert "gaussian:4" in body["offered"] and "canny:50,150" in body["offered"] and "find_edges" in body["known"]
+
+
+def test_a_batch_downloads_as_one_zip(board: FakeBoard, client: FlaskClient, tmp_path: Path) -> None:
+    import zipfile
+
+    for i, name in enumerate(("a_gray.png", "b_gray.jpg", "c_gray.png"), start=1):
+        out = tmp_path / name
+        out.write_bytes(name.encode() * 10)
+        board.entries[i] = FakeEntry(i, name, out, state="done" if i < 3 else "running")
+    resp = client.get("/jobs/download.zip?ids=1,2,3")
+    assert resp.status_code == 200 and resp.mimetype == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(resp.data))
+    assert sorted(archive.namelist()) == ["a_gray.png", "b_gray.jpg"]  # the unfinished one is not in it
+    assert archive.read("a_gray.png") == b"a_gray.png" * 10
+    assert client.get("/jobs/download.zip?ids=3").status_code == 404
+    assert client.get("/jobs/download.zip?ids=9").status_code == 404
+    assert client.get("/jobs/download.zip?ids=x").status_code == 400

@@ -364,3 +364,88 @@ def test_the_protocol_document_lists_every_error_code() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md").read_text()
     for code in P.ErrorCode:
         assert f"| {int(code)} | {code.name} |" in doc, code
+
+
+# ---------------------------------------------------------------------------------- operation chains
+OPS_TASKS: list[P.Message] = [
+    P.Task(1, 2, 10, 14, 5, 3, ops="gaussian:4;canny:10,30", halo_above=10, halo_below=7),
+    P.Task(1, 2, 0, 4, 5, 3, "distgray-1-job1-00ff00ff", 0, ops="blur", halo_above=0, halo_below=2),
+    P.PngTask(1, 3, 8, 12, 5, 3, level=6, above=True, last=False, ops="median:3", halo_above=2, halo_below=1),
+    P.JpegTask(1, 4, 8, 16, 5, 3, quality=90, ops="sharpen", halo_above=1, halo_below=1),
+    P.TiffTask(1, 5, 0, 16, 5, 3, level=6, predictor=2, rows_per_strip=16, ops="box:2", halo_above=0, halo_below=2),
+    P.FileTask(1, 6, 100, 1000, "PNG", 0, 6, "thumbnail:64x64"),
+]
+
+
+@pytest.mark.parametrize("message", OPS_TASKS, ids=lambda m: type(m).__name__)
+def test_tasks_with_a_chain_round_trip_with_their_halo(message: P.Message) -> None:
+    payload = b"\x07" * message.payload_len
+    assert decode_all(frame(message, payload), chunk=3) == [(message, payload)]
+
+
+def test_a_chain_task_carries_its_halo_rows() -> None:
+    task = P.Task(1, 2, 10, 14, 5, 3, ops="gaussian:4", halo_above=10, halo_below=7)
+    assert task.pixel_rows == 10 + 4 + 7 and task.payload_len == 21 * 5 * 3
+    assert task.result_len == 4 * 5  # the answer is the strip's own rows
+    png = P.PngTask(1, 3, 8, 12, 5, 3, level=6, above=True, ops="median:3", halo_above=2, halo_below=1)
+    assert png.pixel_rows == 2 + 4 + 1  # the row above is the last halo row, not one more
+
+
+@pytest.mark.parametrize(
+    ("task", "why"),
+    [
+        (P.Task(1, 2, 3, 5, 4, 3, ops="blur", halo_above=4), "halo 4 above row 3"),
+        (P.Task(1, 2, 3, 5, 4, 3, ops="blur$rm", halo_above=1), "bad chain"),
+        (P.Task(1, 2, 3, 5, 4, 3, halo_above=1), "halo without"),
+        (P.PngTask(1, 2, 3, 5, 4, 3, level=6, above=True, ops="blur", halo_above=0), "row above is in the halo"),
+    ],
+)
+def test_bad_chain_tasks_cannot_be_encoded(task: P.Task, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        task.encode()
+
+
+def _raw_ops_task(halo_above: int, chain: bytes, row_start: int = 3, payload_len: int | None = None) -> bytes:
+    fixed = struct.pack(">IIIIIBBBB", 1, 2, row_start, row_start + 2, 4, 3, 1, 1, 0x10)
+    tail = struct.pack(">II", halo_above, 1) + struct.pack(">H", len(chain)) + chain
+    rows = halo_above + 2 + 1
+    return _with_header(P.MessageType.TASK, fixed + tail, rows * 12 if payload_len is None else payload_len)
+
+
+@pytest.mark.parametrize(
+    ("raw", "match"),
+    [
+        (_raw_ops_task(4, b"blur"), "halo"),  # more rows above than the image has
+        (_raw_ops_task(1, b"blur;$(reboot)"), "bad chain"),
+        (_raw_ops_task(1, b""), "bad chain"),
+        (_raw_ops_task(1, b"x" * 1025), "exceeds limit"),
+        (_raw_ops_task(1, b"blur", payload_len=2 * 12), "needs"),  # the halo's rows missing from the payload
+    ],
+)
+def test_malformed_chain_tasks_are_protocol_errors(raw: bytes, match: str) -> None:
+    with pytest.raises(ProtocolError, match=match):
+        P.FrameDecoder().feed(raw)
+
+
+def test_workers_are_matched_to_chains_by_what_they_offer() -> None:
+    assert P.can_run((), "")
+    assert not P.can_run(("luma-u8",), "blur")
+    assert P.can_run(("ops",), "blur;gaussian:4")
+    assert not P.can_run(("ops",), "blur;canny:1,2")
+    assert P.can_run(("ops", "ops-canny"), "blur;Canny:1,2")
+
+
+def test_documented_chain_example_is_what_the_code_does() -> None:
+    """docs/PROTOCOL.md's strip with an operation chain: decoded, computed as a worker does, and
+    equal to the chain on the whole 5-row image (row 2)."""
+    from distgray.imaging import ops, stripcodec
+
+    task_frame, result_frame = _doc_hex_blocks("## Worked example: a strip with an operation chain\n")
+    ((task, rgb),) = decode_all(task_frame, chunk=7)
+    assert task == P.Task(7, 1, 2, 3, 3, 3, ops="smooth", halo_above=1, halo_below=1)
+    pixels = np.frombuffer(rgb, np.uint8).reshape(3, 3, 3)
+    row = stripcodec.gray_with_ops(pixels, task.ops, task.halo_above, task.halo_below)
+    result = P.Result(7, 1, 2, 3, 3)
+    assert P.encode_frame(result, result.payload_len) + row.tobytes() == result_frame
+    whole = np.concatenate([np.zeros((1, 3, 3), np.uint8), pixels, np.full((1, 3, 3), 9, np.uint8)])
+    assert np.array_equal(ops.apply(stripcodec.gray_of(whole), ops.parse_chain(["smooth"]))[2], row[0])
