@@ -5,6 +5,7 @@
     python utils/make_test_images.py --photo-8k --batch        # once: the inputs
     python utils/bench.py                                      # writes docs/BENCHMARK.md, docs/benchmark.png
     python utils/bench.py --dask                               # the built-in and Dask engines: docs/BENCHMARK_DASK.md
+    python utils/bench.py --ops                                # Gaussian blur and Canny: docs/BENCHMARK_OPS.md
 
 Cases (file in -> grayscale file out): an 8K photo JPEG -> JPEG (quality 95), the same photo as
 PNG -> PNG at zlib 6 (Pillow's default) and at zlib 1 (OpenCV's default), the 4K photo
@@ -395,7 +396,19 @@ def main(argv: list[str] | None = None) -> int:
         " 8K PNG, the 8K JPEG and the 40-file batch, and Dask's per-task overhead (utils/bench_dask.py; needs"
         " pip install 'distgray[dask]'; writes docs/BENCHMARK_DASK.md; --repeat and the first --workers apply)",
     )
+    parser.add_argument(
+        "--ops",
+        action="store_true",
+        help="instead: operations after grayscale (Gaussian blur radius 4, Canny) on the 8K photo, distgray with"
+        " each --workers count against Pillow/OpenCV in one process (utils/bench_ops.py; writes"
+        " docs/BENCHMARK_OPS.md)",
+    )
     args = parser.parse_args(argv)
+    if args.ops:
+        from tests.conftest import load_utils
+
+        workers = [str(n) for n in args.workers]
+        return int(load_utils("bench_ops").main(["--repeat", str(args.repeat), "--workers", *workers]))
     if args.dask:
         from tests.conftest import load_utils
 

@@ -100,7 +100,7 @@ class Converter:
             else:
                 job, t_save = self._convert_whole(entry, loaded, quiet, stream, chain)
             t_saved = time.monotonic()
-            self._finish_report(entry, job, t0, t_loaded, t_save, t_saved, quiet)
+            self._finish_report(entry, job, t0, t_loaded, t_save, t_saved, quiet, streamed)
             entry.state = JobState.DONE
         except BaseException as exc:
             entry.state = JobState.FAILED
@@ -120,6 +120,7 @@ class Converter:
         t_save: float,
         t_saved: float,
         quiet: bool,
+        streamed: bool = False,
     ) -> None:
         total = t_saved - t0
         if job is None:
@@ -131,6 +132,7 @@ class Converter:
             output=str(entry.output),
             input=str(entry.source),
             ops=entry.ops or None,
+            streamed=streamed,  # through the --window-mb window, never whole in memory
             total_s=round(total, 4),
             load_s=round(t_loaded - t0, 4),
             save_s=round(t_saved - t_save, 4),

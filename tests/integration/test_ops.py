@@ -206,3 +206,35 @@ def test_the_dask_engine_runs_the_same_chains(
     code, _, err = _master([*batch, dask_cluster.address, *ops_args], tmp_path)
     assert code == 0, err
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "c_gray.png")), reference(src / "c.png", chain))
+
+
+@pytest.mark.parametrize(
+    ("chain", "output", "extra"),
+    [
+        ("gaussian:4", "out.png", ()),  # PNG encoded by the workers in strips, rows let go as written
+        ("median:5;sharpen", "out.tif", ("--encode-on-master",)),  # TIFF written here in strips
+    ],
+)
+def test_a_streamed_image_through_a_chain(
+    photo: Path, tmp_path: Path, chain: str, output: str, extra: tuple[str, ...]
+) -> None:
+    """An image bigger than the window streams through it: each strip's halo rows are kept
+    until the strip is done, and the output is still the chain on the whole image."""
+    big = tmp_path / "big.png"
+    Image.open(photo).convert("RGB").crop((0, 0, 2001, 1503)).save(big, compress_level=1)
+    ops_args = [a for spec in chain.split(";") for a in ("--op", spec)]
+    report = tmp_path / "report.json"
+    args = ["--image", str(big), "--output", output, "--local-workers", "2", "--window-mb", "2", *extra]
+    code, _, err = _master([*args, "--report", str(report), *ops_args], tmp_path)
+    assert code == 0, err
+    assert np.array_equal(np.asarray(Image.open(tmp_path / output)), reference(big, chain))
+    assert json.loads(report.read_text())["streamed"] is True
+
+
+def test_a_whole_image_operation_on_an_image_that_must_stream_is_refused(photo: Path, tmp_path: Path) -> None:
+    big = tmp_path / "big.png"
+    Image.open(photo).convert("RGB").crop((0, 0, 2001, 1503)).save(big, compress_level=1)
+    args = ["--image", str(big), "--output", "o.png", "--local-workers", "1", "--window-mb", "2"]
+    code, _, err = _master([*args, "--op", "canny:10,20"], tmp_path)
+    assert code == 1 and "whole gray image in memory" in err and "--window-mb" in err, err
+    assert not (tmp_path / "o.png").exists()
