@@ -255,10 +255,13 @@ def create_app(board: JobBoard, security: PageSecurity | None = None) -> Flask:
             abort(400, description="no file: send the image as the form field 'image' (repeat it for several)")
         if len(given) > MAX_UPLOAD_FILES:
             abort(400, description=f"{len(given)} files: {MAX_UPLOAD_FILES} at most in one upload")
-        try:
-            chain = ops.spell(ops.parse_chain([request.form.get("op", ""), request.form.get("ops", "")]))
-        except ValueError as exc:
-            abort(400, description=f"operations: {exc}")
+        # The form's operation (either field, even empty: gray only); neither field: the run's --op.
+        chain: str | None = None
+        if "op" in request.form or "ops" in request.form:
+            try:
+                chain = ops.spell(ops.parse_chain([request.form.get("op", ""), request.form.get("ops", "")]))
+            except ValueError as exc:
+                abort(400, description=f"operations: {exc}")
         accepted, rejected = [], []
         for file in given:
             try:
@@ -269,7 +272,7 @@ def create_app(board: JobBoard, security: PageSecurity | None = None) -> Flask:
                 rejected.append({"name": file.filename, "error": str(exc)})
         if len(given) == 1:
             return jsonify(accepted[0]), 201
-        body = {"jobs": accepted, "rejected": rejected, "ops": chain}
+        body = {"jobs": accepted, "rejected": rejected, "ops": accepted[0].get("ops", chain) if accepted else chain}
         return jsonify(body), 201 if accepted else 400
 
     return app
@@ -281,7 +284,7 @@ class _Refused(Exception):
         self.code = code
 
 
-def _store_upload(board: JobBoard, file: Any, chain: str) -> dict[str, Any]:
+def _store_upload(board: JobBoard, file: Any, chain: str | None) -> dict[str, Any]:
     """One uploaded file stored and queued with ``chain``; its job described. _Refused (a
     one-line reason) for a file that is not an image this run takes."""
     if len(file.filename.encode()) > MAX_NAME_BYTES:

@@ -346,6 +346,12 @@ def test_several_files_with_an_operation_make_a_batch(board: FakeBoard, client: 
     assert name == "bad.jpg" and "not an image" in why  # one bad file, the rest queued
 
 
+def test_an_upload_that_names_no_operation_gets_the_runs_chain(board: FakeBoard, client: FlaskClient) -> None:
+    assert client.post("/api/jobs", data={"image": (io.BytesIO(png_bytes()), "a.png")}).status_code == 201
+    assert client.post("/api/jobs", data={"image": (io.BytesIO(png_bytes()), "b.png"), "op": ""}).status_code == 201
+    assert board.chains == [None, ""]  # no field: the run's --op; the form's empty choice: gray only
+
+
 @pytest.mark.parametrize("chain", ["sepia", "gaussian:x", "resize:12"])
 def test_an_unknown_operation_is_refused_naming_what_exists(client: FlaskClient, chain: str) -> None:
     resp = client.post("/api/jobs", data={"image": (io.BytesIO(png_bytes()), "a.png"), "ops": chain})
