@@ -187,7 +187,9 @@ def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCLI]:
     cluster.close()
 
 
-@pytest.mark.parametrize(("chain", "output"), [("gaussian:4;canny:30,90", "out.png"), ("smooth_more", "out.jpg")])
+@pytest.mark.parametrize(
+    ("chain", "output"), [("gaussian:4;canny:30,90", "out.png"), ("smooth_more", "out.jpg"), ("gaussian:2", "out.png")]
+)
 def test_the_dask_engine_runs_the_same_chains(
     dask_cluster: DaskCLI, photo: Path, tmp_path: Path, chain: str, output: str
 ) -> None:
