@@ -185,9 +185,10 @@ def main(argv: list[str] | None = None) -> int:
                 fresh, hot = statistics.median(times[name]), statistics.median(warm_times[name])
                 share, strips = halos.get(name, (0.0, 1))
                 halo = "-" if name == "one process" else f"{100 * share:.2f}% ({strips})"
+                label = name if name == "one process" else f"distgray, {name.split()[1]} worker"
+                label += "s" if name not in ("one process", "distgray 1") else ""
                 lines.append(
-                    f"| {name.replace('distgray', 'distgray,') + (' workers' if name != 'one process' else '')}"
-                    f" | {fresh:.2f} s | {base / fresh:.2f}x | {hot:.3f} s | {warm_base / hot:.2f}x | {halo} |"
+                    f"| {label} | {fresh:.2f} s | {base / fresh:.2f}x | {hot:.3f} s | {warm_base / hot:.2f}x | {halo} |"
                 )
             lines += ["", f"Outputs equal the one-process reference's pixels: {'yes' if same else '**NO**'}.", ""]
     args.out.write_text("\n".join(lines))
