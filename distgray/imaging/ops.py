@@ -77,8 +77,13 @@ PARAMETRIC = (
 MAX_CHAIN_CHARS = 1024
 #: Rows of context a Canny strip needs: Sobel 3x3 (1), then its neighbours' magnitudes (1).
 CANNY_SUPPORT = 2
-#: The biggest side a resize may ask for (Pillow's own limit is far beyond memory).
+#: The biggest side a resize may ask for, and its most pixels (Pillow's decompression-bomb limit):
+#: a chain comes from the page and the API too, and must not be a way to exhaust memory or time.
 MAX_SIDE = 1 << 16
+MAX_RESIZE_PIXELS = 89_478_485
+#: The largest blur radius and median size (a median's cost grows with its size squared).
+MAX_RADIUS = 1000
+MAX_MEDIAN = 31
 Kind = Literal["strip", "canny", "whole"]
 
 
@@ -136,15 +141,15 @@ def parse(spec: str) -> Op:
         values = [float(a) for a in args]
     except ValueError:
         raise ValueError(f"{spec!r}: arguments must be numbers (known: {known()})") from None
-    if name in ("box", "gaussian") and len(values) == 1 and values[0] >= 0:
+    if name in ("box", "gaussian") and len(values) == 1 and 0 <= values[0] <= MAX_RADIUS:
         r = values[0]
         if name == "box":
             return Op(spec, math.ceil(r), _with(ImageFilter.BoxBlur(r)))
         return Op(spec, gaussian_support(r), _with(ImageFilter.GaussianBlur(r)))
-    if name == "unsharp" and len(values) == 3 and values[0] >= 0:
+    if name == "unsharp" and len(values) == 3 and 0 <= values[0] <= MAX_RADIUS:
         r, percent, threshold = values[0], int(values[1]), int(values[2])
         return Op(spec, gaussian_support(r), _with(ImageFilter.UnsharpMask(r, percent, threshold)))
-    if name == "median" and len(values) == 1 and values[0] >= 1 and values[0] % 2 == 1:
+    if name == "median" and len(values) == 1 and 1 <= values[0] <= MAX_MEDIAN and values[0] % 2 == 1:
         size = int(values[0])
         return Op(spec, size // 2, _with(ImageFilter.MedianFilter(size)))
     if name == "reduce" and len(values) == 1 and values[0] == int(values[0]) and 1 <= values[0] <= 256:
@@ -158,8 +163,12 @@ def parse(spec: str) -> Op:
 
 def _resize(spec: str, name: str, raw: str) -> Op:
     found = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", raw)
-    if not found or not all(0 < int(v) <= MAX_SIDE for v in found.groups()):
-        raise ValueError(f"{spec!r}: {name} takes WIDTHxHEIGHT, each 1-{MAX_SIDE} (known: {known()})")
+    sides = [int(v) for v in found.groups()] if found else []
+    if not sides or not all(0 < v <= MAX_SIDE for v in sides) or sides[0] * sides[1] > MAX_RESIZE_PIXELS:
+        raise ValueError(
+            f"{spec!r}: {name} takes WIDTHxHEIGHT, each 1-{MAX_SIDE}, at most {MAX_RESIZE_PIXELS} pixels"
+            f" (known: {known()})"
+        )
     size = (int(found[1]), int(found[2]))
     if name == "resize":  # Pillow's default filter (bicubic for L) on the whole image
         return Op(spec, 0, lambda image: image.resize(size), "whole")

@@ -196,7 +196,21 @@ def test_resizes_are_pillows_own_calls(spec: str) -> None:
     assert np.array_equal(got, np.asarray(want))
 
 
-@pytest.mark.parametrize("spec", ["resize:0x5", "resize:12", "thumbnail:axb", "reduce:0", "reduce:1.5", "canny:1"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "resize:0x5",
+        "resize:12",
+        "thumbnail:axb",
+        "reduce:0",
+        "reduce:1.5",
+        "canny:1",
+        "resize:65536x65536",  # 4 GB of gray from one line of an upload form: refused
+        "median:33",  # a median's cost grows with its size squared
+        "gaussian:1001",
+        "unsharp:5000,100,2",
+    ],
+)
 def test_bad_resizes_and_canny_are_refused(spec: str) -> None:
     with pytest.raises(ValueError, match="known"):
         ops.parse(spec)
