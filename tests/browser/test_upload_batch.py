@@ -62,6 +62,7 @@ def test_two_files_with_a_filter_side_by_side_and_one_zip(browser: Any, photo: P
     assert "2 of 2 done" in browser.find_element(By.ID, "batch-count").text
     zip_link = browser.find_element(By.ID, "batch-zip")
     assert zip_link.is_displayed()
+    browser.execute_script("document.getElementById('upload-form').scrollIntoView()")
     save_artifact(browser, "upload-batch-gaussian.png")
 
     href = urllib.parse.urljoin(url, zip_link.get_attribute("href"))
