@@ -169,7 +169,7 @@ def _resize(spec: str, name: str, raw: str) -> Op:
             f"{spec!r}: {name} takes WIDTHxHEIGHT, each 1-{MAX_SIDE}, at most {MAX_RESIZE_PIXELS} pixels"
             f" (known: {known()})"
         )
-    size = (int(found[1]), int(found[2]))
+    size = (sides[0], sides[1])
     if name == "resize":  # Pillow's default filter (bicubic for L) on the whole image
         return Op(spec, 0, lambda image: image.resize(size), "whole")
 
