@@ -61,6 +61,8 @@ examples:
     python -m distgray worker --host <master-ip> --port 5003 --token=<token> --tls-fingerprint=<sha256>
   a service: no --image; upload images on the status page, they queue and run in order:
     python master_server.py --local-workers 2      # then open http://127.0.0.1:5006/
+  operations after grayscale, in strips with halos (bit-identical to Pillow's on the whole image):
+    python master_server.py --image big.png --local-workers 2 --op gaussian:4 --op find_edges
   on a Dask cluster (pip install 'distgray[dask]'), a local one or the one a scheduler runs:
     python master_server.py --image big.png --engine dask --local-workers 2
     python master_server.py --input-dir photos/ --engine dask --scheduler-address tcp://10.0.0.5:8786
@@ -72,7 +74,7 @@ made at start unless --tls-cert; the printed worker command pins its fingerprint
 the token by HMAC inside it. The page is this machine's only unless --dashboard-host says
 otherwise, and then needs its access token.
 environment: MASTER_HOST, MASTER_PORT, NUM_WORKERS, FLASK_PORT, DASHBOARD_HOST, DISTGRAY_TOKEN,
-DISTGRAY_TOKEN_FILE, DISTGRAY_DASHBOARD_TOKEN, DISTGRAY_ADVERTISE_HOST, DISTGRAY_WINDOW_MB, DISTGRAY_LOG_LEVEL,
+DISTGRAY_TOKEN_FILE, DISTGRAY_DASHBOARD_TOKEN, DISTGRAY_ADVERTISE_HOST, DISTGRAY_WINDOW_MB, DISTGRAY_LOG_LEVEL, DISTGRAY_OPS,
 DISTGRAY_ENGINE, DASK_SCHEDULER_ADDRESS, CLOUD_RUN_TASK_INDEX, CLOUD_RUN_TASK_COUNT, JOB_COMPLETION_INDEX
 (a flag given on the command line wins over its environment variable).
 exit codes: 0 done, 1 a job failed, 2 usage error, 130 interrupted.
