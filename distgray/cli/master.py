@@ -74,8 +74,8 @@ made at start unless --tls-cert; the printed worker command pins its fingerprint
 the token by HMAC inside it. The page is this machine's only unless --dashboard-host says
 otherwise, and then needs its access token.
 environment: MASTER_HOST, MASTER_PORT, NUM_WORKERS, FLASK_PORT, DASHBOARD_HOST, DISTGRAY_TOKEN,
-DISTGRAY_TOKEN_FILE, DISTGRAY_DASHBOARD_TOKEN, DISTGRAY_ADVERTISE_HOST, DISTGRAY_WINDOW_MB, DISTGRAY_LOG_LEVEL, DISTGRAY_OPS,
-DISTGRAY_ENGINE, DASK_SCHEDULER_ADDRESS, CLOUD_RUN_TASK_INDEX, CLOUD_RUN_TASK_COUNT, JOB_COMPLETION_INDEX
+DISTGRAY_TOKEN_FILE, DISTGRAY_DASHBOARD_TOKEN, DISTGRAY_ADVERTISE_HOST, DISTGRAY_WINDOW_MB, DISTGRAY_LOG_LEVEL,
+DISTGRAY_OPS, DISTGRAY_ENGINE, DASK_SCHEDULER_ADDRESS, CLOUD_RUN_TASK_INDEX, CLOUD_RUN_TASK_COUNT, JOB_COMPLETION_INDEX
 (a flag given on the command line wins over its environment variable).
 exit codes: 0 done, 1 a job failed, 2 usage error, 130 interrupted.
 """
