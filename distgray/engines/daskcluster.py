@@ -416,7 +416,9 @@ class DaskEngine:
         while True:
             try:
                 return self.client.scatter(data, direct=True, hash=False)
-            except (OSError, TimeoutError, RuntimeError) as exc:
+            # KeyError: the data reached a worker that died before the scheduler heard of it (its
+            # update_data names a worker the scheduler no longer has): scatter again.
+            except (OSError, TimeoutError, RuntimeError, KeyError) as exc:
                 if time.monotonic() > deadline or self.client.status not in ("running", "connecting"):
                     raise
                 log.info("dask engine: a worker did not take data (%s): trying another", exc)
