@@ -14,7 +14,7 @@ import pytest
 if os.environ.get("CI") != "true":
     pytest.importorskip("distributed", reason="Dask is not installed (pip install 'distgray[dask]')")
 
-from distgray.engines import daskcluster  # noqa: E402
+from distgray.engines import daskcluster
 
 
 class FlakyClient:
