@@ -79,10 +79,6 @@ def encode_here(job: Job, result: P.Result) -> EncodedStrip | None:
         return None
     rows = job.output[result.row_start : result.row_stop]
     enc = job.encoding
-    if job.ops:  # a worker without strip encoding sent the chain's rows: encoded here alike
-        return stripcodec.encode(
-            rows, enc.format, enc.setting, row_start=result.row_start, last=result.row_stop == job.height
-        )
     if enc.alpha:  # gray + alpha pairs, the alpha from the source
         rows = np.stack([rows, job.pixels[result.row_start : result.row_stop, :, 3]], axis=-1)
     last = result.row_stop == job.height
