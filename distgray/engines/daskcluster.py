@@ -235,8 +235,7 @@ class DaskEngine:
         rows = -(-rows // align) * align
         ready = height if rows_ready is None else rows_ready
         segment = buffer if isinstance(buffer, shm.Segment) else None
-        support = imaging_ops.support(imaging_ops.chain_of(ops)) if ops else 0
-        job = DaskJob(next(self._ids), name, pixels, encoding, rows, ready, store, segment, ops, support)
+        job = DaskJob(next(self._ids), name, pixels, encoding, rows, ready, store, segment, ops)
         with self._lock:
             self.job = job
         self._send_ready(job)
@@ -327,8 +326,11 @@ class DaskEngine:
             enc = job.encoding
             above = enc is not None and enc.format == "PNG" and self.png_row_above and strip.row_start > 0
             # With a chain, the strip comes with its halo (the row above a PNG strip inside it).
-            halo_above = min(job.support + above, strip.row_start) if job.ops else int(above)
-            halo_below = min(job.support, job.height - strip.row_stop) if job.ops else 0
+            halo_above, halo_below = (
+                imaging_ops.halo_of(job.support, strip.row_start, strip.row_stop, job.height, above)
+                if job.ops
+                else (int(above), 0)
+            )
             halos[job.id, strip.index] = (
                 {"ops": job.ops, "halo_above": halo_above, "halo_below": halo_below} if job.ops else {}
             )

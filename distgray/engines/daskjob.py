@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from distgray.imaging import ops as imaging_ops
 from distgray.imaging.encoded import EncodedStrip, Encoding
 from distgray.imaging.kernel import U8Array
 from distgray.imaging.sparse import SparseRows
@@ -48,10 +49,10 @@ class DaskJob:
         store: SparseRows | shm.Segment | None,
         segment: shm.Segment | None = None,
         ops: str = "",
-        support: int = 0,
     ) -> None:
         self.id, self.name, self.pixels, self.encoding = job_id, name, pixels, encoding
-        self.ops, self.support = ops, support  # the chain each strip gets, and its halo each way
+        # the chain each strip gets, and its halo each way
+        self.ops, self.support = ops, imaging_ops.support_of(ops)
         self.height, self.width, self.channels = pixels.shape
         self.strip_rows = strip_rows
         self.store = store

@@ -73,12 +73,8 @@ def convert_strip(
     pixels hold ``halo_above`` and ``halo_below`` rows of context (the row above, if any, is the
     last of those above), as the built-in worker's OPS tasks."""
     t0 = time.perf_counter()
-    if ops:
-        rows = stripcodec.gray_with_ops(pixels, ops, halo_above, halo_below, keep_above=above)
-    elif encoding is None:
-        return StripDone(stripcodec.gray_of(pixels), None, worker_name(), time.perf_counter() - t0)
-    else:
-        rows = stripcodec.gray_of(pixels, encoding.alpha)
+    alpha = encoding is not None and encoding.alpha
+    rows = stripcodec.gray_with_ops(pixels, ops, halo_above, halo_below, keep_above=above, alpha=alpha)
     if encoding is None:
         return StripDone(rows, None, worker_name(), time.perf_counter() - t0)
     piece = stripcodec.encode(

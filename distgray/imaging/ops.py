@@ -263,6 +263,11 @@ def support(chain: Sequence[Op]) -> int:
     return sum(op.support for op in chain)
 
 
+def support_of(spelled: str) -> int:
+    """:func:`support` of a spelled chain ("": none)."""
+    return support(chain_of(spelled)) if spelled else 0
+
+
 def apply(gray: U8Array, chain: Sequence[Op]) -> U8Array:
     """The chain on a whole gray image (rows x width), as one process would run it."""
     return np.asarray(apply_image(Image.fromarray(np.ascontiguousarray(gray), mode="L"), chain), dtype=np.uint8)
@@ -290,5 +295,10 @@ def apply_strip(rows: U8Array, above: int, below: int, chain: Sequence[Op]) -> U
 def halo(row_start: int, row_stop: int, height: int, chain: Sequence[Op]) -> tuple[int, int]:
     """The rows of context a strip ``[row_start, row_stop)`` of an image ``height`` rows high
     gets above and below: the chain's support, none past the image's edges."""
-    need = support(chain)
-    return min(need, row_start), min(need, height - row_stop)
+    return halo_of(support(chain), row_start, row_stop, height)
+
+
+def halo_of(need: int, row_start: int, row_stop: int, height: int, above: bool = False) -> tuple[int, int]:
+    """:func:`halo` for a chain of support ``need``; ``above``: a PNG strip's row above comes
+    too, with its own ``need`` rows (the last halo row above is then that row)."""
+    return min(need + above, row_start), min(need, height - row_stop)

@@ -30,9 +30,9 @@ import zlib
 import numpy as np
 from PIL import Image
 
-from distgray.imaging import jpegstrip, ops, tiffstrip
+from distgray.imaging import jpegstrip, ops, stripcodec, tiffstrip
 from distgray.imaging.encoded import EncodedStrip
-from distgray.imaging.kernel import U8Array, to_grayscale
+from distgray.imaging.kernel import U8Array
 
 #: How a sync-flushed deflate piece ends: an empty stored block, byte-aligned.
 SYNC_FLUSH = b"\x00\x00\xff\xff"
@@ -51,16 +51,9 @@ def sample(first: int, stop: int, count: int) -> list[int]:
 def chain_rows(pixels: U8Array, top: int, bottom: int, chain: str = "") -> U8Array:
     """The true rows [top, bottom) of the source (height, width, 3|4): gray, then the strip part
     of an operation ``chain`` computed here on them with their own halo."""
-    if not chain:
-        gray = np.empty((bottom - top, pixels.shape[1]), dtype=np.uint8)
-        to_grayscale(np.ascontiguousarray(pixels[top:bottom]), gray)
-        return gray
-    parsed = ops.chain_of(chain)
-    need = ops.support(parsed)
-    above, below = min(need, top), min(need, pixels.shape[0] - bottom)
-    window = np.empty((bottom - top + above + below, pixels.shape[1]), dtype=np.uint8)
-    to_grayscale(np.ascontiguousarray(pixels[top - above : bottom + below]), window)
-    return ops.apply_strip(window, above, below, parsed)
+    above, below = ops.halo_of(ops.support_of(chain), top, bottom, pixels.shape[0])
+    window = np.ascontiguousarray(pixels[top - above : bottom + below])
+    return stripcodec.gray_with_ops(window, chain, above, below)  # as a worker computes them
 
 
 def gray_rows(pixels: U8Array, rows: list[int], chain: str = "") -> dict[int, U8Array]:

@@ -137,7 +137,7 @@ class Job:
         self.rows_written = 0  # rows [0, rows_written) of the output are in its file
         # The operation chain each strip gets, and the rows of context (halo) it needs each way.
         self.ops = ops
-        self.support = imaging_ops.support(imaging_ops.chain_of(ops)) if ops else 0
+        self.support = imaging_ops.support_of(ops)
         align = encoding.row_align if encoding is not None else 1
         self.scheduler = Scheduler(
             self.height, self.width * self.channels, policy, strip_rows=strip_rows, row_align=align, halo=self.support

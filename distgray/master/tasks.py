@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from distgray.imaging import stripcodec, tiffstrip
+from distgray.imaging import ops, stripcodec, tiffstrip
 from distgray.imaging.encoded import EncodedStrip
 from distgray.master.books import Job, WorkerBook
 from distgray.scheduling.strips import Strip
@@ -42,8 +42,9 @@ def task_for(w: WorkerBook, job: Job, strip: Strip, png_row_above: bool) -> tupl
     above = png and png_row_above and strip.row_start > 0
     # With an operation chain, the strip comes with its halo: the chain's support each way (the
     # row above a PNG strip needs its own), none past the image's edges.
-    halo_above = min(job.support + above, strip.row_start) if job.ops else 0
-    halo_below = min(job.support, job.height - strip.row_stop) if job.ops else 0
+    halo_above, halo_below = (
+        ops.halo_of(job.support, strip.row_start, strip.row_stop, job.height, above) if job.ops else (0, 0)
+    )
     first = strip.row_start - (halo_above if job.ops else above)
     segment, offset = "", 0
     if job.segment is not None and w.shm:

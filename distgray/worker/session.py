@@ -38,7 +38,6 @@ from distgray.errors import (
 )
 from distgray.imaging import stripcodec
 from distgray.imaging.files import convert_encoded
-from distgray.imaging.kernel import to_grayscale
 from distgray.imaging.save import save_options
 from distgray.net import shm
 from distgray.net.channel import Channel, connect
@@ -261,13 +260,7 @@ class Worker:
                 log.debug(
                     "worker %s: strip %d, rows %d-%d", self.worker_id, task.strip_id, task.row_start, task.row_stop - 1
                 )
-                if task.ops:
-                    pixels = data.reshape(task.pixel_rows, task.width, task.channels)
-                    out = _with_ops(task, pixels).data
-                else:
-                    gray = np.empty((task.rows, task.width), dtype=np.uint8)
-                    to_grayscale(data.reshape(task.rows, task.width, task.channels), gray)
-                    out = gray.data
+                out = _gray_rows(task, data.reshape(task.pixel_rows, task.width, task.channels)).data
                 self._pace(cpu_started, recv_cpu_s)
                 compute_us = int((time.perf_counter() - started) * 1e6)
                 result = P.Result(
@@ -310,11 +303,7 @@ class Worker:
             task.row_start,
             task.row_stop - 1,
         )
-        pixels = data.reshape(task.pixel_rows, task.width, task.channels)
-        if task.ops:
-            gray = _with_ops(task, pixels)
-        else:
-            gray = stripcodec.gray_of(pixels, isinstance(task, P.PngTask | P.TiffTask) and task.alpha)
+        gray = _gray_rows(task, data.reshape(task.pixel_rows, task.width, task.channels))
         result: P.PngResult | P.JpegResult | P.TiffResult
         start, last = task.row_start, task.last
         if isinstance(task, P.PngTask):
@@ -434,12 +423,14 @@ class Worker:
                     return
 
 
-def _with_ops(task: P.Task, pixels: np.ndarray) -> np.ndarray:
-    """The strip's gray rows after its operation chain (a chain this worker cannot run is the
-    master's fault: its connection ends, as for any malformed task)."""
+def _gray_rows(task: P.Task, pixels: np.ndarray) -> np.ndarray:
+    """A strip task's gray rows (gray + alpha pairs for an ALPHA task), after its operation chain
+    if it has one (a chain this worker cannot run is the master's fault: its connection ends, as
+    for any malformed task)."""
     keep_above = isinstance(task, P.PngTask) and task.above
+    alpha = isinstance(task, P.PngTask | P.TiffTask) and task.alpha
     try:
-        return stripcodec.gray_with_ops(pixels, task.ops, task.halo_above, task.halo_below, keep_above)
+        return stripcodec.gray_with_ops(pixels, task.ops, task.halo_above, task.halo_below, keep_above, alpha)
     except ValueError as exc:
         raise ProtocolError(f"{task.TYPE.name}: {exc}") from exc
 
