@@ -266,10 +266,10 @@ def create_app(board: JobBoard, security: PageSecurity | None = None) -> Flask:
         for file in given:
             try:
                 accepted.append(_store_upload(board, file, chain))
-            except _Refused as exc:
+            except HTTPException as exc:  # one file refused: the request's answer, or one line of a batch's
                 if len(given) == 1:
-                    abort(exc.code, description=str(exc))
-                rejected.append({"name": file.filename, "error": str(exc)})
+                    raise
+                rejected.append({"name": file.filename, "error": exc.description})
         if len(given) == 1:
             return jsonify(accepted[0]), 201
         body = {"jobs": accepted, "rejected": rejected, "ops": accepted[0].get("ops", chain) if accepted else chain}
@@ -278,28 +278,22 @@ def create_app(board: JobBoard, security: PageSecurity | None = None) -> Flask:
     return app
 
 
-class _Refused(Exception):
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-
-
 def _store_upload(board: JobBoard, file: Any, chain: str | None) -> dict[str, Any]:
-    """One uploaded file stored and queued with ``chain``; its job described. _Refused (a
-    one-line reason) for a file that is not an image this run takes."""
+    """One uploaded file stored and queued with ``chain``; its job described. Aborts (HTTP 400 or
+    507, a one-line reason) for a file that is not an image this run takes."""
     if len(file.filename.encode()) > MAX_NAME_BYTES:
-        raise _Refused(400, f"file name too long: {MAX_NAME_BYTES} bytes at most")
+        abort(400, description=f"file name too long: {MAX_NAME_BYTES} bytes at most")
     try:
         fmt, width, height = files.probe_upload(file.stream, board.max_pixels)
     except ImageError as exc:
-        raise _Refused(400, f"{file.filename}: {exc}") from exc
+        abort(400, description=f"{file.filename}: {exc}")
     file.stream.seek(0)
     source, output = board.upload_paths(safe_upload_name(file.filename, fmt), fmt)
     try:
         file.save(source)
     except OSError as exc:
         source.unlink(missing_ok=True)
-        raise _Refused(507, f"cannot store the upload: {exc.strerror or exc}") from exc
+        abort(507, description=f"cannot store the upload: {exc.strerror or exc}")
     entry = board.enqueue_upload(source, output, fmt, file.filename, ops=chain)
     described = entry.describe()
     log.info("job %d: %s uploaded (%dx%d %s), queued", described["id"], file.filename, width, height, fmt)
