@@ -64,7 +64,7 @@ def can_run(capabilities: tuple[str, ...] | list[str] | set[str], chain: str) ->
 
 
 MAX_CHAIN_BYTES = 1024
-_CHAIN = re.compile(r"[A-Za-z0-9_.:,;]{1,1024}")
+_CHAIN = re.compile(rf"[A-Za-z0-9_.:,;]{{1,{MAX_CHAIN_BYTES}}}")
 _HALO = struct.Struct(">II")
 
 
